@@ -1,0 +1,196 @@
+"""Settings: secrets from files in SECRETS_DIR (Docker secrets) or the environment."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SECRET_NAMES = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY")
+DEFAULT_SECRETS_DIR = Path("secrets")
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Reads each secret from `<dir>/<name>` or `<dir>/<name>.txt` (lower-case names)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], secrets_dir: Path) -> None:
+        super().__init__(settings_cls)
+        self._dir = secrets_dir
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for candidate in (field_name.lower(), f"{field_name.lower()}.txt"):
+            path = self._dir / candidate
+            if path.is_file():
+                return path.read_text(encoding="utf-8").strip(), field_name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in SECRET_NAMES:
+            value, _, _ = self.get_field_value(self.settings_cls.model_fields[name], name)
+            if value:
+                values[name] = value
+        return values
+
+
+def _split_ids(value: object) -> list[int]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
+        return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
+    if isinstance(value, list | tuple | set):
+        return [int(part) for part in value]
+    raise ValueError("expected comma-separated Telegram user ids")
+
+
+class Settings(BaseSettings):
+    """Every setting of the bot. Names are the public configuration contract (see README)."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    # Secrets
+    TELEGRAM_BOT_TOKEN: SecretStr
+    ANTHROPIC_API_KEY: SecretStr
+    GOOGLE_API_KEY: SecretStr
+
+    # Infrastructure
+    DATABASE_URL: SecretStr | None = None
+    DATA_DIR: Path = Path("data")
+    TELEGRAM_API_URL: str | None = None
+    ANTHROPIC_BASE_URL: str | None = None
+    GEMINI_BASE_URL: str | None = None
+
+    # Models
+    CLAUDE_MODEL: str = "claude-sonnet-5-5"
+    VISION_MODEL: str | None = None
+    IMAGE_MODEL: str = "gemini-3-pro-image-preview"
+    CLAUDE_MAX_TOKENS: int = Field(default=4096, ge=256, le=64000)
+    VISION_MAX_TOKENS: int = Field(default=1024, ge=128, le=16000)
+    CONTEXT_TOKEN_BUDGET: int = Field(default=60_000, ge=2_000)
+    MAX_TOOL_ITERATIONS: int = Field(default=8, ge=1, le=32)
+
+    # Access and money
+    ADMIN_USER_IDS: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    ALLOWED_USER_IDS: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    STARTER_BALANCE_USD: Decimal = Field(default=Decimal("0.50"), ge=0)
+    PRICE_MARKUP: Decimal = Field(default=Decimal("1.0"), ge=Decimal("1.0"))
+    HOLD_TTL_SECONDS: int = Field(default=900, ge=60)
+
+    # Time limits and retries
+    TURN_TIMEOUT_SECONDS: float = Field(default=240.0, gt=0)
+    ANTHROPIC_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0)
+    ANTHROPIC_MAX_RETRIES: int = Field(default=2, ge=0, le=5)
+    GEMINI_TIMEOUT_SECONDS: float = Field(default=150.0, gt=0)
+    GEMINI_RETRY_ATTEMPTS: int = Field(default=3, ge=1, le=6)
+    GEMINI_RETRY_INITIAL_DELAY: float = Field(default=1.0, ge=0)
+    SHUTDOWN_GRACE_SECONDS: float = Field(default=25.0, ge=0)
+    TELEGRAM_RETRY_MAX_SECONDS: float = Field(default=60.0, ge=0)
+    POLLING_TIMEOUT_SECONDS: int = Field(default=25, ge=0, le=50)
+
+    # Consumption caps
+    RATE_LIMIT_MESSAGES_PER_MINUTE: int = Field(default=20, ge=1)
+    RATE_LIMIT_IMAGES_PER_HOUR: int = Field(default=30, ge=1)
+    MAX_CONCURRENT_PROVIDER_CALLS: int = Field(default=64, ge=1)
+    MERGE_WINDOW_SECONDS: float = Field(default=0.6, ge=0)
+    DRAFT_INTERVAL_SECONDS: float = Field(default=0.5, ge=0)
+
+    # Files
+    MAX_UPLOAD_MB: int = Field(default=20, ge=1, le=20)
+    MAX_IMAGE_PIXELS: int = Field(default=40_000_000, ge=1_000_000)
+    FILE_RETENTION_DAYS: int = Field(default=30, ge=1, le=90)
+    BLOB_RETENTION_DAYS: int = Field(default=90, ge=1)
+    RECENT_FILES_IN_CONTEXT: int = Field(default=12, ge=0, le=50)
+
+    # Logging
+    LOG_FORMAT: Literal["console", "json"] | None = None
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("ADMIN_USER_IDS", "ALLOWED_USER_IDS", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: object) -> list[int]:
+        return _split_ids(value)
+
+    @field_validator("TELEGRAM_API_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets_dir = Path(os.environ.get("SECRETS_DIR") or DEFAULT_SECRETS_DIR)
+        return init_settings, env_settings, SecretFilesSource(settings_cls, secrets_dir)
+
+    @property
+    def vision_model(self) -> str:
+        return self.VISION_MODEL or self.CLAUDE_MODEL
+
+    @property
+    def starter_balance_micros(self) -> int:
+        return usd_to_micros(self.STARTER_BALANCE_USD)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.MAX_UPLOAD_MB * 1024 * 1024
+
+    @property
+    def files_dir(self) -> Path:
+        return self.DATA_DIR / "files"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.DATA_DIR / "postgres"
+
+
+def usd_to_micros(amount: Decimal) -> int:
+    """Exact dollars to micro-USD; more than six decimals is refused rather than rounded."""
+    micros = amount * 1_000_000
+    if micros != micros.to_integral_value():
+        raise ValueError("amounts have at most six decimal places")
+    return int(micros)
+
+
+class ConfigurationError(Exception):
+    """A problem the operator must fix, described in one line."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning a missing secret or bad value into one readable line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    secrets_dir = os.environ.get("SECRETS_DIR") or str(DEFAULT_SECRETS_DIR)
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        if error["type"] == "missing" and name in SECRET_NAMES:
+            return (
+                f"Missing secret {name}: put it in the file {secrets_dir}/{name.lower()} "
+                f"(or {name.lower()}.txt), or set the environment variable {name}."
+            )
+    first = exc.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "?"
+    return f"Invalid setting {name}: {first['msg']}."

@@ -1,0 +1,89 @@
+"""Throwaway Postgres for tests: one pgserver cluster per session, one fresh database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from bot.db.embedded import EmbeddedPostgres
+from bot.db.migrate import upgrade_to_head
+from bot.db.session import create_engine
+
+TEMPLATE_DB = "bot_test_template"
+
+
+class TestPostgres:
+    __test__ = False
+
+    """A server (embedded or TEST_DATABASE_URL) that hands out migrated databases."""
+
+    def __init__(self) -> None:
+        self._embedded: EmbeddedPostgres | None = None
+        self.server_url = ""
+
+    def start(self) -> None:
+        external = os.environ.get("TEST_DATABASE_URL")
+        if external:
+            self.server_url = external
+            return
+        self._embedded = EmbeddedPostgres(
+            Path(tempfile.mkdtemp(prefix="bot-test-pg-")) / "pg", delete_on_stop=True
+        )
+        self.server_url = self._embedded.start()
+
+    def stop(self) -> None:
+        if self._embedded is not None:
+            self._embedded.stop()
+
+    def url_for(self, database: str) -> str:
+        return make_url(self.server_url).set(database=database).render_as_string(
+            hide_password=False
+        )
+
+    async def _admin(self) -> asyncpg.Connection:
+        url = make_url(self.url_for("postgres"))
+        return await asyncpg.connect(
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            host=url.query.get("host") or url.host,
+            port=url.port,
+        )
+
+    async def create_template(self) -> None:
+        conn = await self._admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+        finally:
+            await conn.close()
+        engine = create_engine(self.url_for(TEMPLATE_DB))
+        await upgrade_to_head(engine)
+        await engine.dispose()
+
+    async def create_database(self) -> str:
+        name = f"bot_test_{uuid.uuid4().hex[:12]}"
+        conn = await self._admin()
+        try:
+            for attempt in range(20):
+                try:
+                    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+                    break
+                except asyncpg.ObjectInUseError:
+                    await asyncio.sleep(0.05 * (attempt + 1))
+        finally:
+            await conn.close()
+        return name
+
+    async def drop_database(self, name: str) -> None:
+        conn = await self._admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
