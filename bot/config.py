@@ -37,6 +37,8 @@ class SecretFilesSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name in SECRET_NAMES:
+            if name not in self.settings_cls.model_fields:
+                continue
             value, _, _ = self.get_field_value(self.settings_cls.model_fields[name], name)
             if value:
                 values[name] = value
@@ -55,17 +57,12 @@ def _split_ids(value: object) -> list[int]:
     raise ValueError("expected comma-separated Telegram user ids")
 
 
-class Settings(BaseSettings):
-    """Every setting of the bot. Names are the public configuration contract (see README)."""
+class OperatorSettings(BaseSettings):
+    """Every non-secret setting. Names are the public configuration contract (see README)."""
 
     model_config = SettingsConfigDict(
         case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True
     )
-
-    # Secrets
-    TELEGRAM_BOT_TOKEN: SecretStr
-    ANTHROPIC_API_KEY: SecretStr
-    GOOGLE_API_KEY: SecretStr
 
     # Infrastructure
     DATABASE_URL: SecretStr | None = None
@@ -162,6 +159,14 @@ class Settings(BaseSettings):
         return self.DATA_DIR / "postgres"
 
 
+class Settings(OperatorSettings):
+    """All settings, including the three secrets the running bot needs."""
+
+    TELEGRAM_BOT_TOKEN: SecretStr
+    ANTHROPIC_API_KEY: SecretStr
+    GOOGLE_API_KEY: SecretStr
+
+
 def usd_to_micros(amount: Decimal) -> int:
     """Exact dollars to micro-USD; more than six decimals is refused rather than rounded."""
     micros = amount * 1_000_000
@@ -178,6 +183,14 @@ def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning a missing secret or bad value into one readable line."""
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def load_operator_settings() -> OperatorSettings:
+    """Settings for operator commands, which need the database but no provider secrets."""
+    try:
+        return OperatorSettings()
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
 

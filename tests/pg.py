@@ -42,8 +42,8 @@ class TestPostgres:
             self._embedded.stop()
 
     def url_for(self, database: str) -> str:
-        return make_url(self.server_url).set(database=database).render_as_string(
-            hide_password=False
+        return (
+            make_url(self.server_url).set(database=database).render_as_string(hide_password=False)
         )
 
     async def _admin(self) -> asyncpg.Connection:

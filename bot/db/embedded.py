@@ -24,7 +24,8 @@ class EmbeddedPostgres:
 
         self._data_dir.mkdir(parents=True, exist_ok=True)
         mode = "delete" if self._delete_on_stop else "stop"
-        self._server = pgserver.get_server(self._data_dir, cleanup_mode=mode)
+        get_server: Any = pgserver.get_server  # type: ignore[attr-defined]
+        self._server = get_server(self._data_dir, cleanup_mode=mode)
         url = asyncpg_url(self._server.get_uri())
         log.info("embedded_postgres_started", data_dir=str(self._data_dir))
         return url

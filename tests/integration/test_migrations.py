@@ -37,9 +37,7 @@ async def empty_engine(test_postgres: TestPostgres) -> AsyncIterator[AsyncEngine
 
 async def _run(engine: AsyncEngine, action: str, revision: str) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(
-            lambda sync: getattr(command, action)(alembic_config(sync), revision)
-        )
+        await conn.run_sync(lambda sync: getattr(command, action)(alembic_config(sync), revision))
 
 
 @pytest.mark.parametrize("revision", _revisions(), ids=lambda r: r.revision)

@@ -1,0 +1,27 @@
+"""`python -m bot`: run the bot; `python -m bot admin ...` and `python -m bot migrate` for operators."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from bot.config import ConfigurationError, load_settings
+
+
+def main(argv: list[str]) -> int:
+    if argv:
+        from bot.cli import run_cli
+
+        return run_cli(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    from bot.app import run
+
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,271 @@
+"""The composition root: every client, service and task is built here, and closed here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import BotCommand
+from anthropic import AsyncAnthropic
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.agent.loop import AgentLoop, LoopConfig
+from bot.agent.tools.registry import ToolRegistry
+from bot.config import OperatorSettings, Settings
+from bot.db.embedded import EmbeddedPostgres
+from bot.db.migrate import upgrade_to_head
+from bot.db.session import create_engine, create_sessionmaker
+from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
+from bot.logs import configure_logging
+from bot.services.billing import BillingService
+from bot.services.chat import ChatConfig, ChatService
+from bot.services.conversations import ConversationStore
+from bot.services.file_catalog import FileCatalog
+from bot.services.inbox import Inbox
+from bot.services.pricing import PriceTable
+from bot.services.users import UserService
+from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
+from bot.telegram.flood import OutgoingPacer, PacingMiddleware, RetryAfterMiddleware
+from bot.telegram.poller import Poller
+from bot.telegram.sending import MessageSender
+from bot.telegram.submit import TurnSubmitter
+from bot.telegram.turns import TurnScheduler
+from bot.telegram.ui import TelegramTurnUI
+
+log = structlog.get_logger(__name__)
+
+BOT_COMMANDS = [
+    BotCommand(command="start", description="Greeting and your balance"),
+    BotCommand(command="help", description="What I can do, and prices"),
+    BotCommand(command="new", description="Start a fresh conversation"),
+    BotCommand(command="balance", description="Balance and recent charges"),
+    BotCommand(command="usage", description="Spending over the last 30 days"),
+]
+RESTART_NOTICE = (
+    "I was restarted while working on your last message, so it was not finished. "
+    "Nothing was charged for the unfinished part. Please send it again."
+)
+
+
+def secret_values(settings: Settings) -> list[str]:
+    values = [
+        settings.TELEGRAM_BOT_TOKEN.get_secret_value(),
+        settings.ANTHROPIC_API_KEY.get_secret_value(),
+        settings.GOOGLE_API_KEY.get_secret_value(),
+    ]
+    if settings.DATABASE_URL is not None:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(settings.DATABASE_URL.get_secret_value()).password
+        if password:
+            values.append(str(password))
+    return values
+
+
+@contextlib.asynccontextmanager
+async def database(settings: OperatorSettings) -> AsyncIterator[AsyncEngine]:
+    """The configured Postgres, or an embedded one in DATA_DIR; migrated to head."""
+    embedded: EmbeddedPostgres | None = None
+    if settings.DATABASE_URL is not None:
+        url = settings.DATABASE_URL.get_secret_value()
+    else:
+        embedded = EmbeddedPostgres(settings.postgres_dir)
+        url = await asyncio.to_thread(embedded.start)
+    engine = create_engine(url)
+    try:
+        await upgrade_to_head(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def create_bot(settings: Settings) -> Bot:
+    if settings.TELEGRAM_API_URL:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
+    else:
+        session = AiohttpSession()
+    bot = Bot(
+        settings.TELEGRAM_BOT_TOKEN.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(link_preview_is_disabled=True),
+    )
+    bot.session.middleware(RetryAfterMiddleware(max_wait=settings.TELEGRAM_RETRY_MAX_SECONDS))
+    bot.session.middleware(PacingMiddleware(OutgoingPacer()))
+    return bot
+
+
+@dataclass
+class Application:
+    """Everything the running bot holds, so shutdown can close it in order."""
+
+    settings: Settings
+    bot: Bot
+    anthropic: AsyncAnthropic
+    sessionmaker: async_sessionmaker[AsyncSession]
+    billing: BillingService
+    inbox: Inbox
+    scheduler: TurnScheduler
+    poller: Poller
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def build_application(settings: Settings, engine: AsyncEngine) -> Application:
+    sessionmaker = create_sessionmaker(engine)
+    prices = PriceTable()
+    prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
+    billing = BillingService(
+        sessionmaker,
+        markup=settings.PRICE_MARKUP,
+        hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
+    )
+    bot = create_bot(settings)
+    anthropic = create_anthropic_client(
+        settings.ANTHROPIC_API_KEY.get_secret_value(),
+        settings.ANTHROPIC_BASE_URL,
+        settings.ANTHROPIC_TIMEOUT_SECONDS,
+    )
+    claude = ClaudeGateway(anthropic, max_retries=settings.ANTHROPIC_MAX_RETRIES)
+    inbox = Inbox(sessionmaker)
+    users = UserService(sessionmaker, billing, starter_micros=settings.starter_balance_micros)
+    conversations = ConversationStore(sessionmaker)
+    registry = ToolRegistry([])
+    sender = MessageSender(bot)
+    loop = AgentLoop(
+        claude=claude,
+        registry=registry,
+        billing=billing,
+        prices=prices,
+        files=None,
+        config=LoopConfig(
+            model=settings.CLAUDE_MODEL,
+            max_tokens=settings.CLAUDE_MAX_TOKENS,
+            max_iterations=settings.MAX_TOOL_ITERATIONS,
+        ),
+    )
+
+    def ui_factory(chat_id: int, update_id: int) -> TelegramTurnUI:
+        return TelegramTurnUI(
+            bot,
+            sender,
+            chat_id=chat_id,
+            draft_id=update_id,
+            draft_interval=settings.DRAFT_INTERVAL_SECONDS,
+        )
+
+    chat = ChatService(
+        loop=loop,
+        conversations=conversations,
+        catalog=FileCatalog(sessionmaker, limit=settings.RECENT_FILES_IN_CONTEXT),
+        inbox=inbox,
+        intake=None,
+        ui_factory=ui_factory,
+        config=ChatConfig(
+            context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
+            turn_timeout=settings.TURN_TIMEOUT_SECONDS,
+        ),
+    )
+    scheduler = TurnScheduler()
+    turns = TurnSubmitter(scheduler, chat, merge_window=settings.MERGE_WINDOW_SECONDS)
+    dp = build_dispatcher(
+        settings,
+        inbox=inbox,
+        users=users,
+        extra_routers=[],
+        billing=billing,
+        prices=prices,
+        conversations=conversations,
+        turns=turns,
+    )
+    poller = Poller(
+        bot, dp, inbox, allowed_updates=ALLOWED_UPDATES, timeout=settings.POLLING_TIMEOUT_SECONDS
+    )
+    return Application(
+        settings=settings,
+        bot=bot,
+        anthropic=anthropic,
+        sessionmaker=sessionmaker,
+        billing=billing,
+        inbox=inbox,
+        scheduler=scheduler,
+        poller=poller,
+    )
+
+
+async def run(settings: Settings) -> int:
+    configure_logging(
+        log_format=settings.LOG_FORMAT, level=settings.LOG_LEVEL, secrets=secret_values(settings)
+    )
+    boot_time = datetime.now(UTC)
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    async with database(settings) as engine:
+        app = build_application(settings, engine)
+        try:
+            await _start(app, boot_time, stop)
+            log.info("bot_started")
+            await app.poller.run(stop)
+        finally:
+            await _shutdown(app)
+    log.info("bot_stopped")
+    return 0
+
+
+async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> None:
+    me = await app.bot.get_me()
+    log.info("telegram_connected", bot_username=me.username)
+    await app.billing.expire_stale_holds(
+        now=boot_time + timedelta(seconds=app.settings.HOLD_TTL_SECONDS)
+    )
+    app.background.append(asyncio.create_task(app.billing.run_sweeper(60.0, stop)))
+    app.background.append(asyncio.create_task(_announce(app, boot_time)))
+
+
+async def _announce(app: Application, boot_time: datetime) -> None:
+    """Set the command menu and tell people whose messages a restart interrupted."""
+    try:
+        await app.bot.set_my_commands(BOT_COMMANDS)
+    except Exception:
+        log.exception("set_commands_failed")
+    unfinished = await app.inbox.unfinished_before(boot_time)
+    told: set[int] = set()
+    for item in unfinished:
+        if item.chat_id is not None and item.chat_id not in told:
+            told.add(item.chat_id)
+            try:
+                await app.bot.send_message(item.chat_id, RESTART_NOTICE)
+            except Exception:
+                log.exception("restart_notice_failed", chat_id=item.chat_id)
+        await app.inbox.mark(item.update_id, "notified")
+    if unfinished:
+        log.info("restart_notices_sent", updates=len(unfinished), chats=len(told))
+
+
+async def _shutdown(app: Application) -> None:
+    grace = app.settings.SHUTDOWN_GRACE_SECONDS
+    log.info("shutdown_started", grace_seconds=grace)
+    await app.poller.wait_dispatched(timeout=min(5.0, grace))
+    await app.scheduler.shutdown(grace)
+    for task in app.background:
+        task.cancel()
+    for task in app.background:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await app.bot.session.close()
+    await app.anthropic.close()
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,198 @@
+"""Thin typed gateway over AsyncAnthropic: one retry layer (ours), streaming, Files API."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import structlog
+from anthropic import AsyncAnthropic
+from anthropic.types import Message, MessageParam, TextBlockParam, ToolParam
+
+log = structlog.get_logger(__name__)
+
+TextCallback = Callable[[str], Awaitable[None]]
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+MAX_BACKOFF_SECONDS = 8.0
+
+
+class ClaudeUnavailable(Exception):
+    """Claude could not answer; `kind` says why in words a user can be told."""
+
+    def __init__(self, kind: str, detail: str, *, status: int | None = None) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind  # busy | timeout | spend_limit | bad_request | stream_broken | auth
+        self.detail = detail
+        self.status = status
+        self.response_started = False
+        self.retry_after: float | None = None
+        self.attempts = 1
+
+
+@dataclass(frozen=True)
+class StreamedMessage:
+    message: Message
+    attempts: int
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    file_id: str
+    size_bytes: int
+
+
+def create_anthropic_client(api_key: str, base_url: str | None, timeout: float) -> AsyncAnthropic:
+    """The SDK's own retries are off: the gateway is the single retry layer."""
+    return AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+
+
+class ClaudeGateway:
+    def __init__(self, client: AsyncAnthropic, *, max_retries: int) -> None:
+        self._client = client
+        self._max_retries = max_retries
+
+    async def stream_message(
+        self,
+        *,
+        model: str,
+        max_tokens: int,
+        system: Sequence[TextBlockParam],
+        tools: Sequence[ToolParam],
+        messages: Sequence[MessageParam],
+        on_text: TextCallback,
+        deadline: float,
+    ) -> StreamedMessage:
+        """Stream one message. Retries only failures that happened before any output."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                message = await self._stream_once(
+                    model, max_tokens, system, tools, messages, on_text
+                )
+            except ClaudeUnavailable as exc:
+                delay = self._retry_delay(exc, attempt, deadline)
+                if delay is None:
+                    exc.attempts = attempt
+                    raise
+                log.warning("claude_retry", attempt=attempt, kind=exc.kind, delay=round(delay, 3))
+                await asyncio.sleep(delay)
+                continue
+            duration = int((time.monotonic() - started) * 1000)
+            return StreamedMessage(message=message, attempts=attempt, duration_ms=duration)
+
+    def _retry_delay(self, exc: ClaudeUnavailable, attempt: int, deadline: float) -> float | None:
+        if exc.response_started or exc.kind not in {"busy", "connection"}:
+            return None
+        if attempt > self._max_retries:
+            return None
+        delay = exc.retry_after if exc.retry_after is not None else _backoff(attempt)
+        if time.monotonic() + delay >= deadline:
+            return None
+        return float(delay)
+
+    async def _stream_once(
+        self,
+        model: str,
+        max_tokens: int,
+        system: Sequence[TextBlockParam],
+        tools: Sequence[ToolParam],
+        messages: Sequence[MessageParam],
+        on_text: TextCallback,
+    ) -> Message:
+        saw_stop = False
+        started_output = False
+        try:
+            async with self._client.messages.stream(
+                model=model,
+                max_tokens=max_tokens,
+                system=list(system),
+                tools=list(tools),
+                messages=list(messages),
+            ) as stream:
+                async for event in stream:
+                    if event.type == "text":
+                        started_output = True
+                        await on_text(event.text)
+                    elif event.type == "message_stop":
+                        saw_stop = True
+                message = await stream.get_final_message()
+        except anthropic.APIStatusError as exc:
+            raise _classify_status_error(exc, started_output) from None
+        except anthropic.APITimeoutError:
+            raise _unavailable("timeout", "request timed out", started=True) from None
+        except anthropic.APIConnectionError as exc:
+            raise _unavailable("connection", type(exc).__name__, started=started_output) from None
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise _unavailable("stream_broken", type(exc).__name__, started=True) from None
+        if not saw_stop or message.stop_reason is None:
+            raise _unavailable("stream_broken", "stream ended without message_stop", started=True)
+        return message
+
+    async def upload_file(self, filename: str, data: bytes, mime_type: str) -> UploadedFile:
+        meta = await self._client.files.upload(file=(filename, data, mime_type))
+        return UploadedFile(file_id=meta.id, size_bytes=meta.size_bytes)
+
+    async def delete_file(self, file_id: str) -> None:
+        try:
+            await self._client.files.delete(file_id)
+        except anthropic.NotFoundError:
+            return
+
+
+def _backoff(attempt: int) -> float:
+    base = min(0.5 * 2.0 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    return float(base) * (1 - 0.25 * random.random())
+
+
+def _unavailable(
+    kind: str, detail: str, *, started: bool, status: int | None = None
+) -> ClaudeUnavailable:
+    exc = ClaudeUnavailable(kind, detail, status=status)
+    exc.response_started = started
+    return exc
+
+
+def _classify_status_error(exc: anthropic.APIStatusError, started: bool) -> ClaudeUnavailable:
+    status = exc.status_code
+    body: Any = exc.body
+    error_code = _nested(body, "error", "details", "error_code")
+    if status == 200:
+        # An `event: error` inside an HTTP 200 stream: the response had begun.
+        return _unavailable("busy", f"stream error {exc.type}", started=True, status=status)
+    if status == 429 and error_code == "enforced_spend_limit_reached":
+        return _unavailable("spend_limit", "spend limit reached", started=started, status=status)
+    if status in RETRYABLE_STATUS or status >= 500:
+        result = _unavailable("busy", f"status {status}", started=started, status=status)
+        result.retry_after = _retry_after_seconds(exc)
+        return result
+    if status in (401, 403):
+        return _unavailable("auth", f"status {status}", started=started, status=status)
+    return _unavailable("bad_request", f"status {status}", started=started, status=status)
+
+
+def _retry_after_seconds(exc: anthropic.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def _nested(body: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body

@@ -1,0 +1,250 @@
+"""One chat turn: the user's message in, Claude's answer (and files) out, every outcome recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from bot.agent.context import repair_history, replace_missing_files, trim_to_budget
+from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats
+from bot.services.billing import InsufficientBalance
+from bot.services.conversations import ConversationStore
+from bot.services.file_catalog import FileCatalog, files_note
+from bot.services.inbox import Inbox
+from bot.services.reports import format_usd
+from bot.telegram.ui import TelegramTurnUI
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A Telegram file reference; nothing is downloaded until the turn runs."""
+
+    telegram_file_id: str
+    telegram_file_unique_id: str
+    kind: str  # photo | document
+    file_size: int | None
+    filename: str | None = None
+    mime_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    user_id: int
+    chat_id: int
+    update_id: int
+    text: str
+    attachments: Sequence[Attachment] = ()
+    extra_update_ids: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """An attached image, stored and uploaded, ready to be shown to Claude."""
+
+    file_id: int
+    claude_file_id: str | None
+
+
+class AttachmentIntake(Protocol):
+    async def intake(self, user_id: int, attachment: Attachment) -> IntakeResult: ...
+
+
+class UserFacingError(Exception):
+    """A failure with a reply already worded for the person."""
+
+    def __init__(self, reply: str, reason: str) -> None:
+        super().__init__(reason)
+        self.reply = reply
+        self.reason = reason
+
+
+UIFactory = Callable[[int, int], TelegramTurnUI]
+
+
+@dataclass
+class ChatConfig:
+    context_token_budget: int
+    turn_timeout: float
+
+
+@dataclass
+class TurnLog:
+    started: float = field(default_factory=time.monotonic)
+    outcome: str = "answered"
+    stats: TurnStats = field(default_factory=TurnStats)
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        loop: AgentLoop,
+        conversations: ConversationStore,
+        catalog: FileCatalog,
+        inbox: Inbox,
+        intake: AttachmentIntake | None,
+        ui_factory: UIFactory,
+        config: ChatConfig,
+    ) -> None:
+        self._loop = loop
+        self._conversations = conversations
+        self._catalog = catalog
+        self._inbox = inbox
+        self._intake = intake
+        self._ui_factory = ui_factory
+        self._config = config
+
+    async def run_turn(self, incoming: IncomingMessage) -> None:
+        turn = TurnLog()
+        ui = self._ui_factory(incoming.chat_id, incoming.update_id)
+        ui.start()
+        status = "answered"
+        try:
+            async with asyncio.timeout(self._config.turn_timeout):
+                turn.stats = await self._answer(incoming, ui)
+            turn.outcome = turn.stats.outcome
+            await self._explain_outcome(ui, turn.stats)
+        except asyncio.CancelledError:
+            status, turn.outcome = "interrupted", "interrupted"
+            raise
+        except TimeoutError:
+            status, turn.outcome = "failed", "timeout"
+            await self._reply(ui, incoming, TIMEOUT_REPLY)
+        except TurnFailed as exc:
+            status, turn.outcome = "failed", exc.reason
+            await self._reply(ui, incoming, reply_for_failure(exc.reason))
+        except InsufficientBalance as exc:
+            status, turn.outcome = "failed", "insufficient_balance"
+            await self._reply(ui, incoming, insufficient_balance_reply(exc))
+        except UserFacingError as exc:
+            status, turn.outcome = "failed", exc.reason
+            await self._reply(ui, incoming, exc.reply)
+        except Exception:
+            status, turn.outcome = "failed", "internal_error"
+            log.exception("turn_crashed", update_id=incoming.update_id)
+            await self._reply(ui, incoming, INTERNAL_ERROR_REPLY)
+        finally:
+            await ui.close()
+            await asyncio.shield(self._finish(incoming, status, turn))
+
+    async def _answer(self, incoming: IncomingMessage, ui: TelegramTurnUI) -> TurnStats:
+        conversation_id = await self._conversations.active(incoming.user_id, incoming.chat_id)
+        content = await self._user_content(incoming)
+
+        async def persist(role: str, blocks: list[dict[str, Any]]) -> None:
+            await self._conversations.append(conversation_id, role, blocks, incoming.update_id)
+
+        await persist("user", content)
+        stored = await self._conversations.load(conversation_id)
+        history = repair_history(trim_to_budget(stored, self._config.context_token_budget))
+        replace_missing_files(
+            history, await self._conversations.unavailable_claude_files(incoming.user_id)
+        )
+        request = TurnRequest(
+            user_id=incoming.user_id,
+            chat_id=incoming.chat_id,
+            update_id=incoming.update_id,
+            history=history,
+            deadline=time.monotonic() + self._config.turn_timeout,
+        )
+        return await self._loop.run(request, ui, persist)
+
+    async def _user_content(self, incoming: IncomingMessage) -> list[dict[str, Any]]:
+        images = [await self._take(incoming.user_id, a) for a in incoming.attachments]
+        blocks: list[dict[str, Any]] = []
+        note = files_note(await self._catalog.recent(incoming.user_id))
+        if note:
+            blocks.append({"type": "text", "text": note})
+        for image in images:
+            if image.claude_file_id:
+                blocks.append(
+                    {"type": "image", "source": {"type": "file", "file_id": image.claude_file_id}}
+                )
+            blocks.append(
+                {"type": "text", "text": f"[The user attached an image: file_id {image.file_id}]"}
+            )
+        text = incoming.text.strip()
+        blocks.append({"type": "text", "text": text or "(The user sent only the attachment.)"})
+        return blocks
+
+    async def _take(self, user_id: int, attachment: Attachment) -> IntakeResult:
+        if self._intake is None:
+            raise UserFacingError(UNSUPPORTED_REPLY, "unsupported")
+        return await self._intake.intake(user_id, attachment)
+
+    async def _explain_outcome(self, ui: TelegramTurnUI, stats: TurnStats) -> None:
+        extra = OUTCOME_NOTES.get(stats.outcome)
+        if extra:
+            await ui.progress("")
+            await ui.text_delta(extra)
+            await ui.end_message(cut=False)
+
+    async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
+        try:
+            await ui.end_message(cut=False)
+            await ui.text_delta(text)
+            await ui.end_message(cut=False)
+        except Exception:
+            log.exception("reply_failed", update_id=incoming.update_id)
+
+    async def _finish(self, incoming: IncomingMessage, status: str, turn: TurnLog) -> None:
+        for update_id in (incoming.update_id, *incoming.extra_update_ids):
+            await self._inbox.mark(
+                update_id, status, error=None if status == "answered" else turn.outcome
+            )
+        s = turn.stats
+        log.info(
+            "turn_completed",
+            update_id=incoming.update_id,
+            user_id=incoming.user_id,
+            outcome=turn.outcome,
+            iterations=s.iterations,
+            tools=s.tools,
+            input_tokens=s.input_tokens,
+            output_tokens=s.output_tokens,
+            cache_read_tokens=s.cache_read_tokens,
+            cache_write_tokens=s.cache_write_tokens,
+            charged_micros=s.charged_micros,
+            duration_ms=int((time.monotonic() - turn.started) * 1000),
+        )
+
+
+TIMEOUT_REPLY = "Sorry, that took too long and I stopped. Nothing was charged for the unfinished part. Please try again."
+INTERNAL_ERROR_REPLY = (
+    "Sorry, something went wrong on my side. Nothing was charged for it. Please try again."
+)
+UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
+OUTCOME_NOTES = {
+    "refused": "I can't help with that request.",
+    "max_iterations": "I stopped here because this request needed too many steps. Tell me how to continue if you want more.",
+}
+FAILURE_REPLIES = {
+    "claude_busy": "Claude is busy right now. Please try again in a minute; nothing was charged.",
+    "claude_connection": "I couldn't reach Claude just now. Please try again in a minute; nothing was charged.",
+    "claude_timeout": "Claude took too long to answer. Please try again; nothing was charged.",
+    "claude_stream_broken": "The answer was interrupted by a connection problem. Please try again; nothing was charged.",
+    "claude_spend_limit": "The assistant is temporarily unavailable. The administrators have been notified; please try again later.",
+    "claude_auth": "The assistant is temporarily unavailable. Please try again later.",
+    "claude_bad_request": "Sorry, I couldn't process that message. Try /new to start a fresh conversation.",
+}
+
+
+def reply_for_failure(reason: str) -> str:
+    return FAILURE_REPLIES.get(reason, INTERNAL_ERROR_REPLY)
+
+
+def insufficient_balance_reply(exc: InsufficientBalance) -> str:
+    return (
+        f"Your balance is too low for this: it needs about {format_usd(exc.needed_micros)} "
+        f"and you have {format_usd(exc.available_micros)} available. "
+        "Ask an administrator to top up your balance (see /balance)."
+    )

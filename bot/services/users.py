@@ -1,0 +1,69 @@
+"""Users: created on first sight, with the starter balance credited once through the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.models import User
+from bot.services.billing import BillingService
+
+
+@dataclass(frozen=True)
+class TelegramIdentity:
+    id: int
+    username: str | None
+    first_name: str | None
+    language_code: str | None
+
+
+@dataclass(frozen=True)
+class UserState:
+    id: int
+    is_blocked: bool
+    is_new: bool
+
+
+class UserService:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        billing: BillingService,
+        *,
+        starter_micros: int,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._billing = billing
+        self._starter_micros = starter_micros
+
+    async def touch(self, who: TelegramIdentity) -> UserState:
+        """Create or refresh the user in one statement; credit the starter balance once."""
+        stmt = (
+            insert(User)
+            .values(
+                id=who.id,
+                username=who.username,
+                first_name=who.first_name,
+                language_code=who.language_code,
+            )
+            .on_conflict_do_update(
+                index_elements=[User.id],
+                set_={
+                    "username": who.username,
+                    "first_name": who.first_name,
+                    "language_code": who.language_code,
+                    "last_seen_at": func.now(),
+                },
+            )
+            .returning(User.is_blocked, User.created_at == User.last_seen_at)
+        )
+        async with self._sessionmaker() as session:
+            row = (await session.execute(stmt)).one()
+            await session.commit()
+        is_blocked, is_new = bool(row[0]), bool(row[1])
+        if is_new and self._starter_micros > 0:
+            await self._billing.credit_starter(who.id, self._starter_micros)
+        return UserState(id=who.id, is_blocked=is_blocked, is_new=is_new)

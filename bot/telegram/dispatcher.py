@@ -1,0 +1,34 @@
+"""The Dispatcher: middlewares and routers in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiogram import Dispatcher
+
+from bot.config import Settings
+from bot.services.inbox import Inbox
+from bot.services.users import UserService
+from bot.telegram.handlers import chat, common
+from bot.telegram.middlewares import GateMiddleware, UpdateOutcomeMiddleware
+
+ALLOWED_UPDATES = ("message",)
+
+
+def build_dispatcher(
+    settings: Settings, *, inbox: Inbox, users: UserService, extra_routers: list[Any], **deps: Any
+) -> Dispatcher:
+    """`deps` become handler arguments by name (aiogram workflow data)."""
+    dp = Dispatcher(settings=settings, **deps)
+    dp.update.outer_middleware(UpdateOutcomeMiddleware(inbox))
+    dp.message.outer_middleware(
+        GateMiddleware(
+            users,
+            allowed_ids=settings.ALLOWED_USER_IDS,
+            admin_ids=settings.ADMIN_USER_IDS,
+            messages_per_minute=settings.RATE_LIMIT_MESSAGES_PER_MINUTE,
+        )
+    )
+    dp.include_routers(common.build_router(), *extra_routers, chat.build_router())
+    dp.include_router(common.build_fallback_router())
+    return dp

@@ -1,0 +1,90 @@
+"""/start, /help, /new, and what unknown commands and unsupported messages get."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import Message
+
+from bot.config import Settings
+from bot.services.billing import BillingService
+from bot.services.conversations import ConversationStore
+from bot.services.pricing import PriceTable
+from bot.services.reports import format_usd
+from bot.telegram.middlewares import IGNORED
+
+UNKNOWN_COMMAND_REPLY = "I don't know that command. /help lists what I can do."
+UNSUPPORTED_REPLY = (
+    "I can read text, photos and image files (JPEG, PNG, WebP, GIF). "
+    "This kind of message isn't supported."
+)
+
+
+async def start_handler(message: Message, billing: BillingService) -> None:
+    assert message.from_user is not None
+    balance = await billing.get_balance(message.from_user.id)
+    name = message.from_user.first_name or "there"
+    await message.answer(
+        f"Hi {name}! I'm an assistant powered by Claude.\n\n"
+        "Ask me anything, send me a photo and ask about it, or ask me to draw something "
+        '("draw a cyberpunk robot on a red skateboard, 16:9, 4K"), then ask for changes.\n\n'
+        f"Your balance: {format_usd(balance.available_micros)}.\n"
+        "/help explains features and prices, /new starts a fresh conversation, "
+        "/balance shows your balance."
+    )
+
+
+async def help_handler(
+    message: Message, prices: PriceTable, billing: BillingService, settings: Settings
+) -> None:
+    chat = prices.token_price(settings.CLAUDE_MODEL)
+    image_lines = [
+        f"• {size} image: "
+        f"{format_usd(billing.user_price(prices.image_price(settings.IMAGE_MODEL, size)))}"
+        for size in ("1K", "2K", "4K")
+    ]
+    await message.answer(
+        "What I can do:\n"
+        "• Answer questions and help with writing, code and ideas.\n"
+        "• Look at photos and image files you send (JPEG, PNG, WebP, GIF, up to "
+        f"{settings.MAX_UPLOAD_MB} MB) and answer questions about them.\n"
+        '• Draw images, and edit or combine earlier ones ("make it blue", "put the cat from '
+        'the first photo into the second").\n\n'
+        "Prices (taken from your prepaid balance):\n" + "\n".join(image_lines) + "\n• Chat: "
+        f"{format_usd(billing.user_price(chat.input))} per million input tokens, "
+        f"{format_usd(billing.user_price(chat.output))} per million output tokens "
+        "(a typical short answer costs well under a cent).\n\n"
+        "Commands: /new fresh conversation, /balance balance and recent charges, "
+        "/usage spending over the last 30 days."
+    )
+
+
+async def new_handler(message: Message, conversations: ConversationStore) -> None:
+    assert message.from_user is not None
+    await conversations.end_active(message.from_user.id, message.chat.id)
+    await message.answer("Started a fresh conversation. What's next?")
+
+
+async def unknown_command_handler(message: Message) -> None:
+    await message.answer(UNKNOWN_COMMAND_REPLY)
+
+
+async def unsupported_handler(message: Message) -> object:
+    await message.answer(UNSUPPORTED_REPLY)
+    return IGNORED
+
+
+def build_router() -> Router:
+    router = Router(name="common")
+    router.message.register(start_handler, CommandStart())
+    router.message.register(help_handler, Command("help"))
+    router.message.register(new_handler, Command("new"))
+    return router
+
+
+def build_fallback_router() -> Router:
+    """Registered last: anything no other router took."""
+    router = Router(name="fallback")
+    router.message.register(unknown_command_handler, F.text.startswith("/"))
+    router.message.register(unsupported_handler)
+    return router

@@ -1,0 +1,115 @@
+"""Update-level bookkeeping and the gate every message passes before a handler runs."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import structlog
+from aiogram import BaseMiddleware
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.types import Message, TelegramObject, Update
+
+from bot.logs import bind_context
+from bot.services.inbox import Inbox
+from bot.services.users import TelegramIdentity, UserService
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+DEFERRED = object()  # returned by a handler that scheduled a turn; the turn records its own outcome
+IGNORED = object()  # returned when the gate turned a message away
+NOT_ALLOWED_REPLY = "Sorry, this bot is private. Ask its owner for access."
+TOO_FAST_REPLY = (
+    "You're sending messages faster than I can take them. Please wait a minute and try again."
+)
+
+
+class UpdateOutcomeMiddleware(BaseMiddleware):
+    """Binds log context and records in the inbox how each update ended."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self._inbox = inbox
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        assert isinstance(event, Update)
+        bind_context({"update_id": event.update_id})
+        status: str | None = "failed"
+        try:
+            result = await handler(event, data)
+            status = _status_for(result)
+            return result
+        finally:
+            if status is not None:
+                await self._inbox.mark(event.update_id, status)
+
+
+def _status_for(result: object) -> str | None:
+    if result is DEFERRED:
+        return None
+    if result is UNHANDLED or result is IGNORED:
+        return "ignored"
+    return "answered"
+
+
+class GateMiddleware(BaseMiddleware):
+    """Whitelist, user creation, blocked users and the per-user message rate limit."""
+
+    def __init__(
+        self,
+        users: UserService,
+        *,
+        allowed_ids: Collection[int],
+        admin_ids: Collection[int],
+        messages_per_minute: int,
+    ) -> None:
+        self._users = users
+        self._allowed = set(allowed_ids) | set(admin_ids) if allowed_ids else set()
+        self._per_minute = messages_per_minute
+        self._refused: set[int] = set()
+        self._recent: dict[int, deque[float]] = {}
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        assert isinstance(event, Message)
+        who = event.from_user
+        if who is None or who.is_bot or event.chat.type != "private":
+            return IGNORED
+        if self._allowed and who.id not in self._allowed:
+            return await self._refuse_stranger(event)
+        state = await self._users.touch(
+            TelegramIdentity(who.id, who.username, who.first_name, who.language_code)
+        )
+        if state.is_blocked:
+            return IGNORED
+        if not self._within_rate(who.id):
+            await event.answer(TOO_FAST_REPLY)
+            return IGNORED
+        data["user_state"] = state
+        return await handler(event, data)
+
+    async def _refuse_stranger(self, event: Message) -> Any:
+        assert event.from_user is not None
+        if event.from_user.id not in self._refused:
+            self._refused.add(event.from_user.id)
+            log.info("stranger_refused", user_id=event.from_user.id)
+            await event.answer(NOT_ALLOWED_REPLY)
+        return IGNORED
+
+    def _within_rate(self, user_id: int) -> bool:
+        now = time.monotonic()
+        window = self._recent.setdefault(user_id, deque())
+        while window and now - window[0] > 60:
+            window.popleft()
+        if len(window) >= self._per_minute:
+            return False
+        window.append(now)
+        if len(self._recent) > 10_000:
+            self._drop_idle(now)
+        return True
+
+    def _drop_idle(self, now: float) -> None:
+        for user_id in [u for u, w in self._recent.items() if not w or now - w[-1] > 60]:
+            del self._recent[user_id]

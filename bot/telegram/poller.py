@@ -1,0 +1,127 @@
+"""Long polling that records each update in the inbox before it is confirmed to Telegram."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import TelegramNetworkError, TelegramServerError, TelegramUnauthorizedError
+from aiogram.methods import GetUpdates
+from aiogram.types import Update
+
+from bot.services.inbox import InboundRecord, Inbox
+
+log = structlog.get_logger(__name__)
+
+MAX_BACKOFF = 5.0
+
+
+def inbound_record(update: Update) -> InboundRecord:
+    event = update.event
+    user = getattr(event, "from_user", None)
+    chat = getattr(event, "chat", None)
+    if chat is None:
+        message = getattr(event, "message", None)
+        chat = getattr(message, "chat", None)
+    return InboundRecord(
+        update_id=update.update_id,
+        user_id=user.id if user else None,
+        chat_id=chat.id if chat else None,
+        kind=update.event_type,
+    )
+
+
+class Poller:
+    """getUpdates -> inbox (one batch insert) -> dispatch each new update in its own task.
+
+    An update is confirmed to Telegram only by the next getUpdates call, which happens after the
+    batch was recorded: a crash can cause a redelivery (deduplicated by the inbox), never a loss.
+    """
+
+    def __init__(
+        self,
+        bot: Bot,
+        dispatcher: Dispatcher,
+        inbox: Inbox,
+        *,
+        allowed_updates: Sequence[str],
+        timeout: int,
+    ) -> None:
+        self._bot = bot
+        self._dp = dispatcher
+        self._inbox = inbox
+        self._allowed = list(allowed_updates)
+        self._timeout = timeout
+        self._offset: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                updates = await self._fetch(stop)
+            except TelegramUnauthorizedError:
+                log.error("telegram_token_rejected")
+                raise
+            except (TelegramNetworkError, TelegramServerError) as exc:
+                log.warning("polling_failed", error=type(exc).__name__, retry_in=backoff)
+                await _sleep_unless(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = 0.5
+            if updates:
+                await self._accept(updates)
+        await self._confirm_offset()
+
+    async def _fetch(self, stop: asyncio.Event) -> list[Update]:
+        request = GetUpdates(
+            offset=self._offset, timeout=self._timeout, allowed_updates=self._allowed
+        )
+        poll = asyncio.ensure_future(self._bot(request, request_timeout=self._timeout + 10))
+        stopping = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if poll not in done:
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await poll
+            return []
+        stopping.cancel()
+        return list(poll.result())
+
+    async def _accept(self, updates: list[Update]) -> None:
+        fresh = await self._inbox.record([inbound_record(u) for u in updates])
+        for update in updates:
+            if update.update_id in fresh:
+                self._dispatch(update)
+            else:
+                log.info("duplicate_update_ignored", update_id=update.update_id)
+        self._offset = updates[-1].update_id + 1
+
+    def _dispatch(self, update: Update) -> None:
+        task = asyncio.create_task(self._feed(update))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _feed(self, update: Update) -> None:
+        try:
+            await self._dp.feed_update(self._bot, update)
+        except Exception:
+            log.exception("update_handling_failed", update_id=update.update_id)
+
+    async def _confirm_offset(self) -> None:
+        if self._offset is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._bot(GetUpdates(offset=self._offset, timeout=0, limit=1), request_timeout=5)
+
+    async def wait_dispatched(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,83 @@
+"""Turns Telegram messages into chat turns, queued per user; album parts become one turn."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiogram.types import Message
+
+from bot.services.chat import Attachment, ChatService, IncomingMessage
+from bot.telegram.turns import TurnScheduler
+
+
+@dataclass
+class _Album:
+    messages: list[tuple[int, Message]] = field(default_factory=list)
+
+
+class TurnSubmitter:
+    def __init__(self, scheduler: TurnScheduler, chat: ChatService, *, merge_window: float) -> None:
+        self._scheduler = scheduler
+        self._chat = chat
+        self._merge_window = merge_window
+        self._albums: dict[tuple[int, str], _Album] = {}
+
+    def submit(self, message: Message, update_id: int) -> bool:
+        assert message.from_user is not None
+        user_id = message.from_user.id
+        group = message.media_group_id
+        if group is None:
+            incoming = to_incoming(user_id, [(update_id, message)])
+            return self._scheduler.submit(user_id, lambda: self._chat.run_turn(incoming))
+        key = (user_id, group)
+        album = self._albums.get(key)
+        if album is not None:
+            album.messages.append((update_id, message))
+            return True
+        album = self._albums[key] = _Album([(update_id, message)])
+        return self._scheduler.submit(user_id, lambda: self._run_album(key, album))
+
+    async def _run_album(self, key: tuple[int, str], album: _Album) -> None:
+        await asyncio.sleep(self._merge_window)
+        self._albums.pop(key, None)
+        await self._chat.run_turn(to_incoming(key[0], album.messages))
+
+
+def to_incoming(user_id: int, parts: list[tuple[int, Message]]) -> IncomingMessage:
+    parts = sorted(parts, key=lambda p: p[1].message_id)
+    texts = [m.text or m.caption or "" for _, m in parts]
+    attachments = [a for _, m in parts if (a := attachment_of(m)) is not None]
+    first = parts[0][1]
+    return IncomingMessage(
+        user_id=user_id,
+        chat_id=first.chat.id,
+        update_id=parts[0][0],
+        text="\n\n".join(t for t in texts if t),
+        attachments=attachments,
+        extra_update_ids=[u for u, _ in parts[1:]],
+    )
+
+
+def attachment_of(message: Message) -> Attachment | None:
+    if message.photo:
+        largest = message.photo[-1]
+        return Attachment(
+            telegram_file_id=largest.file_id,
+            telegram_file_unique_id=largest.file_unique_id,
+            kind="photo",
+            file_size=largest.file_size,
+            width=largest.width,
+            height=largest.height,
+        )
+    if message.document:
+        doc = message.document
+        return Attachment(
+            telegram_file_id=doc.file_id,
+            telegram_file_unique_id=doc.file_unique_id,
+            kind="document",
+            file_size=doc.file_size,
+            filename=doc.file_name,
+            mime_type=doc.mime_type,
+        )
+    return None

@@ -1,0 +1,134 @@
+"""What the person sees during a turn: a chat action, a streamed draft, then the final messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+
+from bot.telegram.rendering import render_draft
+from bot.telegram.sending import MessageSender
+
+log = structlog.get_logger(__name__)
+
+CHAT_ACTION_REFRESH_SECONDS = 4.5
+CUT_NOTE = "\n\n_(The answer was cut here: it reached the length limit.)_"
+
+
+def describe_tool(name: str, args: dict[str, Any]) -> tuple[str, str]:
+    """A progress line and a chat action for a tool call the model just made."""
+    if name == "generate_image":
+        size = str(args.get("image_size") or "2K")
+        ratio = str(args.get("aspect_ratio") or "1:1")
+        verb = "Editing" if args.get("reference_file_ids") else "Generating"
+        return f"{verb} a {size} image, {ratio}…", "upload_photo"
+    if name == "analyze_image":
+        return "Looking at the image…", "typing"
+    return "Working…", "typing"
+
+
+class TelegramTurnUI:
+    """Streams text with sendMessageDraft (throttled, in the background) and sends final messages."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        sender: MessageSender,
+        *,
+        chat_id: int,
+        draft_id: int,
+        draft_interval: float,
+    ) -> None:
+        self._bot = bot
+        self._sender = sender
+        self._chat_id = chat_id
+        self._draft_id = draft_id or 1
+        self._interval = draft_interval
+        self._buffer = ""
+        self._last_draft = 0.0
+        self._draft_task: asyncio.Task[None] | None = None
+        self._drafts_enabled = True
+        self._action = "typing"
+        self._action_task: asyncio.Task[None] | None = None
+        self._text_visible = False
+        self.messages_sent = 0
+
+    def start(self) -> None:
+        self._action_task = asyncio.create_task(self._keep_chat_action())
+
+    async def close(self) -> None:
+        for task in (self._draft_task, self._action_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def text_delta(self, text: str) -> None:
+        self._buffer += text
+        self._text_visible = True
+        self._maybe_draft(self._buffer)
+
+    async def end_message(self, *, cut: bool) -> None:
+        text = self._buffer.strip()
+        self._buffer = ""
+        await self._cancel_draft()
+        if not text:
+            return
+        if cut:
+            text += CUT_NOTE
+        self.messages_sent += await self._sender.send_markdown(self._chat_id, text)
+
+    async def tool_started(self, name: str, args: dict[str, Any]) -> None:
+        line, action = describe_tool(name, args)
+        self._action = action
+        self._text_visible = False
+        await self.progress(line)
+
+    async def progress(self, text: str) -> None:
+        self._maybe_draft(text, force=True)
+
+    def _maybe_draft(self, text: str, *, force: bool = False) -> None:
+        if not self._drafts_enabled:
+            return
+        now = time.monotonic()
+        busy = self._draft_task is not None and not self._draft_task.done()
+        if busy or (not force and now - self._last_draft < self._interval):
+            return
+        self._last_draft = now
+        self._draft_task = asyncio.create_task(self._send_draft(text))
+
+    async def _send_draft(self, text: str) -> None:
+        chunk = render_draft(text)
+        try:
+            await self._bot.send_message_draft(
+                chat_id=self._chat_id,
+                draft_id=self._draft_id,
+                text=chunk.text,
+                entities=chunk.entities or None,
+                parse_mode=None,
+            )
+        except TelegramAPIError as exc:
+            self._drafts_enabled = False
+            log.info("drafts_disabled", chat_id=self._chat_id, error=type(exc).__name__)
+
+    async def _cancel_draft(self) -> None:
+        task = self._draft_task
+        self._draft_task = None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _keep_chat_action(self) -> None:
+        while True:
+            if not self._text_visible:
+                try:
+                    await self._bot.send_chat_action(chat_id=self._chat_id, action=self._action)
+                except TelegramAPIError:
+                    log.debug("chat_action_failed", chat_id=self._chat_id)
+            await asyncio.sleep(CHAT_ACTION_REFRESH_SECONDS)
