@@ -66,6 +66,13 @@ def _gradient(width: int, height: int, mode: str = "RGB") -> Image.Image:
     return Image.merge("RGB", (horizontal, vertical, inverted)).convert(mode)
 
 
+def _translucent(width: int, height: int) -> Image.Image:
+    """A gradient whose alpha fades from transparent to opaque."""
+    image = _gradient(width, height, "RGBA")
+    image.putalpha(Image.linear_gradient("L").resize((width, height)))
+    return image
+
+
 def _noise(width: int, height: int) -> Image.Image:
     return Image.effect_noise((width, height), 64).convert("RGB")
 
@@ -557,9 +564,16 @@ def _accepted_entries() -> list[HostileFile]:
         ),
         _accepted(
             "png_la",
-            _save(_gradient(16, 16, "LA"), "PNG"),
+            _save(_translucent(16, 16).convert("LA"), "PNG"),
             mime="image/png",
             filename="la.png",
+            expected_size=(16, 16),
+        ),
+        _accepted(
+            "png_rgba_fully_opaque",
+            _save(_gradient(16, 16, "RGBA"), "PNG"),
+            mime="image/png",
+            filename="opaque.png",
             expected_size=(16, 16),
         ),
         _accepted(
@@ -586,7 +600,7 @@ def _accepted_entries() -> list[HostileFile]:
         ),
         _accepted(
             "webp_rgba",
-            _save(_gradient(32, 32, "RGBA"), "WEBP", quality=90),
+            _save(_translucent(32, 32), "WEBP", quality=90),
             mime="image/webp",
             filename="x.webp",
             expected_size=(32, 32),

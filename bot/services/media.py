@@ -265,12 +265,19 @@ def _has_transparency(image: Image.Image) -> bool:
 
 def _sixteen_bit_to_grey(image: Image.Image) -> Image.Image:
     """Scale 16-bit grey to 8 bits (a plain convert would clip everything above 255 to white)."""
-    return image.convert("I").point(lambda value: value / 256).convert("L")
+    return image.convert("L")
+
+
+def _fully_opaque(image: Image.Image) -> bool:
+    lowest_alpha, _ = image.getchannel("A").getextrema()
+    return lowest_alpha == 255
 
 
 def _normalized(image: Image.Image) -> Image.Image:
     """One of L, RGB or RGBA: what JPEG, PNG, WebP and Claude all take."""
     mode = image.mode
+    if mode == "RGBA" and _fully_opaque(image):
+        return image.convert("RGB")
     if mode in ("L", "RGB", "RGBA"):
         return image
     if mode == "1":
@@ -278,7 +285,7 @@ def _normalized(image: Image.Image) -> Image.Image:
     if mode == "I" or mode.startswith("I;16"):
         return _sixteen_bit_to_grey(image)
     if _has_transparency(image):
-        return image.convert("RGBA")
+        return _normalized(image.convert("RGBA"))
     return image.convert("RGB")
 
 

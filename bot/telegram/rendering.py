@@ -163,7 +163,7 @@ def _chunk(doc: _Text, spans: list[_Span], start: int, end: int, shift: int = 0)
 class _Coverage:
     """Which characters are covered by entities, as flags per character position."""
 
-    def __init__(self, doc: _Text, spans: Iterable[_Span], *, max_units: int | None = None):
+    def __init__(self, doc: _Text, spans: Sequence[_Span], *, max_units: int | None = None) -> None:
         size = len(doc.text) + 1
         self.guarded = bytearray(size)  # inside an entity small enough never to be split
         self.guard_start = bytearray(size)  # first character of a guarded run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db.session import create_engine, create_sessionmaker
 from bot.services.billing import BillingService, CallRecord
 
 HOLD_TTL = timedelta(minutes=15)
@@ -98,3 +100,12 @@ def image_call(
         error=None if status == "ok" else "provider failed",
         charge_key=f"img:{tool_use_id}",
     )
+
+
+@pytest.fixture
+async def busy_sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions for hundreds of concurrent tasks: a bounded pool (the test server allows 100
+    connections), so tasks queue for a connection the way the bot's do."""
+    engine = create_engine(database_url, pool_size=60, max_overflow=0)
+    yield create_sessionmaker(engine)
+    await engine.dispose()

@@ -670,7 +670,7 @@ def _check_tool_pairing(messages: Sequence[Mapping[str, Any]]) -> None:
             missing = [tid for tid in ids if tid not in answered]
             if missing:
                 raise _invalid(
-                    f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks "
+                    f"messages.{i}: `tool_use` ids were found without `tool_result` blocks "
                     f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
                     "corresponding `tool_result` block in the next message."
                 )

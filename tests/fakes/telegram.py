@@ -80,8 +80,8 @@ import re
 import struct
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
@@ -187,7 +187,11 @@ class TelegramError(Exception):
         self.parameters = parameters
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"ok": False, "error_code": self.code, "description": self.description}
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.code,
+            "description": self.description,
+        }
         if self.parameters:
             body["parameters"] = self.parameters
         return body
@@ -373,7 +377,7 @@ class Call:
         if value in (None, ""):
             raise bad_request("chat_id is empty")
         try:
-            return int(value)  # type: ignore[arg-type]
+            return int(str(value))
         except (TypeError, ValueError):
             raise bad_request("chat not found") from None
 
@@ -446,7 +450,9 @@ def skip_spaces(text: str, index: int) -> int:
     return index
 
 
-def parse_html_attributes(text: str, index: int, tag: str, begin: int) -> tuple[dict[str, str], int]:
+def parse_html_attributes(
+    text: str, index: int, tag: str, begin: int
+) -> tuple[dict[str, str], int]:
     """Attributes of a start tag; returns them and the index just after '>'."""
     attributes: dict[str, str] = {}
     while True:
@@ -486,6 +492,7 @@ def parse_html_attributes(text: str, index: int, tag: str, begin: int) -> tuple[
 class OpenTag:
     name: str
     start: int
+    out_start: int
     attributes: dict[str, str]
     language: str | None = None
 
@@ -541,7 +548,7 @@ def parse_html(text: str) -> Formatted:
                 if language.startswith("language-"):
                     stack[-1].language = language.removeprefix("language-")
                     continue
-            entity = html_tag_entity(tag, position, "".join(out)[len("".join(out)) :])
+            entity = html_tag_entity(tag, position, "".join(out[tag.out_start :]))
             if entity is not None:
                 entities.append(entity)
             continue
@@ -556,7 +563,7 @@ def parse_html(text: str) -> Formatted:
             raise entities_error(
                 f'Tag "span" must have class "tg-spoiler" at byte offset {byte_offset(text, begin)}'
             )
-        stack.append(OpenTag(name, position, attributes))
+        stack.append(OpenTag(name, position, len(out), attributes))
     if stack:
         raise entities_error(f'Can\'t find end tag corresponding to start tag "{stack[-1].name}"')
     entities.sort(key=lambda e: (e["offset"], -e["length"]))
@@ -781,7 +788,9 @@ class MarkdownV2Parser:
             url.append(text[index])
             index += 1
         if index >= len(text):
-            raise entities_error(f"Can't find end of a URL at byte offset {byte_offset(text, begin)}")
+            raise entities_error(
+                f"Can't find end of a URL at byte offset {byte_offset(text, begin)}"
+            )
         return index + 1, "".join(url)
 
 
@@ -1142,7 +1151,12 @@ class FakeTelegram:
         return web.json_response({"ok": True, "result": result})
 
     def _finish(
-        self, record: RequestRecord, *, ok: bool, result: Any = None, error: TelegramError | None = None
+        self,
+        record: RequestRecord,
+        *,
+        ok: bool,
+        result: Any = None,
+        error: TelegramError | None = None,
     ) -> None:
         record.ok, record.result, record.finished = ok, result, time.monotonic()
         if error is not None:
@@ -1210,7 +1224,9 @@ class FakeTelegram:
         chat_id = call.chat_id_or_none()
         cost = float(len(call.params.get("media") or []) or 1)
         now = time.monotonic()
-        buckets = [bucket for bucket in (self._chat_bucket(chat_id, now), self._global(now)) if bucket]
+        buckets = [
+            bucket for bucket in (self._chat_bucket(chat_id, now), self._global(now)) if bucket
+        ]
         wait = max((bucket.wait_time(cost, now) for bucket in buckets), default=0.0)
         if wait > 0:
             self.rate_limited_count += 1
@@ -1369,7 +1385,9 @@ class FakeTelegram:
         extension = mimetypes.guess_extension(mime) or ""
         if "." in filename:
             extension = "." + filename.rsplit(".", 1)[1]
-        stored = self._new_file("document", extension, data, size if size is not None else len(data))
+        stored = self._new_file(
+            "document", extension, data, size if size is not None else len(data)
+        )
         document = {
             "file_id": stored.file_id,
             "file_unique_id": stored.file_unique_id,
@@ -1455,7 +1473,11 @@ class FakeTelegram:
         return True
 
     async def _get_webhook_info(self, call: Call) -> dict[str, Any]:
-        return {"url": "", "has_custom_certificate": False, "pending_update_count": len(self._updates)}
+        return {
+            "url": "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -1505,8 +1527,8 @@ class FakeTelegram:
     def _confirm(self, offset: int) -> None:
         if offset < 0:
             ordered = sorted(self._updates, key=lambda queued: queued.update_id)
-            keep = ordered[offset:]
-            self._updates = [queued for queued in self._updates if queued in keep]
+            keep = {id(queued) for queued in ordered[offset:]}
+            self._updates = [queued for queued in self._updates if id(queued) in keep]
         elif offset > 0:
             self._updates = [
                 queued
@@ -1531,10 +1553,10 @@ class FakeTelegram:
 
     def push_update(self, raw: dict[str, Any]) -> int:
         """Queues any update as is; an update_id pushed again is delivered again."""
-        for kind in ("message", "edited_message", "callback_query"):
-            chat = (raw.get(kind) or {}).get("chat") or (
-                (raw.get(kind) or {}).get("message") or {}
-            ).get("chat")
+        for value in raw.values():
+            if not isinstance(value, dict):
+                continue
+            chat = value.get("chat") or (value.get("message") or {}).get("chat")
             if isinstance(chat, dict) and isinstance(chat.get("id"), int):
                 self._chats.setdefault(chat["id"], chat)
         return self._queue(dict(raw))
@@ -1555,8 +1577,9 @@ class FakeTelegram:
         reply_to: int | None,
     ) -> int:
         user = self._user(user_id, first_name, username, language_code)
-        chat = self.add_chat(chat_id if chat_id is not None else user_id, first_name=first_name,
-                             username=username)
+        chat = self.add_chat(
+            chat_id if chat_id is not None else user_id, first_name=first_name, username=username
+        )
         if edited and message_id is None:
             message_id = self._last_message_id.get(chat["id"])
         now = int(time.time())
@@ -1651,7 +1674,9 @@ class FakeTelegram:
             if info is None:
                 raise ValueError("not an image: pass width= and height= for arbitrary bytes")
             width, height = info[0], info[1]
-        content: dict[str, Any] = {"photo": self._store_photo(image_bytes, width, height, file_size)}
+        content: dict[str, Any] = {
+            "photo": self._store_photo(image_bytes, width, height, file_size)
+        }
         content.update(caption_fields(caption, caption_entities, media_group_id))
         return self._push_message(
             user_id,
@@ -1806,9 +1831,9 @@ class FakeTelegram:
         same_entities = message.get("entities", []) == formatted.entities
         if same_text and same_entities and message.get("reply_markup") == inline:
             raise bad_request(NOT_MODIFIED)
-        message.update(text_fields(formatted), edit_date=int(time.time()))
-        message.pop("entities", None) if not formatted.entities else None
+        message.pop("entities", None)
         message.pop("reply_markup", None)
+        message.update(text_fields(formatted), edit_date=int(time.time()))
         if inline:
             message["reply_markup"] = inline
         self._record_sent(
@@ -1875,9 +1900,9 @@ class FakeTelegram:
         if markup and "inline_keyboard" in markup:
             content["reply_markup"] = markup
         message = self._store_bot_message(chat, content)
+        item = self._media_item("sendPhoto", chat["id"], message, call.params, caption)
         self._record_sent(
-            self._media_item("sendPhoto", chat["id"], message, call.params, caption)
-            | {"photo": upload.data, "filename": upload.filename, "mime": upload.mime}
+            replace(item, photo=upload.data, filename=upload.filename, mime=upload.mime)
         )
         return message
 
@@ -1886,7 +1911,9 @@ class FakeTelegram:
         caption = self._caption(call)
         upload = self._prepare_document(call, call.params.get("document"))
         markup = check_reply_markup(call.params.get("reply_markup"))
-        document = upload.existing or self._store_document(upload.data, upload.filename, upload.mime)
+        document = upload.existing or self._store_document(
+            upload.data, upload.filename, upload.mime
+        )
         content = {
             **self._reply_to(call, chat["id"]),
             "document": document,
@@ -1895,9 +1922,9 @@ class FakeTelegram:
         if markup and "inline_keyboard" in markup:
             content["reply_markup"] = markup
         message = self._store_bot_message(chat, content)
+        item = self._media_item("sendDocument", chat["id"], message, call.params, caption)
         self._record_sent(
-            self._media_item("sendDocument", chat["id"], message, call.params, caption)
-            | {"document": upload.data, "filename": upload.filename, "mime": upload.mime}
+            replace(item, document=upload.data, filename=upload.filename, mime=upload.mime)
         )
         return message
 
@@ -1931,28 +1958,33 @@ class FakeTelegram:
     def _store_album_item(
         self,
         chat: dict[str, Any],
-        item: dict[str, Any],
+        item_params: dict[str, Any],
         upload: PhotoUpload | DocumentUpload,
         caption: Formatted | None,
         group_id: str,
         reply: dict[str, Any],
     ) -> dict[str, Any]:
         content: dict[str, Any] = {**reply, "media_group_id": group_id, **caption_content(caption)}
-        extra: dict[str, Any]
+        is_photo = isinstance(upload, PhotoUpload)
         if isinstance(upload, PhotoUpload):
             content["photo"] = upload.existing_sizes or self._store_photo(
                 upload.data, upload.width, upload.height
             )
-            extra = {"photo": upload.data}
         else:
             content["document"] = upload.existing or self._store_document(
                 upload.data, upload.filename, upload.mime
             )
-            extra = {"document": upload.data}
         message = self._store_bot_message(chat, content)
-        sent = self._media_item("sendMediaGroup", chat["id"], message, item, caption)
+        item = self._media_item("sendMediaGroup", chat["id"], message, item_params, caption)
         self._record_sent(
-            sent | {**extra, "filename": upload.filename, "mime": upload.mime, "media_group_id": group_id}
+            replace(
+                item,
+                photo=upload.data if is_photo else None,
+                document=None if is_photo else upload.data,
+                filename=upload.filename,
+                mime=upload.mime,
+                media_group_id=group_id,
+            )
         )
         return message
 
@@ -1963,19 +1995,19 @@ class FakeTelegram:
         message: dict[str, Any],
         source: dict[str, Any],
         caption: Formatted | None,
-    ) -> _SentBuilder:
-        file_id = (message.get("photo") or [{}])[-1].get("file_id") or (
-            message.get("document") or {}
-        ).get("file_id")
-        return _SentBuilder(
-            method=method,
-            chat_id=chat_id,
-            time=time.monotonic(),
+    ) -> SentItem:
+        photo_sizes = message.get("photo") or [{}]
+        file_id = photo_sizes[-1].get("file_id") or (message.get("document") or {}).get("file_id")
+        markup = source.get("reply_markup")
+        return SentItem(
+            method,
+            chat_id,
+            time.monotonic(),
             message_id=message["message_id"],
             caption=source.get("caption"),
             entities=source.get("caption_entities"),
             parse_mode=source.get("parse_mode"),
-            reply_markup=source.get("reply_markup") if isinstance(source.get("reply_markup"), dict) else None,
+            reply_markup=markup if isinstance(markup, dict) else None,
             file_id=file_id,
             parsed_text=caption.text if caption else None,
         )
@@ -2110,13 +2142,6 @@ class FakeTelegram:
         return "\n".join(lines)
 
 
-class _SentBuilder(dict[str, Any]):
-    """Keyword arguments of a SentItem; `|` with extra fields builds the item."""
-
-    def __or__(self, other: Any) -> SentItem:  # type: ignore[override]
-        return SentItem(**{**self, **other})
-
-
 def describe_item(item: SentItem) -> str:
     body = item.text if item.text is not None else item.caption
     extra = item.action or (f"draft {item.draft_id}" if item.draft_id else "")
@@ -2154,7 +2179,3 @@ def caption_fields(
     if media_group_id:
         fields["media_group_id"] = media_group_id
     return fields
-
-
-def iter_sent_methods(items: Iterable[SentItem]) -> list[str]:
-    return [item.method for item in items]

@@ -229,9 +229,7 @@ async def test_fifth_message_to_a_chat_waits_while_another_chat_goes_at_once(
     bot.session.middleware(PacingMiddleware(OutgoingPacer(per_chat_burst=4)))
 
     started = time.monotonic()
-    burst = [
-        asyncio.create_task(bot.send_message(chat_id=1, text=f"part {i}")) for i in range(5)
-    ]
+    burst = [asyncio.create_task(bot.send_message(chat_id=1, text=f"part {i}")) for i in range(5)]
     await asyncio.sleep(0.05)
     await bot.send_message(chat_id=2, text="other chat")
     other_chat_done = time.monotonic() - started

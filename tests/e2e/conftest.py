@@ -1,0 +1,76 @@
+"""End-to-end fixtures: the fakes, and a factory that starts the real bot process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
+
+if TYPE_CHECKING:
+    from tests.fakes.gemini import FakeGemini
+
+StartBot = Callable[..., Awaitable[BotProcess]]
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(token=FAKE_BOT_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def anthropic_fake() -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def gemini_fake() -> AsyncIterator[FakeGemini]:
+    from tests.fakes.gemini import FakeGemini
+
+    async with FakeGemini() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def start_bot(
+    database_url: str,
+    tmp_path: Path,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
+) -> AsyncIterator[StartBot]:
+    """Start the bot (waits for its first getUpdates); every started process is stopped after."""
+    processes: list[BotProcess] = []
+
+    async def start(**overrides: str) -> BotProcess:
+        env = bot_env(
+            database_url=database_url,
+            data_dir=tmp_path / "data",
+            telegram_url=telegram.base_url,
+            anthropic_url=anthropic_fake.base_url,
+            gemini_url=gemini_fake.base_url,
+            **overrides,
+        )
+        process = BotProcess(env)
+        processes.append(process)
+        polls_before = len(telegram.get_updates_times)
+        await process.start()
+        await telegram.wait_for(
+            lambda: len(telegram.get_updates_times) > polls_before or process.returncode is not None,
+            timeout=30,
+        )
+        if process.returncode is not None:
+            raise AssertionError(f"bot exited early:\n{process.log_text()[-4000:]}")
+        return process
+
+    yield start
+    for process in processes:
+        code = await process.stop()
+        assert code == 0, f"bot exited with {code}:\n{process.log_text()[-3000:]}"

@@ -1,0 +1,121 @@
+"""Runs the real `python -m bot` process against the fake servers, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Obviously fake, realistically shaped secrets (the leak scan looks for exactly these).
+FAKE_BOT_TOKEN = "123456789:TEST-fake-telegram-token-not-real-000"
+FAKE_ANTHROPIC_KEY = "sk-ant-test-fake-anthropic-key-not-real-0000"
+FAKE_GOOGLE_KEY = "AIzaTEST-fake-google-key-not-real-000000"
+
+
+class BotProcess:
+    """One bot process; its log lines are kept for assertions and the secret-leak scan."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = dict(env)
+        self._proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ANTHROPIC", "GOOGLE", "GEMINI", "TELEGRAM"))
+        }
+        env.update(self._env)
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=str(PROJECT_ROOT),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while line := await self._proc.stdout.readline():
+            self.lines.append(line.decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    def log_text(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for_log(self, needle: str, timeout: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while needle not in self.log_text():
+            if self.returncode is not None:
+                raise AssertionError(f"bot exited ({self.returncode}):\n{self.log_text()[-4000:]}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no {needle!r} in bot log:\n{self.log_text()[-4000:]}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self._proc is None or self._proc.returncode is not None:
+            return self.returncode or 0
+        self._proc.send_signal(sig)
+        try:
+            code = await asyncio.wait_for(self._proc.wait(), timeout)
+        except TimeoutError:
+            self._proc.kill()
+            code = await self._proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 5)
+        return code
+
+    async def kill(self) -> None:
+        await self.stop(signal.SIGKILL)
+
+
+def bot_env(
+    *,
+    database_url: str,
+    data_dir: Path,
+    telegram_url: str,
+    anthropic_url: str,
+    gemini_url: str,
+    **overrides: str,
+) -> dict[str, str]:
+    env = {
+        "TELEGRAM_BOT_TOKEN": FAKE_BOT_TOKEN,
+        "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
+        "GOOGLE_API_KEY": FAKE_GOOGLE_KEY,
+        "SECRETS_DIR": str(data_dir / "no-secrets"),
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(data_dir),
+        "TELEGRAM_API_URL": telegram_url,
+        "ANTHROPIC_BASE_URL": anthropic_url,
+        "GEMINI_BASE_URL": gemini_url,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "POLLING_TIMEOUT_SECONDS": "5",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+        "DRAFT_INTERVAL_SECONDS": "0.05",
+        "GEMINI_RETRY_INITIAL_DELAY": "0.01",
+        "MERGE_WINDOW_SECONDS": "0.3",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(overrides)
+    return env
