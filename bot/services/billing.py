@@ -314,7 +314,6 @@ class BillingService:
                 update(User)
                 .where(
                     User.id == user_id,
-                    User.balance_micros - User.held_micros >= amount_micros,
                 )
                 .values(held_micros=User.held_micros + amount_micros)
                 .returning(User.id)
@@ -547,6 +546,8 @@ class BillingService:
         new_balance = await session.scalar(change)
         if new_balance is None:
             await session.rollback()
+            if await self._ledger_key_used(session, key):
+                return None
             view = await self._balance_view(session, user_id)
             raise InsufficientBalance(-amount_micros, view.available_micros)
         inserted = await session.scalar(
@@ -568,6 +569,12 @@ class BillingService:
             await session.rollback()
             return None
         return new_balance
+
+    async def _ledger_key_used(self, session: AsyncSession, key: str) -> bool:
+        used = await session.scalar(
+            select(BalanceOperation.id).where(BalanceOperation.idempotency_key == key)
+        )
+        return used is not None
 
     async def _insert_hold(
         self,

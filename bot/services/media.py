@@ -265,7 +265,7 @@ def _has_transparency(image: Image.Image) -> bool:
 
 def _sixteen_bit_to_grey(image: Image.Image) -> Image.Image:
     """Scale 16-bit grey to 8 bits (a plain convert would clip everything above 255 to white)."""
-    return image.convert("L")
+    return image.convert("I").point(lambda value: value / 256).convert("L")
 
 
 def _fully_opaque(image: Image.Image) -> bool:

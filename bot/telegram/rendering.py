@@ -28,7 +28,6 @@ _LINK_SCHEMES: Final = ("http://", "https://", "tg://", "mailto:")
 _CODE_TYPES: Final = frozenset({"pre", "code"})
 _PARAGRAPH_BREAK = re.compile(r"\n(?=\n)")
 _LINE_BREAK = re.compile(r"\n")
-_WORD_BREAK = re.compile(r"[ \t]")
 _ZWJ: Final = "\u200d"
 
 
@@ -246,13 +245,10 @@ class _Splitter:
         self._doc = doc
         self._limit = limit
         self._coverage = _Coverage(doc, spans, max_units=limit)
-        text, guarded = doc.text, self._coverage.guarded
+        guarded = self._coverage.guarded
         self._separators = [
-            [m.start() for m in pattern.finditer(text) if not guarded[m.start()]]
+            [m.start() for m in pattern.finditer(doc.text) if not guarded[m.start()]]
             for pattern in (_PARAGRAPH_BREAK, _LINE_BREAK)
-        ]
-        self._word_cuts = [
-            m.end() for m in _WORD_BREAK.finditer(text) if not self._coverage.splits_entity(m.end())
         ]
 
     def ranges(self) -> list[tuple[int, int]]:
@@ -282,15 +278,24 @@ class _Splitter:
                 if self._full_enough(start, cut):
                     return cut, cut + 1
                 fallback = cut if fallback is None else fallback
-        index = bisect_right(self._word_cuts, furthest) - 1
-        if index >= 0 and self._word_cuts[index] > start:
-            cut = self._word_cuts[index]
-            if self._full_enough(start, cut) or fallback is None:
-                return cut, cut
+        word_cut = self._word_cut(start, furthest)
+        if word_cut is not None and (self._full_enough(start, word_cut) or fallback is None):
+            return word_cut, word_cut
         if fallback is not None:
             return fallback, fallback + 1
-        cut = self._hard_cut(start, furthest)
-        return cut, cut
+        hard_cut = self._hard_cut(start, furthest)
+        return hard_cut, hard_cut
+
+    def _word_cut(self, start: int, furthest: int) -> int | None:
+        """The last cut just after a space, outside guarded entities, if any."""
+        text, coverage = self._doc.text, self._coverage
+        end = furthest
+        while (space := max(text.rfind(" ", start, end), text.rfind("\t", start, end))) > start:
+            cut = space + 1
+            if not coverage.splits_entity(cut):
+                return cut
+            end = coverage.run_start(cut)
+        return None
 
     def _full_enough(self, start: int, cut: int) -> bool:
         return self._doc.units(start, cut) * 2 >= self._limit

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import httpx2
 import anthropic
+import httpx2
 import pytest
 from anthropic import AsyncAnthropic
 from PIL import Image
@@ -73,6 +73,12 @@ def png_bytes(width: int = 8, height: int = 6) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), (200, 30, 30)).save(out, "PNG")
     return out.getvalue()
+
+
+async def collect_text(client: AsyncAnthropic, into: list[str]) -> None:
+    async with client.messages.stream(model=MODEL, max_tokens=100, messages=HELLO) as stream:
+        async for piece in stream.text_stream:
+            into.append(piece)
 
 
 async def test_non_streaming_text_reply(fake: FakeAnthropic, client: AsyncAnthropic) -> None:
@@ -261,9 +267,7 @@ async def test_midstream_error_raises_status_error(
     seen: list[str] = []
 
     with pytest.raises(anthropic.APIStatusError) as caught:
-        async with client.messages.stream(model=MODEL, max_tokens=100, messages=HELLO) as stream:
-            async for piece in stream.text_stream:
-                seen.append(piece)
+        await collect_text(client, seen)
 
     assert not isinstance(caught.value, anthropic.OverloadedError)
     assert caught.value.status_code == 200
@@ -359,7 +363,10 @@ async def test_partial_and_unexpected_tool_results_are_rejected(
         ({"extra_body": {"temperature": 0.2}}, "temperature"),
         ({"extra_body": {"top_k": 5}}, "top_k"),
         ({"tool_choice": {"type": "any"}, "tools": TOOLS}, "tool_choice"),
-        ({"tool_choice": {"type": "tool", "name": "generate_image"}, "tools": TOOLS}, "tool_choice"),
+        (
+            {"tool_choice": {"type": "tool", "name": "generate_image"}, "tools": TOOLS},
+            "tool_choice",
+        ),
         ({"messages": [{"role": "assistant", "content": "hi"}, *HELLO]}, "first message"),
         ({"messages": [*HELLO, *HELLO]}, "alternate"),
         ({"messages": [*HELLO, {"role": "assistant", "content": "Sure"}]}, "prefill"),
@@ -396,7 +403,11 @@ async def test_files_upload_reference_and_delete(
     deleted = await client.files.delete(meta.id)
 
     assert meta.id.startswith("file_011")
-    assert (meta.filename, meta.mime_type, meta.size_bytes) == ("photo.png", "image/png", len(image))
+    assert (meta.filename, meta.mime_type, meta.size_bytes) == (
+        "photo.png",
+        "image/png",
+        len(image),
+    )
     assert fake.files[meta.id].data == image
     assert msg.content[0].text == "A red square."
     assert listed == [meta.id]
@@ -409,6 +420,18 @@ async def test_files_upload_reference_and_delete(
         )
     with pytest.raises(anthropic.NotFoundError):
         await client.files.retrieve_metadata(meta.id)
+
+
+async def test_uploaded_files_are_not_downloadable(
+    fake: FakeAnthropic, client: AsyncAnthropic
+) -> None:
+    meta = await client.files.upload(file=("photo.png", png_bytes(), "image/png"))
+
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await client.files.download(meta.id)
+
+    assert caught.value.error_code == "file_not_downloadable"
+    assert (await client.files.retrieve_metadata(meta.id)).downloadable is False
 
 
 async def test_upload_failures_are_injected(fake: FakeAnthropic) -> None:
@@ -440,7 +463,11 @@ async def test_prompt_cache_reads_a_shared_prefix(
 ) -> None:
     fake.set_default(text_reply("ok"))
     system: Any = [
-        {"type": "text", "text": "You are a helpful bot. " * 50, "cache_control": {"type": "ephemeral"}}
+        {
+            "type": "text",
+            "text": "You are a helpful bot. " * 50,
+            "cache_control": {"type": "ephemeral"},
+        }
     ]
     turn: list[Any] = [{"role": "user", "content": "first question"}]
 
@@ -472,7 +499,10 @@ async def test_prompt_cache_follows_a_growing_conversation(
             for block in message["content"]:
                 block.pop("cache_control", None)
         history.append(
-            {"role": "user", "content": [{"type": "text", "text": question, "cache_control": marker}]}
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": question, "cache_control": marker}],
+            }
         )
         msg = await client.messages.create(model=MODEL, max_tokens=10, messages=history)
         reads.append(msg.usage.cache_read_input_tokens or 0)
@@ -514,7 +544,9 @@ async def test_callable_replies_see_the_request(
     assert second.content[0].text == "echo: again"
 
 
-async def test_latency_is_simulated_and_measured(client: AsyncAnthropic, fake: FakeAnthropic) -> None:
+async def test_latency_is_simulated_and_measured(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.ttft = 0.05
     fake.script(
         Reply([text_block("x" * 80)], tokens_per_second=200.0),

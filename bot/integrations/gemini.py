@@ -1,0 +1,278 @@
+"""Thin typed gateway over google-genai for image generation: one retry layer (ours), safety
+outcomes as exceptions the tool can explain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+log = structlog.get_logger(__name__)
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF_SECONDS = 8.0
+TEXT_LIMIT = 300
+
+# Why an answer has no image, in words the model can pass on to the person.
+PROMPT_BLOCKED = "the image model's safety filter blocked this prompt"
+IMAGE_BLOCKED = "the image model's safety filter blocked the generated image"
+NO_IMAGE = "the image model answered without an image"
+SAFETY_FINISH_REASONS = frozenset(
+    {
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_RECITATION",
+    }
+)
+
+
+def create_gemini_client(api_key: str, base_url: str | None, timeout_seconds: float) -> genai.Client:
+    """The SDK's own retries are off: the gateway is the single retry layer."""
+    return genai.Client(
+        api_key=api_key,
+        http_options=types.HttpOptions(
+            base_url=base_url,
+            api_version="v1beta",
+            timeout=int(timeout_seconds * 1000),
+            retry_options=types.HttpRetryOptions(attempts=1),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes = field(repr=False)
+    mime_type: str
+    input_tokens: int
+    output_tokens: int
+    model_version: str | None
+    text: str | None
+    attempts: int
+    duration_ms: int
+
+
+class ImageBlocked(Exception):
+    """No image: a safety block, NO_IMAGE or a text-only answer. Nothing is charged for it."""
+
+    def __init__(
+        self, reason: str, user_reason: str, *, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        super().__init__(f"{reason}: {user_reason}")
+        self.reason = reason
+        self.user_reason = user_reason
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+class ImageUnavailable(Exception):
+    """The provider did not answer usefully. `cost_unknown` is True when the request may have
+    been processed (and billed by the provider) although no answer arrived."""
+
+    def __init__(
+        self, kind: str, detail: str, *, status: int | None = None, cost_unknown: bool = False
+    ) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind  # busy | connection | timeout | bad_request | auth
+        self.detail = detail
+        self.status = status
+        self.cost_unknown = cost_unknown
+        self.attempts = 1
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    model: str
+    retry_attempts: int
+    retry_initial_delay: float
+
+
+class GeminiImageGateway:
+    def __init__(
+        self,
+        client: genai.Client,
+        config: GatewayConfig,
+        *,
+        concurrency: asyncio.Semaphore | None = None,
+    ) -> None:
+        self._client = client
+        self._config = config
+        self._concurrency = concurrency
+
+    @property
+    def model(self) -> str:
+        return self._config.model
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        aspect_ratio: str,
+        image_size: str,
+        references: Sequence[tuple[bytes, str]],
+        deadline: float,
+    ) -> GeneratedImage:
+        """One image. Retries 429/5xx and failed connects with backoff inside `deadline`."""
+        started = time.monotonic()
+        contents = self._contents(prompt, references)
+        config = types.GenerateContentConfig(
+            response_modalities=["TEXT", "IMAGE"],
+            image_config=types.ImageConfig(aspect_ratio=aspect_ratio, image_size=image_size),
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._call_once(contents, config, deadline)
+            except ImageUnavailable as exc:
+                exc.attempts = attempt
+                delay = self._retry_delay(exc, attempt, deadline)
+                if delay is None:
+                    raise
+                log.warning(
+                    "gemini_retry", attempt=attempt, kind=exc.kind, status=exc.status, delay=delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            duration_ms = int((time.monotonic() - started) * 1000)
+            return _image_from(response, attempt, duration_ms)
+
+    @staticmethod
+    def _contents(prompt: str, references: Sequence[tuple[bytes, str]]) -> list[Any]:
+        parts: list[Any] = [types.Part.from_bytes(data=data, mime_type=mime) for data, mime in references]
+        parts.append(prompt)
+        return parts
+
+    async def _call_once(
+        self, contents: list[Any], config: types.GenerateContentConfig, deadline: float
+    ) -> types.GenerateContentResponse:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ImageUnavailable("timeout", "no time left in this turn")
+        async with self._slot():
+            try:
+                async with asyncio.timeout(remaining):
+                    return await self._client.aio.models.generate_content(
+                        model=self._config.model, contents=contents, config=config
+                    )
+            except genai_errors.APIError as exc:
+                raise _classify_api_error(exc) from None
+            except aiohttp.ClientConnectorError as exc:
+                raise ImageUnavailable("connection", type(exc).__name__) from None
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                # The request may have reached the provider before the connection broke.
+                raise ImageUnavailable(
+                    "connection", type(exc).__name__, cost_unknown=True
+                ) from None
+            except TimeoutError:
+                raise ImageUnavailable(
+                    "timeout", "no answer in time", cost_unknown=True
+                ) from None
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._concurrency is None:
+            yield
+            return
+        async with self._concurrency:
+            yield
+
+    def _retry_delay(self, exc: ImageUnavailable, attempt: int, deadline: float) -> float | None:
+        if exc.cost_unknown or exc.kind not in {"busy", "connection"}:
+            return None
+        if attempt >= self._config.retry_attempts:
+            return None
+        base = min(self._config.retry_initial_delay * 2.0 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+        delay = base * (1 - 0.25 * random.random())
+        if time.monotonic() + delay >= deadline:
+            return None
+        return round(delay, 3)
+
+
+def _classify_api_error(exc: genai_errors.APIError) -> ImageUnavailable:
+    status = int(exc.code) if exc.code else None
+    detail = f"status {status} {exc.status or ''}".strip()
+    if status in RETRYABLE_STATUS:
+        return ImageUnavailable("busy", detail, status=status)
+    if status in (401, 403):
+        return ImageUnavailable("auth", detail, status=status)
+    return ImageUnavailable("bad_request", detail, status=status)
+
+
+def _tokens(response: types.GenerateContentResponse) -> tuple[int, int]:
+    usage = response.usage_metadata
+    if usage is None:
+        return 0, 0
+    output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+    return usage.prompt_token_count or 0, output
+
+
+def _enum_name(value: Any) -> str:
+    if value is None:
+        return ""
+    name = getattr(value, "name", None) or getattr(value, "value", None) or str(value)
+    return str(name).upper()
+
+
+def _answer_text(parts: Sequence[types.Part]) -> str | None:
+    texts = [p.text for p in parts if p.text and p.thought is not True]
+    text = " ".join(t.strip() for t in texts if t.strip())
+    return text[:TEXT_LIMIT] if text else None
+
+
+def _image_from(
+    response: types.GenerateContentResponse, attempts: int, duration_ms: int
+) -> GeneratedImage:
+    input_tokens, output_tokens = _tokens(response)
+    feedback = response.prompt_feedback
+    if not response.candidates:
+        reason = _enum_name(feedback.block_reason if feedback else None) or "NO_CANDIDATES"
+        user_reason = PROMPT_BLOCKED if feedback and feedback.block_reason else NO_IMAGE
+        raise ImageBlocked(
+            reason, user_reason, input_tokens=input_tokens, output_tokens=output_tokens
+        )
+    candidate = response.candidates[0]
+    parts = list(candidate.content.parts or []) if candidate.content else []
+    images = [
+        p.inline_data
+        for p in parts
+        if p.inline_data is not None and p.inline_data.data and p.thought is not True
+    ]
+    text = _answer_text(parts)
+    if not images:
+        finish = _enum_name(candidate.finish_reason) or "NO_IMAGE"
+        user_reason = IMAGE_BLOCKED if finish in SAFETY_FINISH_REASONS else NO_IMAGE
+        if text and user_reason == NO_IMAGE:
+            user_reason = f'{NO_IMAGE}; it said: "{text}"'
+        raise ImageBlocked(
+            finish if finish != "STOP" else "TEXT_ONLY",
+            user_reason,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+    final = images[-1]
+    assert final.data is not None
+    return GeneratedImage(
+        data=final.data,
+        mime_type=final.mime_type or "image/png",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        model_version=response.model_version,
+        text=text,
+        attempts=attempts,
+        duration_ms=duration_ms,
+    )

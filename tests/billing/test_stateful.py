@@ -1,0 +1,313 @@
+"""A Hypothesis state machine drives the billing service on real Postgres and compares the
+database with a plain in-memory model after every step."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.db.session import create_engine, create_sessionmaker
+from bot.services.billing import (
+    BillingService,
+    CallRecord,
+    Hold,
+    HoldNotOpenError,
+    InsufficientBalance,
+)
+from bot.services.pricing import apply_markup
+from tests.billing.conftest import HOLD_TTL
+
+T = TypeVar("T")
+MARKUP = Decimal("1.5")
+amounts = st.integers(min_value=1, max_value=2_000_000)
+
+
+class LoopThread:
+    """An event loop of its own in a helper thread, so the sync state machine can await."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout=60)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+@dataclass
+class Env:
+    runner: LoopThread
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    billing: BillingService
+
+
+@dataclass
+class ModelHold:
+    id: int
+    amount: int
+    status: str = "held"
+
+
+@dataclass
+class Model:
+    balance: int = 0
+    held: int = 0
+    holds: dict[str, ModelHold] = field(default_factory=dict)
+    topup_keys: list[str] = field(default_factory=list)
+    adjust_keys: list[str] = field(default_factory=list)
+    charge_keys: list[str] = field(default_factory=list)
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    def close(self, key: str, status: str) -> None:
+        hold = self.holds[key]
+        hold.status = status
+        self.held -= hold.amount
+
+
+_STATE_SQL = text(
+    """
+    SELECT u.balance_micros, u.held_micros,
+      (SELECT COALESCE(SUM(amount_micros), 0) FROM balance_operations WHERE user_id = u.id),
+      (SELECT COALESCE(SUM(amount_micros), 0) FROM balance_holds
+        WHERE user_id = u.id AND status = 'held'),
+      (SELECT COUNT(*) FROM admin_balance_mismatches WHERE user_id = u.id),
+      (SELECT COALESCE(json_object_agg(idempotency_key, status), '{}'::json)
+         FROM balance_holds WHERE user_id = u.id)
+    FROM users u WHERE u.id = :id
+    """
+)
+
+
+class BillingMachine(RuleBasedStateMachine):
+    env: ClassVar[Env]
+    user_ids: ClassVar[itertools.count[int]] = itertools.count(100_000)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_id = next(self.user_ids)
+        self.model = Model()
+        self.serial = itertools.count()
+        self.run(self._create_user())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.env.runner.run(coro)
+
+    @property
+    def billing(self) -> BillingService:
+        return self.env.billing
+
+    def key(self, prefix: str) -> str:
+        return f"{prefix}:{self.user_id}:{next(self.serial)}"
+
+    async def _create_user(self) -> None:
+        async with self.env.sessionmaker() as session:
+            await session.execute(
+                text("INSERT INTO users (id, first_name) VALUES (:id, 'Model')"),
+                {"id": self.user_id},
+            )
+            await session.commit()
+
+    @rule(amount=amounts)
+    def topup(self, amount: int) -> None:
+        key = self.key("topup")
+        balance = self.run(self.billing.topup(self.user_id, amount, key=key))
+        self.model.balance += amount
+        self.model.topup_keys.append(key)
+        assert balance == self.model.balance
+
+    @precondition(lambda self: self.model.topup_keys)
+    @rule(data=st.data(), amount=amounts)
+    def topup_again_with_a_used_key(self, data: st.DataObject, amount: int) -> None:
+        key = data.draw(st.sampled_from(self.model.topup_keys))
+        assert self.run(self.billing.topup(self.user_id, amount, key=key)) == self.model.balance
+
+    @rule(amount=st.integers(min_value=-2_000_000, max_value=2_000_000).filter(bool))
+    def adjust(self, amount: int) -> None:
+        key = self.key("adjust")
+        call = self.billing.adjust(
+            self.user_id, amount, key=key, admin_user_id=1, description="model"
+        )
+        if -amount > self.model.available:
+            with pytest.raises(InsufficientBalance) as raised:
+                self.run(call)
+            assert raised.value.available_micros == self.model.available
+            return
+        assert self.run(call) == self.model.balance + amount
+        self.model.balance += amount
+        self.model.adjust_keys.append(key)
+
+    @precondition(lambda self: self.model.adjust_keys)
+    @rule(data=st.data())
+    def adjust_again_with_a_used_key(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(self.model.adjust_keys))
+        balance = self.run(
+            self.billing.adjust(self.user_id, -1, key=key, admin_user_id=1, description="again")
+        )
+        assert balance == self.model.balance
+
+    @rule(amount=amounts)
+    def hold(self, amount: int) -> None:
+        key = self.key("hold")
+        if amount > self.model.available:
+            with pytest.raises(InsufficientBalance) as raised:
+                self.run(self.billing.hold(self.user_id, amount, key=key))
+            assert raised.value.needed_micros == amount
+            assert raised.value.available_micros == self.model.available
+            return
+        hold = self.run(self.billing.hold(self.user_id, amount, key=key))
+        self.model.holds[key] = ModelHold(id=hold.id, amount=amount)
+        self.model.held += amount
+
+    @precondition(lambda self: self.model.holds)
+    @rule(data=st.data())
+    def hold_again_with_a_used_key(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.model.holds)))
+        known = self.model.holds[key]
+        again = self.billing.hold(self.user_id, known.amount, key=key)
+        if known.status != "held":
+            with pytest.raises(HoldNotOpenError):
+                self.run(again)
+            return
+        assert self.run(again).id == known.id
+
+    @precondition(lambda self: self.model.holds)
+    @rule(
+        data=st.data(),
+        status=st.sampled_from(["ok", "ok", "error", "blocked"]),
+        cost=st.integers(min_value=0, max_value=1_500_000),
+        reuse_charge_key=st.booleans(),
+    )
+    def settle(self, data: st.DataObject, status: str, cost: int, reuse_charge_key: bool) -> None:
+        key = data.draw(st.sampled_from(sorted(self.model.holds)))
+        known = self.model.holds[key]
+        charge_key = f"charge:{key}"
+        if reuse_charge_key and self.model.charge_keys:
+            charge_key = data.draw(st.sampled_from(self.model.charge_keys))
+        call = CallRecord(
+            user_id=self.user_id,
+            provider="anthropic",
+            model="claude-sonnet-5-5",
+            purpose="chat",
+            status=status,  # type: ignore[arg-type]
+            provider_cost_micros=cost,
+            charge_key=charge_key,
+        )
+        hold = self._hold(key)
+        settlement = self.run(self.billing.settle(hold, call))
+        if known.status != "held":
+            assert not settlement.applied
+            return
+        charged = min(apply_markup(cost, MARKUP), known.amount) if status == "ok" else 0
+        if charged and charge_key in self.model.charge_keys:
+            assert not settlement.applied
+            self.model.close(key, "released")
+        elif charged:
+            assert (settlement.applied, settlement.charged_micros) == (True, charged)
+            self.model.close(key, "captured")
+            self.model.balance -= charged
+            self.model.charge_keys.append(charge_key)
+        else:
+            assert (settlement.applied, settlement.charged_micros) == (True, 0)
+            self.model.close(key, "released")
+        assert settlement.balance_micros == self.model.balance
+
+    @precondition(lambda self: self.model.holds)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.model.holds)))
+        was_open = self.model.holds[key].status == "held"
+        assert self.run(self.billing.release(self._hold(key), reason="model")) is was_open
+        if was_open:
+            self.model.close(key, "released")
+
+    @rule(move_time=st.booleans())
+    def expire(self, move_time: bool) -> None:
+        now = datetime.now(UTC) + HOLD_TTL + timedelta(minutes=1) if move_time else None
+        expired = self.run(self.billing.expire_stale_holds(now=now))
+        open_keys = [k for k, h in self.model.holds.items() if h.status == "held"]
+        if not move_time:
+            assert expired == 0
+            return
+        assert expired == len(open_keys)
+        for key in open_keys:
+            self.model.close(key, "expired")
+
+    @invariant()
+    def database_matches_the_model(self) -> None:
+        row = self.run(self._state())
+        balance, held, ledger_sum, open_holds, mismatches, statuses = row
+        assert balance >= 0
+        assert balance == ledger_sum == self.model.balance
+        assert held == open_holds == self.model.held
+        assert mismatches == 0
+        assert statuses == {k: h.status for k, h in self.model.holds.items()}
+
+    def teardown(self) -> None:
+        for key, known in self.model.holds.items():
+            if known.status == "held":
+                self.run(self.billing.release(self._hold(key), reason="teardown"))
+
+    def _hold(self, key: str) -> Hold:
+        known = self.model.holds[key]
+        return Hold(id=known.id, user_id=self.user_id, amount_micros=known.amount, key=key)
+
+    async def _state(self) -> tuple[Any, ...]:
+        async with self.env.sessionmaker() as session:
+            row = (await session.execute(_STATE_SQL, {"id": self.user_id})).one()
+        return tuple(row)
+
+
+def test_billing_state_machine_matches_the_model(database_url: str) -> None:
+    runner = LoopThread()
+
+    async def open_env() -> Env:
+        engine = create_engine(database_url, pool_size=5, max_overflow=5)
+        sessions = create_sessionmaker(engine)
+        billing = BillingService(sessions, markup=MARKUP, hold_ttl=HOLD_TTL)
+        return Env(runner=runner, engine=engine, sessionmaker=sessions, billing=billing)
+
+    env = runner.run(open_env())
+    try:
+        BillingMachine.env = env
+        run_state_machine_as_test(
+            BillingMachine,
+            settings=settings(
+                max_examples=200,
+                stateful_step_count=25,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+            ),
+        )
+    finally:
+        runner.run(env.engine.dispose())
+        runner.close()
