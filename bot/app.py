@@ -16,25 +16,34 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
 from anthropic import AsyncAnthropic
+from google import genai
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.agent.loop import AgentLoop, LoopConfig
+from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
+from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
 from bot.config import OperatorSettings, Settings
 from bot.db.embedded import EmbeddedPostgres
 from bot.db.migrate import upgrade_to_head
 from bot.db.session import create_engine, create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
+from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.logs import configure_logging
 from bot.services.billing import BillingService
+from bot.services.blobs import BlobStore
 from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import FileCatalog
+from bot.services.files import FilesConfig, FileService
 from bot.services.inbox import Inbox
+from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.pricing import PriceTable
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import OutgoingPacer, PacingMiddleware, RetryAfterMiddleware
+from bot.telegram.handlers import admin as admin_handlers
+from bot.telegram.handlers import billing as billing_handlers
 from bot.telegram.poller import Poller
 from bot.telegram.sending import MessageSender
 from bot.telegram.submit import TurnSubmitter
@@ -112,6 +121,8 @@ class Application:
     settings: Settings
     bot: Bot
     anthropic: AsyncAnthropic
+    gemini: genai.Client
+    files: FileService
     sessionmaker: async_sessionmaker[AsyncSession]
     billing: BillingService
     inbox: Inbox
@@ -139,14 +150,22 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     inbox = Inbox(sessionmaker)
     users = UserService(sessionmaker, billing, starter_micros=settings.starter_balance_micros)
     conversations = ConversationStore(sessionmaker)
-    registry = ToolRegistry([])
+    gemini = create_gemini_client(
+        settings.GOOGLE_API_KEY.get_secret_value(),
+        settings.GEMINI_BASE_URL,
+        settings.GEMINI_TIMEOUT_SECONDS,
+    )
+    files = build_file_service(settings, sessionmaker, bot, claude, billing)
+    registry = ToolRegistry(
+        build_tools(settings, sessionmaker, anthropic, gemini, files, billing, prices)
+    )
     sender = MessageSender(bot)
     loop = AgentLoop(
         claude=claude,
         registry=registry,
         billing=billing,
         prices=prices,
-        files=None,
+        files=files,
         config=LoopConfig(
             model=settings.CLAUDE_MODEL,
             max_tokens=settings.CLAUDE_MAX_TOKENS,
@@ -168,7 +187,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         conversations=conversations,
         catalog=FileCatalog(sessionmaker, limit=settings.RECENT_FILES_IN_CONTEXT),
         inbox=inbox,
-        intake=None,
+        intake=files,
         ui_factory=ui_factory,
         config=ChatConfig(
             context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
@@ -181,7 +200,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         settings,
         inbox=inbox,
         users=users,
-        extra_routers=[],
+        extra_routers=[billing_handlers.build_router(), admin_handlers.build_router()],
         billing=billing,
         prices=prices,
         conversations=conversations,
@@ -194,12 +213,71 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         settings=settings,
         bot=bot,
         anthropic=anthropic,
+        gemini=gemini,
+        files=files,
         sessionmaker=sessionmaker,
         billing=billing,
         inbox=inbox,
         scheduler=scheduler,
         poller=poller,
     )
+
+
+def build_file_service(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    bot: Bot,
+    claude: ClaudeGateway,
+    billing: BillingService,
+) -> FileService:
+    limits = ImageLimits.from_megabytes(settings.MAX_UPLOAD_MB, settings.MAX_IMAGE_PIXELS)
+    return FileService(
+        sessionmaker=sessionmaker,
+        bot=bot,
+        claude=claude,
+        blobs=BlobStore(settings.files_dir),
+        processor=ImageProcessor(limits),
+        billing=billing,
+        config=FilesConfig(
+            retention=timedelta(days=settings.FILE_RETENTION_DAYS),
+            blob_retention=timedelta(days=settings.BLOB_RETENTION_DAYS),
+            image_model=settings.IMAGE_MODEL,
+        ),
+    )
+
+
+def build_tools(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    anthropic: AsyncAnthropic,
+    gemini: genai.Client,
+    files: FileService,
+    billing: BillingService,
+    prices: PriceTable,
+) -> list[GenerateImageTool | AnalyzeImageTool]:
+    provider_slots = asyncio.Semaphore(settings.MAX_CONCURRENT_PROVIDER_CALLS)
+    gateway = GeminiImageGateway(
+        gemini,
+        GatewayConfig(
+            model=settings.IMAGE_MODEL,
+            retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
+            retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
+        ),
+        concurrency=provider_slots,
+    )
+    vision = VisionClient(
+        anthropic, model=settings.vision_model, max_tokens=settings.VISION_MAX_TOKENS
+    )
+    return [
+        GenerateImageTool(
+            gateway=gateway,
+            files=files,
+            billing=billing,
+            prices=prices,
+            rate_limit=ImageRateLimit(sessionmaker, per_hour=settings.RATE_LIMIT_IMAGES_PER_HOUR),
+        ),
+        AnalyzeImageTool(vision=vision, files=files, billing=billing, prices=prices),
+    ]
 
 
 async def run(settings: Settings) -> int:
@@ -228,6 +306,11 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
         now=boot_time + timedelta(seconds=app.settings.HOLD_TTL_SECONDS)
     )
     app.background.append(asyncio.create_task(app.billing.run_sweeper(60.0, stop)))
+    app.background.append(
+        asyncio.create_task(
+            app.files.run_housekeeping(app.settings.FILE_HOUSEKEEPING_INTERVAL_SECONDS, stop)
+        )
+    )
     app.background.append(asyncio.create_task(_announce(app, boot_time)))
 
 
@@ -263,6 +346,8 @@ async def _shutdown(app: Application) -> None:
             await task
     await app.bot.session.close()
     await app.anthropic.close()
+    with contextlib.suppress(Exception):
+        await app.gemini.aio.aclose()
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

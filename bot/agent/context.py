@@ -82,53 +82,73 @@ def trim_to_budget(messages: Sequence[StoredMessage], budget: int) -> list[Store
 def repair_history(messages: Sequence[StoredMessage]) -> list[dict[str, Any]]:
     """Make a stored history acceptable to the API.
 
-    Consecutive messages of one role are merged; a tool_use left without results (an interrupted
-    turn) gets error results; a history never starts with an assistant message.
+    It starts with a user message and roles alternate (consecutive messages of one role are
+    merged); every tool_use is answered, in order, at the start of the next user message (an
+    interrupted turn gets error results); tool results that answer nothing are dropped.
     """
     repaired: list[dict[str, Any]] = []
     for message in messages:
         content = copy.deepcopy(message.content)
-        if not repaired and message.role != "user":
-            continue
-        if repaired and repaired[-1]["role"] == "assistant":
-            content = _with_missing_tool_results(repaired[-1]["content"], content, message.role)
-        if repaired and repaired[-1]["role"] == message.role:
-            repaired[-1]["content"].extend(content)
+        if message.role == "assistant":
+            _add_assistant(repaired, content)
         else:
-            repaired.append({"role": message.role, "content": content})
+            _add_user(repaired, content)
     if repaired and repaired[-1]["role"] == "assistant":
-        pending = _with_missing_tool_results(repaired[-1]["content"], [], "user")
+        pending = _tool_results_for(repaired[-1]["content"], [])
         if pending:
             repaired.append({"role": "user", "content": pending})
     return repaired
 
 
-def _with_missing_tool_results(
-    assistant_content: list[dict[str, Any]], content: list[dict[str, Any]], role: str
+def _add_assistant(repaired: list[dict[str, Any]], content: list[dict[str, Any]]) -> None:
+    if not repaired or not content:
+        return  # a history never starts with an assistant message
+    last = repaired[-1]
+    if last["role"] == "assistant":
+        pending = _tool_results_for(last["content"], [])
+        if not pending:
+            last["content"].extend(content)
+            return
+        repaired.append({"role": "user", "content": pending})
+    repaired.append({"role": "assistant", "content": content})
+
+
+def _add_user(repaired: list[dict[str, Any]], content: list[dict[str, Any]]) -> None:
+    if repaired and repaired[-1]["role"] == "assistant":
+        content = _tool_results_for(repaired[-1]["content"], content)
+    else:
+        content = [b for b in content if b.get("type") != "tool_result"]
+    if not content:
+        return
+    if repaired and repaired[-1]["role"] == "user":
+        repaired[-1]["content"].extend(content)
+    else:
+        repaired.append({"role": "user", "content": content})
+
+
+def _tool_results_for(
+    assistant_content: list[dict[str, Any]], content: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
+    """`content` led by one result per tool_use of the assistant message, in tool_use order."""
     wanted = [b["id"] for b in assistant_content if b.get("type") == "tool_use"]
-    if not wanted:
-        return content
-    if role != "user":
-        content = []
-    present = {b.get("tool_use_id") for b in content if b.get("type") == "tool_result"}
-    others = [
-        b for b in content if b.get("type") != "tool_result" or b.get("tool_use_id") in wanted
-    ]
-    results = [b for b in others if b.get("type") == "tool_result"]
-    rest = [b for b in others if b.get("type") != "tool_result"]
-    missing = [
-        {
-            "type": "tool_result",
-            "tool_use_id": tid,
-            "content": INTERRUPTED_TOOL_RESULT,
-            "is_error": True,
-        }
-        for tid in wanted
-        if tid not in present
-    ]
-    ordered = sorted(results + missing, key=lambda b: wanted.index(b["tool_use_id"]))
+    results: dict[str, dict[str, Any]] = {}
+    rest: list[dict[str, Any]] = []
+    for block in content:
+        if block.get("type") != "tool_result":
+            rest.append(block)
+        elif block.get("tool_use_id") in wanted:
+            results.setdefault(block["tool_use_id"], block)
+    ordered = [results.get(tid) or _interrupted_result(tid) for tid in wanted]
     return ordered + rest
+
+
+def _interrupted_result(tool_use_id: str) -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": tool_use_id,
+        "content": INTERRUPTED_TOOL_RESULT,
+        "is_error": True,
+    }
 
 
 def with_cache_breakpoints(messages: list[dict[str, Any]]) -> list[MessageParam]:

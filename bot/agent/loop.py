@@ -266,6 +266,8 @@ def _content_to_store(message: Message, *, drop_tool_calls: bool) -> list[dict[s
     for block in message.content:
         if drop_tool_calls and block.type == "tool_use":
             continue
+        if block.type == "text" and not block.text.strip():
+            continue  # the API refuses empty text blocks in a later request
         blocks.append({k: v for k, v in block.to_dict().items() if v is not None})
     return blocks
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx2
 import structlog
 from anthropic import AsyncAnthropic
 from anthropic.types import Message, MessageParam, TextBlockParam, ToolParam
@@ -130,7 +131,10 @@ class ClaudeGateway:
             raise _unavailable("timeout", "request timed out", started=True) from None
         except anthropic.APIConnectionError as exc:
             raise _unavailable("connection", type(exc).__name__, started=started_output) from None
-        except (ValueError, KeyError, RuntimeError) as exc:
+        except httpx2.TimeoutException:
+            raise _unavailable("timeout", "stream stalled", started=True) from None
+        except (httpx2.TransportError, ValueError, KeyError, RuntimeError) as exc:
+            # The response had begun (the SDK wraps errors before it); the stream broke.
             raise _unavailable("stream_broken", type(exc).__name__, started=True) from None
         if not saw_stop or message.stop_reason is None:
             raise _unavailable("stream_broken", "stream ended without message_stop", started=True)

@@ -41,7 +41,9 @@ SAFETY_FINISH_REASONS = frozenset(
 )
 
 
-def create_gemini_client(api_key: str, base_url: str | None, timeout_seconds: float) -> genai.Client:
+def create_gemini_client(
+    api_key: str, base_url: str | None, timeout_seconds: float
+) -> genai.Client:
     """The SDK's own retries are off: the gateway is the single retry layer."""
     return genai.Client(
         api_key=api_key,
@@ -153,7 +155,9 @@ class GeminiImageGateway:
 
     @staticmethod
     def _contents(prompt: str, references: Sequence[tuple[bytes, str]]) -> list[Any]:
-        parts: list[Any] = [types.Part.from_bytes(data=data, mime_type=mime) for data, mime in references]
+        parts: list[Any] = [
+            types.Part.from_bytes(data=data, mime_type=mime) for data, mime in references
+        ]
         parts.append(prompt)
         return parts
 
@@ -179,9 +183,7 @@ class GeminiImageGateway:
                     "connection", type(exc).__name__, cost_unknown=True
                 ) from None
             except TimeoutError:
-                raise ImageUnavailable(
-                    "timeout", "no answer in time", cost_unknown=True
-                ) from None
+                raise ImageUnavailable("timeout", "no answer in time", cost_unknown=True) from None
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:

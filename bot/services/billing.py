@@ -314,6 +314,7 @@ class BillingService:
                 update(User)
                 .where(
                     User.id == user_id,
+                    User.balance_micros - User.held_micros >= amount_micros,
                 )
                 .values(held_micros=User.held_micros + amount_micros)
                 .returning(User.id)

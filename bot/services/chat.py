@@ -137,6 +137,8 @@ class ChatService:
             await asyncio.shield(self._finish(incoming, status, turn))
 
     async def _answer(self, incoming: IncomingMessage, ui: TelegramTurnUI) -> TurnStats:
+        if not incoming.text.strip() and not incoming.attachments:
+            raise UserFacingError(EMPTY_REPLY, "empty_message")
         conversation_id = await self._conversations.active(incoming.user_id, incoming.chat_id)
         content = await self._user_content(incoming)
 
@@ -190,7 +192,7 @@ class ChatService:
 
     async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
         try:
-            await ui.end_message(cut=False)
+            await ui.discard()
             await ui.text_delta(text)
             await ui.end_message(cut=False)
         except Exception:
@@ -222,6 +224,7 @@ TIMEOUT_REPLY = "Sorry, that took too long and I stopped. Nothing was charged fo
 INTERNAL_ERROR_REPLY = (
     "Sorry, something went wrong on my side. Nothing was charged for it. Please try again."
 )
+EMPTY_REPLY = "Your message was empty. Send me some text, a photo or an image file."
 UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
 OUTCOME_NOTES = {
     "refused": "I can't help with that request.",

@@ -327,17 +327,20 @@ def render_users_csv(report: AdminReport) -> str:
 
 
 def _align(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    """Left-aligned text columns, right-aligned number columns (the header row follows its
+    column)."""
+    columns = range(len(rows[0]))
+    widths = [max(len(row[i]) for row in rows) for i in columns]
+    numeric = [all(_is_number(row[i]) for row in rows[1:] if row[i]) for i in columns]
     lines = []
     for row in rows:
         cells = [
-            cell.ljust(width) if _is_text(cell) else cell.rjust(width)
-            for cell, width in zip(row, widths, strict=True)
+            cell.rjust(widths[i]) if numeric[i] else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
         ]
         lines.append("  ".join(cells).rstrip())
     return lines
 
 
-def _is_text(cell: str) -> bool:
-    stripped = cell.lstrip("-$")
-    return not stripped.replace(".", "", 1).isdigit()
+def _is_number(cell: str) -> bool:
+    return cell.lstrip("-$").replace(".", "", 1).isdigit()

@@ -83,6 +83,11 @@ class TelegramTurnUI:
             text += CUT_NOTE
         self.messages_sent += await self._sender.send_markdown(self._chat_id, text)
 
+    async def discard(self) -> None:
+        """Drop text that was streamed but not finished: a broken answer is never sent as final."""
+        self._buffer = ""
+        await self._cancel_draft()
+
     async def tool_started(self, name: str, args: dict[str, Any]) -> None:
         line, action = describe_tool(name, args)
         self._action = action

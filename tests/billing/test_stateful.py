@@ -287,6 +287,7 @@ class BillingMachine(RuleBasedStateMachine):
         return tuple(row)
 
 
+@pytest.mark.slow  # about 25-35 s: 200 examples x 25 steps on real Postgres
 def test_billing_state_machine_matches_the_model(database_url: str) -> None:
     runner = LoopThread()
 

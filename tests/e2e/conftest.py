@@ -11,6 +11,7 @@ import pytest
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
+from tests.leaks import find_leaks, outbound_texts
 
 if TYPE_CHECKING:
     from tests.fakes.gemini import FakeGemini
@@ -63,7 +64,9 @@ async def start_bot(
         polls_before = len(telegram.get_updates_times)
         await process.start()
         await telegram.wait_for(
-            lambda: len(telegram.get_updates_times) > polls_before or process.returncode is not None,
+            lambda: (
+                len(telegram.get_updates_times) > polls_before or process.returncode is not None
+            ),
             timeout=30,
         )
         if process.returncode is not None:
@@ -74,3 +77,15 @@ async def start_bot(
     for process in processes:
         code = await process.stop()
         assert code == 0, f"bot exited with {code}:\n{process.log_text()[-3000:]}"
+    assert_no_leaks(processes, telegram, anthropic_fake)
+
+
+def assert_no_leaks(
+    processes: list[BotProcess], telegram: FakeTelegram, anthropic_fake: FakeAnthropic
+) -> None:
+    """Nothing the bot logged, sent to Telegram or sent to Claude holds a secret or a base64 blob."""
+    texts = [line for process in processes for line in process.lines]
+    messages = [r for r in anthropic_fake.requests if r.path.endswith("/v1/messages")]
+    texts += outbound_texts(telegram.requests, messages)
+    leaks = find_leaks(texts)
+    assert not leaks, "secrets leaked:\n" + "\n".join(leaks[:10])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.e2e.conftest import StartBot
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.gemini import FakeGemini
 from tests.fakes.telegram import FakeTelegram
+from tests.harness import BotProcess, bot_env
 
 
 async def test_start_command_is_answered(
@@ -30,3 +34,32 @@ async def test_start_command_is_answered(
     assert status == "answered"
     assert await bot.stop(signal.SIGTERM) == 0
     assert "bot_stopped" in bot.log_text()
+
+
+async def test_embedded_postgres_when_database_url_is_unset(
+    tmp_path: Path,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
+) -> None:
+    """No DATABASE_URL: the bot runs its own cluster in DATA_DIR/postgres and reuses it."""
+    data_dir = tmp_path / "data"
+    env = bot_env(
+        database_url="",
+        data_dir=data_dir,
+        telegram_url=telegram.base_url,
+        anthropic_url=anthropic_fake.base_url,
+        gemini_url=gemini_fake.base_url,
+    )
+    env.pop("DATABASE_URL")
+    created_at: list[int] = []
+    for user_id in (3001, 3002):
+        bot = BotProcess(env)
+        await bot.start()
+        telegram.push_text(user_id, "/start")
+        await telegram.wait_for_sent(user_id, 1, timeout=60)
+        assert await bot.stop() == 0, bot.log_text()[-2000:]
+        assert "embedded_postgres_stopped" in bot.log_text()
+        created_at.append((data_dir / "postgres" / "PG_VERSION").stat().st_mtime_ns)
+    # initdb ran once: the second start reused the first run's cluster.
+    assert created_at[0] == created_at[1]

@@ -26,9 +26,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
+from typing import Any, Generic, Literal, Self, TypeVar
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from PIL import Image, UnidentifiedImageError
 
 # ---------------------------------------------------------------------------------------------
@@ -88,11 +88,14 @@ UNSCRIPTED = _Unscripted()
 Responder = Callable[[Any], Any]
 
 
-class FakeServer:
+R = TypeVar("R", bound=RecordedRequest)
+
+
+class FakeServer(Generic[R]):
     """aiohttp server on 127.0.0.1 with an ephemeral port, a reply queue and a request log."""
 
     def __init__(self, *, default: Any = None) -> None:
-        self.requests: list[Any] = []
+        self.requests: list[R] = []
         self.unscripted_count = 0
         self._queue: deque[Any] = deque()
         self._default = default
@@ -114,7 +117,7 @@ class FakeServer:
             shutdown_timeout=0.2,
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)
         await site.start()
         host, port = runner.addresses[0][:2]
         self._runner = runner
@@ -164,7 +167,7 @@ class FakeServer:
             return self._default
         return UNSCRIPTED
 
-    async def _next_reply(self, record: Any) -> Any:
+    async def _next_reply(self, record: R) -> Any:
         """Resolve the next scripted item: run Delays and callables until a concrete reply."""
         item = self._take_reply()
         while True:
@@ -203,7 +206,7 @@ class FakeServer:
 
     async def _recorded(
         self,
-        record: Any,
+        record: R,
         handle: Callable[[], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         """Log `record`, run the handler, stamp the end time and status, wake waiters."""
@@ -234,10 +237,10 @@ class FakeServer:
         *,
         path: str | None = None,
         completed: bool = False,
-    ) -> list[Any]:
+    ) -> list[R]:
         """Wait until at least `n` matching requests arrived (or finished, with `completed`)."""
 
-        def matching() -> list[Any]:
+        def matching() -> list[R]:
             return [
                 r
                 for r in self.requests
@@ -1005,7 +1008,7 @@ class _Event:
 
     @property
     def is_delta(self) -> bool:
-        return self.payload["type"] == "content_block_delta"
+        return bool(self.payload["type"] == "content_block_delta")
 
 
 def stream_events(message: Mapping[str, Any]) -> list[_Event]:
@@ -1065,7 +1068,7 @@ def _fault_cut(events: Sequence[_Event], after_deltas: int | None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-class FakeAnthropic(FakeServer):
+class FakeAnthropic(FakeServer[RecordedRequest]):
     """Fake `POST /v1/messages` (JSON and SSE) and `/v1/files` for the real AsyncAnthropic."""
 
     def __init__(
@@ -1319,9 +1322,9 @@ class FakeAnthropic(FakeServer):
             return self._error(record, ApiError(400, message="file: Field required"), "invalid")
         reader = await request.multipart()
         async for part in reader:
-            if getattr(part, "name", None) == "file":
-                data = await part.read()  # type: ignore[union-attr]
-                filename = getattr(part, "filename", None) or "upload"
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                data = await part.read()
+                filename = part.filename or "upload"
                 mime = part.headers.get("Content-Type", "application/octet-stream")
                 stored = self.add_file(bytes(data), filename, mime)
                 record.json = {"filename": filename, "mime_type": mime, "size_bytes": len(data)}

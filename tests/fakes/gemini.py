@@ -125,15 +125,18 @@ class GeminiRequest(RecordedRequest):
 
     @property
     def aspect_ratio(self) -> str | None:
-        return _either(self.image_config, "aspectRatio", "aspect_ratio")
+        value = _either(self.image_config, "aspectRatio", "aspect_ratio")
+        return str(value) if value is not None else None
 
     @property
     def image_size(self) -> str | None:
-        return _either(self.image_config, "imageSize", "image_size")
+        value = _either(self.image_config, "imageSize", "image_size")
+        return str(value) if value is not None else None
 
     @property
     def response_modalities(self) -> list[str] | None:
-        return _either(self.generation_config, "responseModalities", "response_modalities")
+        value = _either(self.generation_config, "responseModalities", "response_modalities")
+        return [str(v) for v in value] if isinstance(value, list) else None
 
 
 def _either(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
@@ -493,7 +496,7 @@ def render_blocked(reply: PromptBlocked, request: GeminiRequest) -> dict[str, An
 GeminiReply = ImageReply | CandidateReply | PromptBlocked | ApiError | Delay | Hang | Responder
 
 
-class FakeGemini(FakeServer):
+class FakeGemini(FakeServer[GeminiRequest]):
     """Fake `POST /{v1,v1beta}/models/{model}:generateContent` for the real genai client."""
 
     def __init__(
@@ -514,7 +517,7 @@ class FakeGemini(FakeServer):
 
     def generate_requests(self) -> list[GeminiRequest]:
         """Recorded generateContent calls (including rejected ones), in arrival order."""
-        return [r for r in self.requests if isinstance(r, GeminiRequest) and r.model]
+        return list(self.requests)
 
     async def _on_generate(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

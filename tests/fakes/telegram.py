@@ -47,7 +47,13 @@ with 409 Conflict, like Telegram. ``pending_update_ids()`` lists unconfirmed ids
 
 Recording:
     sent(chat_id, *, include_drafts=False, include_actions=False) -> list[SentItem]
-    requests: list[RequestRecord]   (every call, failures included, with outcome)
+        SentItem: method, chat_id, time (monotonic), message_id, text (as sent), entities,
+        parse_mode, caption, photo/document (bytes), filename, mime, draft_id, action,
+        media_group_id, reply_markup, file_id, parsed_text (after markup parsing).
+        Successful sendMessage, editMessageText, sendPhoto, sendDocument and sendMediaGroup
+        (one item per album entry); drafts and chat actions only when asked.
+    requests: list[RequestRecord]   (every call, failures included: method, params, files,
+                                     time, ok, error_code, description, result, finished)
     calls(method) -> list[RequestRecord]
     get_updates_times: list[float]  (time.monotonic() of each getUpdates call)
     rate_limited_count: int         (429s given by the rate limiter)
@@ -535,8 +541,9 @@ def parse_html(text: str) -> Formatted:
                 index = match.end()
                 continue
         if char != "<":
-            out.append(char)
-            position += 2 if ord(char) > 0xFFFF else 1
+            if char != "\r":
+                out.append(char)
+                position += 2 if ord(char) > 0xFFFF else 1
             index += 1
             continue
         begin = index
@@ -627,6 +634,8 @@ class MarkdownV2Parser:
         return self.text[index] if index < len(self.text) else ""
 
     def emit(self, char: str) -> None:
+        if char == "\r":  # Telegram drops carriage returns from every text
+            return
         self.out.append(char)
         self.position += 2 if ord(char) > 0xFFFF else 1
 
@@ -769,6 +778,8 @@ class MarkdownV2Parser:
         else:
             index += 1
         entity["length"] = self.position - top.start
+        if top.kind == "pre" and len(self.out) > top.out_start and self.out[-1] == "\n":
+            entity["length"] -= 1  # the code block itself ends before the closing fence's line
         if entity["length"] > 0 and (top.kind != "text_link" or entity["url"]):
             self.entities.append(entity)
         return index
@@ -869,13 +880,27 @@ def format_text(text: str, parse_mode: str | None, entities: Any) -> Formatted:
     mode = (parse_mode or "").lower()
     if text and mode not in ("", "none"):
         if mode == "html":
-            return parse_html(text)
+            return trim_trailing_space(parse_html(text))
         if mode == "markdownv2":
-            return MarkdownV2Parser(text).parse()
+            return trim_trailing_space(MarkdownV2Parser(text).parse())
         if mode == "markdown":
-            return parse_markdown_legacy(text)
+            return trim_trailing_space(parse_markdown_legacy(text))
         raise bad_request("unsupported parse_mode")
-    return Formatted(text, check_entities(entities, text))
+    return trim_trailing_space(Formatted(text, check_entities(entities, text)))
+
+
+def trim_trailing_space(formatted: Formatted) -> Formatted:
+    """Telegram drops trailing whitespace and clips the entities that reached into it."""
+    text = formatted.text.rstrip()
+    if text == formatted.text:
+        return formatted
+    size = utf16_len(text)
+    entities = []
+    for entity in formatted.entities:
+        length = min(entity["length"], size - entity["offset"])
+        if length > 0:
+            entities.append({**entity, "length": length})
+    return Formatted(text, entities)
 
 
 def command_entities(text: str) -> list[dict[str, Any]]:
@@ -1144,6 +1169,10 @@ class FakeTelegram:
             self._raise_scripted_failure(call)
             self._enforce_rate_limit(call)
             result = await handler(call)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            error = bad_request(f"the fake could not understand the request: {exc!r}")
+            self._finish(record, ok=False, error=error)
+            return error_response(error)
         except TelegramError as error:
             self._finish(record, ok=False, error=error)
             return error_response(error)
@@ -1748,11 +1777,8 @@ class FakeTelegram:
         self._callback_serial += 1
         query_id = f"{user_id}{self._callback_serial:08d}"
         self._callback_ids.add(query_id)
-        message = self._messages.get((chat["id"], message_id)) or {
-            "message_id": message_id,
-            "date": 0,
-            "chat": chat,
-        }
+        message = dict(self._messages.get((chat["id"], message_id)) or {})
+        message = message or {"message_id": message_id, "date": 0, "chat": chat}
         query = {
             "id": query_id,
             "from": user,

@@ -314,6 +314,10 @@ async def test_send_photo_records_bytes_and_real_dimensions(tg: FakeTelegram, bo
     downloaded = await bot.download(largest.file_id)
     assert downloaded is not None
     assert downloaded.read() == data
+    resent = await bot.send_photo(CHAT, largest.file_id)
+    assert resent.photo is not None
+    assert resent.photo[-1].file_id == largest.file_id
+    assert tg.sent(CHAT)[-1].photo == data
 
 
 @pytest.mark.parametrize(("width", "height"), [(201, 10), (9001, 1000)])
@@ -367,6 +371,8 @@ async def test_send_document_and_download_it(tg: FakeTelegram, bot: Bot) -> None
     downloaded = await bot.download(message.document.file_id)
     assert downloaded is not None
     assert downloaded.read() == data
+    with pytest.raises(TelegramBadRequest, match="can't use file of type Document as Photo"):
+        await bot.send_photo(CHAT, message.document.file_id)
 
 
 async def test_send_media_group(tg: FakeTelegram, bot: Bot) -> None:
@@ -626,3 +632,62 @@ async def test_restart_keeps_the_port(tg: FakeTelegram, bot: Bot) -> None:
 
     assert tg.port == port
     assert (await bot.get_me()).username == "fake_bot"
+
+
+async def test_push_text_options_shape_the_update(tg: FakeTelegram, bot: Bot) -> None:
+    tg.push_text(7, "original", chat_id=-100555, username="bob")
+    tg.push_text(7, "edited", chat_id=-100555, edited=True)
+    tg.push_text(CHAT, "forwarded", forward=True)
+    tg.push_text(CHAT, "answer", reply_to=3)
+
+    group, edit, forwarded, reply = await bot.get_updates(timeout=0)
+
+    assert group.message is not None
+    assert (group.message.chat.type, group.message.chat.id) == ("supergroup", -100555)
+    assert group.message.from_user is not None
+    assert group.message.from_user.username == "bob"
+    assert edit.edited_message is not None
+    assert edit.edited_message.message_id == group.message.message_id
+    assert edit.edited_message.text == "edited"
+    assert forwarded.message is not None
+    assert forwarded.message.forward_origin is not None
+    assert reply.message is not None
+    assert reply.message.reply_to_message is not None
+    assert reply.message.reply_to_message.message_id == 3
+
+
+async def test_allowed_updates_filters_delivery(tg: FakeTelegram, bot: Bot) -> None:
+    tg.push_text(CHAT, "ignored")
+    sent = await bot.send_message(CHAT, "pick")
+    callback = tg.push_callback(CHAT, "a", message_id=sent.message_id)
+
+    updates = await bot.get_updates(timeout=0, allowed_updates=["callback_query"])
+
+    assert [update.update_id for update in updates] == [callback]
+
+
+async def test_json_and_query_bodies_are_understood(tg: FakeTelegram) -> None:
+    url = f"{tg.base_url}/bot{TOKEN}/sendMessage"
+    async with aiohttp.ClientSession() as http:
+        body = {
+            "chat_id": CHAT,
+            "text": "json",
+            "entities": [{"type": "bold", "offset": 0, "length": 4}],
+        }
+        async with http.post(url, json=body) as response:
+            assert (await response.json())["result"]["entities"][0]["type"] == "bold"
+        async with http.get(url, params={"chat_id": str(CHAT), "text": "query"}) as response:
+            assert (await response.json())["result"]["text"] == "query"
+        async with http.post(
+            url, data={"chat_id": str(CHAT), "text": "x", "entities": "{oops"}
+        ) as response:
+            assert response.status == 400
+            assert (await response.json())["description"].startswith("Bad Request: can't parse")
+    assert [item.text for item in tg.sent(CHAT)] == ["json", "query"]
+
+
+async def test_empty_draft_is_a_thinking_placeholder(tg: FakeTelegram, bot: Bot) -> None:
+    assert await bot.send_message_draft(CHAT, draft_id=3) is True
+
+    [draft] = tg.sent(CHAT, include_drafts=True)
+    assert (draft.method, draft.draft_id, draft.text) == ("sendMessageDraft", 3, None)
