@@ -54,7 +54,7 @@ async def database_url(test_postgres: TestPostgres) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=20, max_overflow=200)
+    engine = create_engine(database_url, pool_size=10, max_overflow=30)
     yield engine
     await engine.dispose()
 

@@ -182,6 +182,7 @@ async def test_conversation_streams_remembers_caches_and_runs_tools(
     assert "sendMessageDraft" in kinds
     assert kinds.index("sendMessageDraft") < kinds.index("sendMessage")
     drafts = [i for i in shown if i.method == "sendMessageDraft"]
+    print([(round(r.time,3), r.finished and round(r.finished-r.time,3), r.method) for r in telegram.requests], [(round(r.time_start,3), round(r.time_end,3)) for r in anthropic_fake.requests])
     assert len(drafts) >= 2, "the text should grow in several drafts"
     assert all(d.draft_id == drafts[0].draft_id for d in drafts)
     assert len(drafts[-1].parsed_text or "") > len(drafts[0].parsed_text or "")

@@ -313,7 +313,7 @@ async def test_insufficient_balance_makes_no_gemini_call(
     gemini_fake: FakeGemini,
     engine: AsyncEngine,
 ) -> None:
-    await start_bot(STARTER_BALANCE_USD="0.10")
+    bot = await start_bot(STARTER_BALANCE_USD="0.10")
     anthropic_fake.script(
         tool_use_reply("generate_image", {"prompt": "a cat"}),
         text_reply("You need a top-up."),
@@ -329,6 +329,7 @@ async def test_insufficient_balance_makes_no_gemini_call(
         engine, "SELECT * FROM balance_holds WHERE idempotency_key LIKE 'img:%'"
     )
     assert image_holds == []
+    print(bot.log_text())
 
 
 async def test_failed_files_api_upload_still_delivers_the_image(

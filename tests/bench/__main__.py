@@ -1,0 +1,568 @@
+"""Benchmark: the bot's own overhead, throughput, memory, start-up and prompt-cache efficiency.
+
+    uv run python -m tests.bench [--quick] [--json results.json]
+
+Starts a throwaway Postgres, the fake Telegram/Anthropic/Gemini servers (in this process) and the
+real bot process, drives simulated users through the fake Telegram, and prints the figures. Exits
+non-zero if a turn was lost. Overhead = time from the update being handed to getUpdates until the
+final reply reaches the fake Telegram, minus the time spent inside the fake providers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from tests.fakes.anthropic import FakeAnthropic, RecordedRequest, Reply, prompt_segments, text_reply
+from tests.fakes.anthropic import tool_use_block as _tool_use_block
+from tests.fakes.gemini import FakeGemini, image_reply
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
+from tests.pg import TestPostgres
+
+ANSWER = (
+    "Here is a short answer with **bold** text, a list:\n\n- one\n- two\n\n"
+    "and some `inline code`. " + "Words to stream. " * 20
+)
+SONNET = {"input": 2_000_000, "output": 10_000_000, "cache_write": 2_500_000, "cache_read": 200_000}
+
+
+@dataclass
+class Turn:
+    user: int
+    index: int
+    sent_at: float
+    replied_at: float | None = None
+    provider_seconds: float = 0.0
+    kind: str = "text"
+
+    @property
+    def latency(self) -> float:
+        assert self.replied_at is not None
+        return self.replied_at - self.sent_at
+
+    @property
+    def overhead_ms(self) -> float:
+        return (self.latency - self.provider_seconds) * 1000
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    turns: int
+    lost: int
+    wall_seconds: float
+    overhead_ms: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_turn: float = 0.0
+    db_transactions_per_turn: float = 0.0
+    telegram_calls_per_turn: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": round(ordered[-1], 2)}
+
+
+def tag(user: int, index: int) -> str:
+    return f"[u{user}-t{index}]"
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        texts = [b.get("text", "") for b in content if isinstance(b, dict)]
+        results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+        return "TOOL_RESULT" if results else " ".join(texts)
+    return ""
+
+
+TAG = re.compile(r"\[u\d+-t\d+\]")
+
+
+def turn_tag(body: dict[str, Any]) -> str:
+    """The tag of the latest user message that carries one (tool results carry none)."""
+    for message in reversed(body.get("messages") or []):
+        found = TAG.findall(json.dumps(message.get("content")))
+        if message.get("role") == "user" and found:
+            return str(found[-1])
+    return ""
+
+
+def responder(request: RecordedRequest) -> Reply:
+    """Text answers that echo the turn's tag; a "draw" message first calls generate_image."""
+    body = request.json or {}
+    text = last_user_text(body)
+    if text == "TOOL_RESULT":
+        return text_reply(f"{turn_tag(body)} Here is your image. " + ANSWER[:80])
+    if "draw" in text:
+        return Reply(
+            content=[
+                {"type": "text", "text": "Drawing it now."},
+                _tool_use_block(
+                    "generate_image", {"prompt": "a small red cat", "image_size": "1K"}
+                ),
+            ],
+            stop_reason="tool_use",
+        )
+    return text_reply(f"{turn_tag(body)} " + ANSWER)
+
+
+class ProcessMeter:
+    """CPU time and peak memory of the bot process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._ticks
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.results: list[PhaseResult] = []
+        self.figures: dict[str, Any] = {}
+        self.pg = TestPostgres()
+
+    async def db_transactions(self, database: str) -> int:
+        url = make_url(self.pg.url_for("postgres"))
+        conn = await asyncpg.connect(
+            user=url.username,
+            database="postgres",
+            host=url.query.get("host") or url.host,
+            port=url.port,
+        )
+        try:
+            row = await conn.fetchrow(
+                "SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1",
+                database,
+            )
+            return int(row["n"]) if row else 0
+        finally:
+            await conn.close()
+
+    async def run(self) -> int:
+        self.pg.start()
+        await self.pg.create_template()
+        try:
+            await self.measure_startup()
+            async with (
+                FakeTelegram(token=FAKE_BOT_TOKEN) as telegram,
+                FakeAnthropic(default=responder) as anthropic,
+                FakeGemini(default=image_reply()) as gemini,
+            ):
+                await self.overhead_phases(telegram, anthropic, gemini)
+                await self.long_conversation(telegram, anthropic, gemini)
+                await self.cache_efficiency(telegram, anthropic, gemini)
+            await self.limited_phases()
+        finally:
+            self.pg.stop()
+        self.report()
+        return 1 if any(r.lost for r in self.results) else 0
+
+    async def start_bot(
+        self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini, **env: str
+    ) -> tuple[BotProcess, str]:
+        database = await self.pg.create_database()
+        settings = bot_env(
+            database_url=self.pg.url_for(database),
+            data_dir=Path(tempfile.mkdtemp(prefix="bench-data-")),
+            telegram_url=telegram.base_url,
+            anthropic_url=anthropic.base_url,
+            gemini_url=gemini.base_url,
+            LOG_LEVEL="WARNING",
+            STARTER_BALANCE_USD="1000",
+            RATE_LIMIT_MESSAGES_PER_MINUTE="100000",
+            RATE_LIMIT_IMAGES_PER_HOUR="100000",
+            DRAFT_INTERVAL_SECONDS="0.5",
+            **env,
+        )
+        bot = BotProcess(settings)
+        polls = len(telegram.get_updates_times)
+        await bot.start()
+        await telegram.wait_for(lambda: len(telegram.get_updates_times) > polls, timeout=60)
+        return bot, database
+
+    async def measure_startup(self) -> None:
+        """Time from process start to the first getUpdates, with an existing embedded Postgres."""
+        data_dir = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
+        times = []
+        async with FakeTelegram(token=FAKE_BOT_TOKEN) as telegram, FakeAnthropic() as anthropic:
+            env = bot_env(
+                database_url="",
+                data_dir=data_dir,
+                telegram_url=telegram.base_url,
+                anthropic_url=anthropic.base_url,
+                gemini_url=anthropic.base_url,
+                LOG_LEVEL="WARNING",
+            )
+            env.pop("DATABASE_URL")
+            for _ in range(3):
+                bot = BotProcess(env)
+                polls = len(telegram.get_updates_times)
+                started = time.monotonic()
+                await bot.start()
+                await telegram.wait_for(
+                    lambda n=polls: len(telegram.get_updates_times) > n, timeout=90
+                )
+                times.append(telegram.get_updates_times[polls] - started)
+                await bot.stop()
+        self.figures["startup_first_run_seconds"] = round(times[0], 2)
+        self.figures["startup_existing_postgres_seconds"] = round(min(times[1:]), 2)
+
+    async def drive(
+        self,
+        telegram: FakeTelegram,
+        anthropic: FakeAnthropic,
+        users: list[int],
+        turns_per_user: int,
+        *,
+        kind_of: Callable[[int, int], str] = lambda u, t: "text",
+        gap: float = 0.0,
+        timeout: float = 120.0,
+    ) -> list[Turn]:
+        """Each user sends `turns_per_user` messages; waits for each final reply unless `gap` > 0."""
+        done: list[Turn] = []
+
+        async def one_user(user: int) -> None:
+            pending: list[Turn] = []
+            for index in range(turns_per_user):
+                kind = kind_of(user, index)
+                words = "please draw a cat" if kind == "image" else "tell me something"
+                turn = Turn(user=user, index=index, sent_at=time.monotonic(), kind=kind)
+                telegram.push_text(user, f"{tag(user, index)} {words}")
+                pending.append(turn)
+                if gap > 0:
+                    await asyncio.sleep(gap)
+                    continue
+                await self._await_reply(telegram, user, turn, timeout)
+            for turn in pending:
+                if turn.replied_at is None:
+                    await self._await_reply(telegram, user, turn, timeout)
+            done.extend(pending)
+
+        await asyncio.gather(*(one_user(u) for u in users))
+        for turn in done:
+            turn.provider_seconds = self._provider_time(anthropic, turn)
+        return done
+
+    async def _await_reply(
+        self, telegram: FakeTelegram, user: int, turn: Turn, timeout: float
+    ) -> None:
+        needle = tag(user, turn.index)
+
+        def reply() -> Any:
+            for item in telegram.sent(user):
+                if item.method == "sendMessage" and needle in (item.text or ""):
+                    return item
+            return None
+
+        try:
+            await telegram.wait_for(lambda: reply() is not None, timeout=timeout)
+        except AssertionError:
+            return
+        turn.replied_at = reply().time
+
+    def _provider_time(self, anthropic: FakeAnthropic, turn: Turn) -> float:
+        needle = tag(turn.user, turn.index)
+        total = 0.0
+        for request in anthropic.requests:
+            if not request.path.endswith("/v1/messages") or request.duration is None:
+                continue
+            if needle in json.dumps(request.json or {})[-4000:]:
+                total += request.duration
+        return total
+
+    def summarize(
+        self, name: str, turns: list[Turn], wall: float, cpu: float, xacts: int, tg_calls: int
+    ) -> PhaseResult:
+        answered = [t for t in turns if t.replied_at is not None]
+        text_turns = [t for t in answered if t.kind == "text"]
+        result = PhaseResult(
+            name=name,
+            turns=len(answered),
+            lost=len(turns) - len(answered),
+            wall_seconds=round(wall, 2),
+            overhead_ms=percentiles([t.overhead_ms for t in text_turns]),
+            cpu_ms_per_turn=round(cpu * 1000 / max(1, len(answered)), 2),
+            db_transactions_per_turn=round(xacts / max(1, len(answered)), 2),
+            telegram_calls_per_turn=round(tg_calls / max(1, len(answered)), 2),
+        )
+        result.extra["turns_per_second"] = round(len(answered) / wall, 2) if wall else 0
+        self.results.append(result)
+        return result
+
+    async def phase(
+        self,
+        name: str,
+        telegram: FakeTelegram,
+        anthropic: FakeAnthropic,
+        gemini: FakeGemini,
+        users: int,
+        turns: int,
+        *,
+        ttft: float,
+        kind_of: Callable[[int, int], str] = lambda u, t: "text",
+        gap: float = 0.0,
+        env: dict[str, str] | None = None,
+        user_base: int = 10_000,
+    ) -> PhaseResult:
+        anthropic.ttft = ttft
+        bot, database = await self.start_bot(telegram, anthropic, gemini, **(env or {}))
+        meter = ProcessMeter(bot.pid)
+        ids = [user_base + i for i in range(users)]
+        # Warm-up turn per process, not measured (first-use costs of the bot's own code paths).
+        await self.drive(telegram, anthropic, [user_base - 1], 2)
+        cpu0, x0 = meter.cpu_seconds(), await self.db_transactions(database)
+        tg0 = len([r for r in telegram.requests if r.method != "getUpdates"])
+        started = time.monotonic()
+        result_turns = await self.drive(
+            telegram, anthropic, ids, turns, kind_of=kind_of, gap=gap, timeout=300
+        )
+        wall = time.monotonic() - started
+        cpu = meter.cpu_seconds() - cpu0
+        xacts = await self.db_transactions(database) - x0
+        tg_calls = len([r for r in telegram.requests if r.method != "getUpdates"]) - tg0
+        result = self.summarize(name, result_turns, wall, cpu, xacts, tg_calls)
+        result.extra["peak_rss_mb"] = round(meter.peak_rss_mb(), 1)
+        result.extra["ordered"] = all_in_order(telegram, ids)
+        await bot.stop()
+        return result
+
+    async def overhead_phases(
+        self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
+    ) -> None:
+        quick = self.args.quick
+        for ttft in (0.0, 1.0):
+            for users in (1, 50):
+                turns = (10 if users == 50 else 30) if not quick else 4
+                if ttft:
+                    turns = max(3, turns // 3)
+                await self.phase(
+                    f"text, {users} user(s), Anthropic latency {ttft:.0f} s",
+                    telegram,
+                    anthropic,
+                    gemini,
+                    users,
+                    turns,
+                    ttft=ttft,
+                    user_base=100_000 * (1 + len(self.results)),
+                )
+        await self.phase(
+            "mixed (10% image generations), 20 users",
+            telegram,
+            anthropic,
+            gemini,
+            20,
+            5 if not quick else 2,
+            ttft=0.0,
+            kind_of=lambda u, t: "image" if (u + t) % 10 == 0 else "text",
+            user_base=900_000,
+        )
+
+    async def long_conversation(
+        self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
+    ) -> None:
+        anthropic.ttft = 0.0
+        turns = 200 if not self.args.quick else 40
+        bot, _ = await self.start_bot(telegram, anthropic, gemini)
+        user = 2_000_000
+        result = await self.drive(telegram, anthropic, [user], turns, timeout=120)
+        await bot.stop()
+        answered = [t for t in result if t.replied_at is not None]
+        first = [t.overhead_ms for t in answered[:10]]
+        last = [t.overhead_ms for t in answered[-11:]]
+        self.figures["long_conversation_turns"] = len(answered)
+        self.figures["long_conversation_lost"] = len(result) - len(answered)
+        self.figures["overhead_turn_1_10_median_ms"] = round(statistics.median(first), 2)
+        self.figures["overhead_last_10_median_ms"] = round(statistics.median(last), 2)
+        self.figures["overhead_growth_ratio"] = round(
+            statistics.median(last) / max(0.01, statistics.median(first)), 2
+        )
+
+    async def cache_efficiency(
+        self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
+    ) -> None:
+        """A scripted 10-turn conversation: how much of each request a prefix cache could serve."""
+        anthropic.ttft = 0.0
+        bot, database = await self.start_bot(telegram, anthropic, gemini)
+        user = 3_000_000
+        first_request = len(anthropic.requests)
+        await self.drive(telegram, anthropic, [user], 10)
+        await bot.stop()
+        bodies = [
+            r.json
+            for r in anthropic.requests[first_request:]
+            if r.path.endswith("/v1/messages") and tag(user, 0)[:-3] in json.dumps(r.json)
+        ]
+        shared = total = 0
+        ideal_micros = actual_micros = 0
+        previous: list[Any] = []
+        for index, body in enumerate(bodies):
+            segments = prompt_segments(body, anthropic.files)
+            tokens = sum(s.tokens for s in segments)
+            common = 0
+            for mine, theirs in zip(segments, previous, strict=False):
+                if mine.key != theirs.key:
+                    break
+                common += mine.tokens
+            if index > 0:
+                shared += common
+                total += tokens
+            ideal_micros += (
+                common * SONNET["cache_read"] + (tokens - common) * SONNET["cache_write"]
+            )
+            previous = segments
+        actual = await self._actual_prompt_cost(database)
+        actual_micros = actual["prompt_micros_x1m"]
+        self.figures["cacheable_input_share_turn_2_on"] = round(shared / max(1, total), 4)
+        self.figures["cache_read_share_reported"] = actual["read_share"]
+        self.figures["conversation_prompt_cost_vs_ideal"] = round(
+            actual_micros / max(1, ideal_micros), 3
+        )
+
+    async def _actual_prompt_cost(self, database: str) -> dict[str, Any]:
+        url = make_url(self.pg.url_for(database))
+        conn = await asyncpg.connect(
+            user=url.username,
+            database=database,
+            host=url.query.get("host") or url.host,
+            port=url.port,
+        )
+        try:
+            rows = await conn.fetch(
+                "SELECT input_tokens, cache_read_tokens, cache_write_tokens FROM api_calls "
+                "WHERE purpose = 'chat' ORDER BY id"
+            )
+        finally:
+            await conn.close()
+        rows = rows[2:]  # the first call of the conversation can have no cache
+        cost = sum(
+            r["input_tokens"] * SONNET["input"]
+            + r["cache_read_tokens"] * SONNET["cache_read"]
+            + r["cache_write_tokens"] * SONNET["cache_write"]
+            for r in rows
+        )
+        reads = sum(r["cache_read_tokens"] for r in rows)
+        everything = sum(
+            r["input_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"] for r in rows
+        )
+        return {"prompt_micros_x1m": cost, "read_share": round(reads / max(1, everything), 4)}
+
+    async def limited_phases(self) -> None:
+        """Telegram's limits on: ~1 message/s per chat, ~30/s overall, 429 with retry_after."""
+        async with (
+            FakeTelegram(
+                token=FAKE_BOT_TOKEN, per_chat_rate=1.0, global_rate=30.0, global_burst=30
+            ) as telegram,
+            FakeAnthropic(default=responder) as anthropic,
+            FakeGemini(default=image_reply()) as gemini,
+        ):
+            users = 500 if not self.args.quick else 60
+            ttft = 0.5
+            result = await self.phase(
+                f"{users} users x 3 messages, Telegram limits on",
+                telegram,
+                anthropic,
+                gemini,
+                users,
+                3,
+                ttft=ttft,
+                user_base=5_000_000,
+            )
+            floor = max(users * 3 / 30.0, 3 * ttft)
+            result.extra["ideal_seconds"] = round(floor, 1)
+            result.extra["vs_ideal"] = round(result.wall_seconds / floor, 2)
+            result.extra["telegram_429s"] = telegram.rate_limited_count
+            writer = await self.phase(
+                "one user writing every 0.3 s (15 messages), Telegram limits on",
+                telegram,
+                anthropic,
+                gemini,
+                1,
+                15,
+                ttft=0.2,
+                gap=0.3,
+                user_base=6_000_000,
+            )
+            writer.extra["telegram_429s"] = telegram.rate_limited_count
+
+    def report(self) -> None:
+        print("\n== Bot benchmark ==")
+        print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+        for key, value in self.figures.items():
+            print(f"{key}: {value}")
+        for r in self.results:
+            print(f"\n-- {r.name}")
+            print(f"turns completed: {r.turns}, lost: {r.lost}, wall: {r.wall_seconds} s")
+            if r.overhead_ms:
+                print(f"bot overhead per text turn (ms): {r.overhead_ms}")
+            print(
+                f"bot CPU per turn: {r.cpu_ms_per_turn} ms; DB transactions per turn: "
+                f"{r.db_transactions_per_turn}; Telegram calls per turn: {r.telegram_calls_per_turn}"
+            )
+            print(f"other: {r.extra}")
+        if self.args.json:
+            Path(self.args.json).write_text(
+                json.dumps(
+                    {"figures": self.figures, "phases": [asdict(r) for r in self.results]}, indent=2
+                )
+            )
+
+
+def all_in_order(telegram: FakeTelegram, users: list[int]) -> bool:
+    """Each user's replies came back in the order their messages were sent."""
+    for user in users:
+        indexes = [
+            int(found.split("-t")[1].rstrip("]"))
+            for item in telegram.sent(user)
+            if item.method == "sendMessage"
+            for found in TAG.findall(item.text or "")
+        ]
+        if indexes != sorted(indexes):
+            return False
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer turns (a smoke run)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    return asyncio.run(Bench(parser.parse_args()).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
