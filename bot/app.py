@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from aiogram import Bot
@@ -45,6 +46,7 @@ from bot.telegram.flood import OutgoingPacer, PacingMiddleware, RetryAfterMiddle
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
 from bot.telegram.poller import Poller
+from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
 from bot.telegram.submit import TurnSubmitter
 from bot.telegram.turns import TurnScheduler
@@ -129,6 +131,7 @@ class Application:
     scheduler: TurnScheduler
     poller: Poller
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
 
 def build_application(settings: Settings, engine: AsyncEngine) -> Application:

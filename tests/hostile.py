@@ -262,6 +262,13 @@ def _palette_with_transparency() -> bytes:
     return _save(image, "PNG", transparency=0)
 
 
+def _grey_with_transparent_colour() -> bytes:
+    """Greyscale PNG whose colour 7 is transparent (a tRNS colour key, not an alpha channel)."""
+    image = Image.new("L", (8, 8), 7)
+    image.paste(200, (0, 0, 4, 8))
+    return _save(image, "PNG", transparency=7)
+
+
 def _png_with_metadata() -> bytes:
     from PIL.PngImagePlugin import PngInfo
 
@@ -560,6 +567,13 @@ def _accepted_entries() -> list[HostileFile]:
             _palette_with_transparency(),
             mime="image/png",
             filename="p.png",
+            expected_size=(8, 8),
+        ),
+        _accepted(
+            "png_grey_transparent_colour_key",
+            _grey_with_transparent_colour(),
+            mime="image/png",
+            filename="key.png",
             expected_size=(8, 8),
         ),
         _accepted(

@@ -185,6 +185,8 @@ class ChatService:
 
     async def _explain_outcome(self, ui: TelegramTurnUI, stats: TurnStats) -> None:
         extra = OUTCOME_NOTES.get(stats.outcome)
+        if stats.outcome == "refused" and ui.messages_sent:
+            return  # Claude already said why
         if extra:
             await ui.progress("")
             await ui.text_delta(extra)

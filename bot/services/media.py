@@ -278,6 +278,8 @@ def _normalized(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGBA" and _fully_opaque(image):
         return image.convert("RGB")
+    if mode in ("L", "RGB") and "transparency" in image.info:
+        return _normalized(image.convert("RGBA"))
     if mode in ("L", "RGB", "RGBA"):
         return image
     if mode == "1":
@@ -290,12 +292,12 @@ def _normalized(image: Image.Image) -> Image.Image:
 
 
 def _decode(data: bytes, image_format: str) -> Image.Image:
-    """Fully decode the first frame, upright, in a plain mode, with no metadata attached."""
-    with _open(data, image_format) as opened:
-        opened.load()
-        image = _normalized(_upright(opened))
-        if image is opened:
-            image = opened.copy()
+    """Fully decode the first frame, upright, in a plain mode, with no metadata attached.
+    Each step replaces the previous image, so at most two full-size copies exist at once."""
+    image = _open(data, image_format)
+    image.load()
+    image = _upright(image)
+    image = _normalized(image)
     image.info = {}
     return image
 
@@ -322,6 +324,12 @@ def _encode_original(image: Image.Image, stored_format: str) -> bytes:
     return _encode(image, "PNG", optimize=False)
 
 
+def _preview_size(size: tuple[int, int]) -> tuple[int, int]:
+    width, height = size
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def _preview(
     image: Image.Image, original: bytes, stored_format: str
 ) -> tuple[bytes, str, tuple[int, int]]:
@@ -331,9 +339,7 @@ def _preview(
     fits = max(image.size) <= PREVIEW_MAX_SIDE
     if fits and stored_format == preview_format:
         return original, MIME_BY_FORMAT[preview_format], image.size
-    small = image.copy()
-    bound = (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE)
-    small.thumbnail(bound, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    small = image.resize(_preview_size(image.size), Image.Resampling.LANCZOS, reducing_gap=2.0)
     if has_alpha:
         return _encode(small, "PNG"), "image/png", small.size
     return _encode(small, "JPEG", quality=PREVIEW_JPEG_QUALITY), "image/jpeg", small.size

@@ -302,7 +302,7 @@ class Bench:
         for request in anthropic.requests:
             if not request.path.endswith("/v1/messages") or request.duration is None:
                 continue
-            if needle in json.dumps(request.json or {})[-4000:]:
+            if turn_tag(request.json or {}) == needle:
                 total += request.duration
         return total
 

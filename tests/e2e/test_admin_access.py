@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.session import create_engine
+from tests.e2e.conftest import assert_no_leaks
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.telegram import FakeTelegram, SentItem
 from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
@@ -62,7 +63,8 @@ async def running(
             code = await process.stop()
             await engine.dispose()
             await test_postgres.drop_database(name)
-    assert code == 0, process.log_text()[-3000:]
+        assert code == 0, process.log_text()[-3000:]
+        assert_no_leaks([process], telegram, anthropic)
 
 
 def fingerprint(item: SentItem) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.session import create_engine, create_sessionmaker
 from bot.services.billing import BillingService, CallRecord
+from tests.e2e.conftest import assert_no_leaks
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.telegram import FakeTelegram, command_entities
 from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
@@ -66,7 +67,8 @@ async def running(
             code = await process.stop()
             await engine.dispose()
             await test_postgres.drop_database(name)
-    assert code == 0, process.log_text()[-3000:]
+        assert code == 0, process.log_text()[-3000:]
+        assert_no_leaks([process], telegram, anthropic)
 
 
 async def ask(telegram: FakeTelegram, user_id: int, message: str, **options: Any) -> str:

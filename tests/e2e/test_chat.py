@@ -171,31 +171,35 @@ async def test_conversation_streams_remembers_caches_and_runs_tools(
     await start_bot()
     user = 2001
 
-    # Turn 1: typing first, then drafts, then the final message.
-    first_answer = "**Hello!** " + LONG_ANSWER_WORDS * 3
-    anthropic_fake.script(streamed_reply(first_answer))
+    # Turn 1: `typing` shows before anything else, the answer comes as a final message.
+    anthropic_fake.script(text_reply("**Hello, Bob!** Nice to meet you."))
     [reply] = await ask(telegram, user, "Hi, my name is Bob.")
-    assert reply.startswith("Hello!")
+    assert reply == "Hello, Bob! Nice to meet you."
     shown = telegram.sent(user, include_drafts=True, include_actions=True)
-    kinds = methods_in_order(shown)
-    assert kinds[0] == "sendChatAction" and shown[0].action == "typing"
-    assert "sendMessageDraft" in kinds
-    assert kinds.index("sendMessageDraft") < kinds.index("sendMessage")
-    drafts = [i for i in shown if i.method == "sendMessageDraft"]
-    print([(round(r.time,3), r.finished and round(r.finished-r.time,3), r.method) for r in telegram.requests], [(round(r.time_start,3), round(r.time_end,3)) for r in anthropic_fake.requests])
-    assert len(drafts) >= 2, "the text should grow in several drafts"
-    assert all(d.draft_id == drafts[0].draft_id for d in drafts)
-    assert len(drafts[-1].parsed_text or "") > len(drafts[0].parsed_text or "")
+    assert shown[0].method == "sendChatAction" and shown[0].action == "typing"
     final = next(i for i in shown if i.method == "sendMessage")
-    assert {"type": "bold", "offset": 0, "length": 6} in (final.entities or [])
+    assert {"type": "bold", "offset": 0, "length": 11} in (final.entities or [])
 
-    # Turn 2: the earlier turn is in the request; the prompt cache serves the prefix.
-    anthropic_fake.script(text_reply("Your name is Bob."))
-    assert await ask(telegram, user, "What is my name?") == ["Your name is Bob."]
+    # Turn 2: the earlier turn is in the request; the text streams as growing drafts first;
+    # the prompt cache serves the prefix.
+    second_answer = "Your name is **Bob**. " + LONG_ANSWER_WORDS * 3
+    seen_before = len(telegram.sent(user, include_drafts=True, include_actions=True))
+    anthropic_fake.script(streamed_reply(second_answer))
+    [reply] = await ask(telegram, user, "What is my name?")
+    assert reply.startswith("Your name is Bob.")
+    shown = telegram.sent(user, include_drafts=True, include_actions=True)[seen_before:]
+    kinds = methods_in_order(shown)
+    assert kinds[-1] == "sendMessage" and kinds.count("sendMessage") == 1
+    drafts = [i for i in shown if i.method == "sendMessageDraft"]
+    assert len(drafts) >= 2, "the text should grow in several drafts"
+    assert len({d.draft_id for d in drafts}) == 1
+    assert len(drafts[-1].parsed_text or "") > len(drafts[0].parsed_text or "")
     first, second = anthropic_fake.message_requests()[-2:]
     assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
     assert user_texts(second["messages"][0]) == ["Hi, my name is Bob."]
-    assert second["messages"][1]["content"] == [{"type": "text", "text": first_answer}]
+    assert second["messages"][1]["content"] == [
+        {"type": "text", "text": "**Hello, Bob!** Nice to meet you."}
+    ]
     assert user_texts(second["messages"][2]) == ["What is my name?"]
     assert_extends_cached_prefix(first, second)
     assert "temperature" not in second and "tool_choice" not in second
@@ -233,6 +237,7 @@ async def test_conversation_streams_remembers_caches_and_runs_tools(
         assert block["type"] == "tool_result" and block["is_error"] is True
         assert "Unknown tool" in block["content"] and call["name"] in block["content"]
     assert_extends_cached_prefix(second, before_tools)
+    assert second["messages"][2]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert_extends_cached_prefix(before_tools, after_tools)
     [[tools_used]] = await rows(
         engine,
@@ -261,7 +266,7 @@ def long_markdown_answer() -> str:
     parts = [paragraph.format(n=n) for n in range(12)]
     parts.insert(4, code)
     parts.insert(10, code)
-    parts += [paragraph.format(n=n) for n in range(12, 16)]
+    parts += [paragraph.format(n=n) for n in range(12, 20)]
     return "\n\n".join(parts)
 
 
@@ -275,7 +280,7 @@ async def test_long_answer_is_split_at_boundaries(
     await start_bot()
     user = 2002
     answer = long_markdown_answer()
-    assert 9000 < len(answer) < 12000
+    assert 9500 < len(answer) < 11000
     anthropic_fake.script(text_reply(answer))
     telegram.push_text(user, "Tell me a long story.")
     await telegram.wait_for_sent(user, 3, timeout=20)
@@ -289,7 +294,7 @@ async def test_long_answer_is_split_at_boundaries(
             assert entity["offset"] >= 0
             assert entity["offset"] + entity["length"] <= utf16_len(body)
     whole = "".join(item.parsed_text or "" for item in messages)
-    for n in range(16):
+    for n in range(20):
         assert f"paragraph {n} with a link" in whole
     # Each code block arrives whole, as one `pre` entity inside one message.
     code_blocks = [e for item in messages for e in item.entities or [] if e["type"] == "pre"]

@@ -40,14 +40,17 @@ async def wait_turn(engine: AsyncEngine, update_id: int, timeout: float = 30.0) 
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         async with engine.connect() as conn:
-            status = (
+            row = (
                 await conn.execute(
-                    text("SELECT status FROM inbound_updates WHERE update_id = :u"),
+                    text("SELECT status, error FROM inbound_updates WHERE update_id = :u"),
                     {"u": update_id},
                 )
-            ).scalar_one_or_none()
+            ).first()
+        status = row.status if row else None
+        if status == "answered":
+            return "answered"
         if status in FINISHED:
-            return str(status)
+            return f"{status}: {row.error if row else ''}"
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"update {update_id} not finished: {status}")
         await asyncio.sleep(0.05)
@@ -313,7 +316,7 @@ async def test_insufficient_balance_makes_no_gemini_call(
     gemini_fake: FakeGemini,
     engine: AsyncEngine,
 ) -> None:
-    bot = await start_bot(STARTER_BALANCE_USD="0.10")
+    await start_bot(STARTER_BALANCE_USD="0.10")
     anthropic_fake.script(
         tool_use_reply("generate_image", {"prompt": "a cat"}),
         text_reply("You need a top-up."),
@@ -329,7 +332,6 @@ async def test_insufficient_balance_makes_no_gemini_call(
         engine, "SELECT * FROM balance_holds WHERE idempotency_key LIKE 'img:%'"
     )
     assert image_holds == []
-    print(bot.log_text())
 
 
 async def test_failed_files_api_upload_still_delivers_the_image(

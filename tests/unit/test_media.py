@@ -226,6 +226,15 @@ async def test_webp_with_alpha_stays_webp_and_previews_as_png() -> None:
     assert prepared.preview_mime == "image/png"
 
 
+async def test_transparent_colour_key_becomes_alpha() -> None:
+    entry = hostile_file("png_grey_transparent_colour_key")
+    prepared = await make_processor().prepare_upload(entry.data)
+    with Image.open(io.BytesIO(prepared.original)) as image:
+        assert image.mode == "RGBA"
+        assert image.getpixel((1, 1)) == (200, 200, 200, 255)
+        assert image.getpixel((6, 1)) == (7, 7, 7, 0)
+
+
 async def test_translucent_grey_keeps_its_alpha() -> None:
     prepared = await make_processor().prepare_upload(hostile_file("png_la").data)
     with Image.open(io.BytesIO(prepared.original)) as image:

@@ -1,0 +1,178 @@
+"""GeminiImageGateway against the fake Gemini server through the real google-genai client:
+image selection, safety outcomes, retries inside the deadline, no retry after a read timeout."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from PIL import Image
+
+from bot.integrations.gemini import (
+    GatewayConfig,
+    GeminiImageGateway,
+    ImageBlocked,
+    ImageUnavailable,
+    create_gemini_client,
+)
+from tests.fakes.gemini import (
+    ApiError,
+    Delay,
+    FakeGemini,
+    Hang,
+    blocked_prompt,
+    finish,
+    image_reply,
+    no_image,
+    text_only,
+)
+
+MODEL = "gemini-3-pro-image-preview"
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[FakeGemini]:
+    async with FakeGemini() as fake:
+        yield fake
+
+
+async def make_gateway(
+    fake: FakeGemini, *, timeout: float = 10.0, attempts: int = 3
+) -> tuple[GeminiImageGateway, object]:
+    client = create_gemini_client("test-key", fake.base_url, timeout)
+    gateway = GeminiImageGateway(
+        client,
+        GatewayConfig(model=MODEL, retry_attempts=attempts, retry_initial_delay=0.01),
+    )
+    return gateway, client
+
+
+@pytest.fixture
+async def gateway(gemini: FakeGemini) -> AsyncIterator[GeminiImageGateway]:
+    gw, client = await make_gateway(gemini)
+    yield gw
+    await client.aio.aclose()  # type: ignore[attr-defined]
+
+
+async def generate(gateway: GeminiImageGateway, deadline_in: float = 10.0) -> object:
+    return await gateway.generate(
+        "a red cat",
+        aspect_ratio="16:9",
+        image_size="2K",
+        references=[],
+        deadline=time.monotonic() + deadline_in,
+    )
+
+
+async def test_the_last_non_thought_image_is_the_result(
+    gemini: FakeGemini, gateway: GeminiImageGateway
+) -> None:
+    gemini.script(image_reply(thought_image=True, thought_text="planning", text="Here it is."))
+    image = await gateway.generate(
+        "a red cat",
+        aspect_ratio="16:9",
+        image_size="2K",
+        references=[(b"\x89PNG-ref", "image/png")],
+        deadline=time.monotonic() + 10,
+    )
+    with Image.open(io.BytesIO(image.data)) as opened:
+        assert opened.getpixel((opened.width // 2, opened.height - 1)) == (220, 60, 40)
+    assert image.mime_type == "image/png"
+    assert image.text == "Here it is."
+    assert image.input_tokens > 0 and image.output_tokens > 0
+    [request] = gemini.generate_requests()
+    assert request.api_version == "v1beta"
+    assert request.images[0].data == b"\x89PNG-ref"
+    assert request.texts == ["a red cat"]
+    assert request.aspect_ratio == "16:9" and request.image_size == "2K"
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason", "words"),
+    [
+        (blocked_prompt("PROHIBITED_CONTENT"), "PROHIBITED_CONTENT", "blocked this prompt"),
+        (blocked_prompt("SAFETY"), "SAFETY", "blocked this prompt"),
+        (finish("IMAGE_SAFETY"), "IMAGE_SAFETY", "blocked the generated image"),
+        (finish("IMAGE_PROHIBITED_CONTENT"), "IMAGE_PROHIBITED_CONTENT", "blocked the generated"),
+        (finish("SAFETY", omit_content=True), "SAFETY", "blocked the generated image"),
+        (no_image(), "NO_IMAGE", "without an image"),
+        (text_only("I won't draw that."), "TEXT_ONLY", "I won't draw that."),
+    ],
+)
+async def test_no_image_answers_are_blocked_with_a_reason(
+    gemini: FakeGemini, gateway: GeminiImageGateway, reply: object, reason: str, words: str
+) -> None:
+    gemini.script(reply)
+    with pytest.raises(ImageBlocked) as caught:
+        await generate(gateway)
+    assert caught.value.reason == reason
+    assert words in caught.value.user_reason
+    assert len(gemini.generate_requests()) == 1
+
+
+async def test_busy_answers_are_retried_with_backoff(
+    gemini: FakeGemini, gateway: GeminiImageGateway
+) -> None:
+    gemini.script(ApiError(503), ApiError(429), image_reply())
+    image = await generate(gateway)
+    assert image.attempts == 3  # type: ignore[attr-defined]
+    assert len(gemini.generate_requests()) == 3
+
+
+async def test_retries_are_bounded(gemini: FakeGemini, gateway: GeminiImageGateway) -> None:
+    gemini.script(ApiError(500), ApiError(502), ApiError(503), image_reply())
+    with pytest.raises(ImageUnavailable) as caught:
+        await generate(gateway)
+    assert caught.value.kind == "busy"
+    assert caught.value.attempts == 3
+    assert len(gemini.generate_requests()) == 3
+
+
+async def test_a_bad_request_is_not_retried(
+    gemini: FakeGemini, gateway: GeminiImageGateway
+) -> None:
+    gemini.script(ApiError(400), image_reply())
+    with pytest.raises(ImageUnavailable) as caught:
+        await generate(gateway)
+    assert caught.value.kind == "bad_request"
+    assert len(gemini.generate_requests()) == 1
+
+
+async def test_a_read_timeout_is_not_retried_and_may_have_cost(gemini: FakeGemini) -> None:
+    gateway, client = await make_gateway(gemini, timeout=0.5)
+    gemini.script(Hang(), image_reply())
+    try:
+        with pytest.raises(ImageUnavailable) as caught:
+            await generate(gateway)
+    finally:
+        await client.aio.aclose()  # type: ignore[attr-defined]
+    assert caught.value.kind == "timeout"
+    assert caught.value.cost_unknown is True
+    assert len(gemini.generate_requests()) == 1
+
+
+async def test_the_turn_deadline_bounds_the_call(
+    gemini: FakeGemini, gateway: GeminiImageGateway
+) -> None:
+    gemini.script(Delay(5.0, image_reply()))
+    started = time.monotonic()
+    with pytest.raises(ImageUnavailable) as caught:
+        await generate(gateway, deadline_in=0.5)
+    assert time.monotonic() - started < 2.0
+    assert caught.value.cost_unknown is True
+
+
+async def test_no_retry_when_the_backoff_would_pass_the_deadline(gemini: FakeGemini) -> None:
+    client = create_gemini_client("test-key", gemini.base_url, 10)
+    gateway = GeminiImageGateway(
+        client, GatewayConfig(model=MODEL, retry_attempts=5, retry_initial_delay=5.0)
+    )
+    gemini.script(ApiError(503), image_reply())
+    try:
+        with pytest.raises(ImageUnavailable):
+            await generate(gateway, deadline_in=2.0)
+    finally:
+        await client.aio.aclose()
+    assert len(gemini.generate_requests()) == 1
