@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,10 +23,9 @@ from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
-from bot.config import OperatorSettings, Settings
-from bot.db.embedded import EmbeddedPostgres
-from bot.db.migrate import upgrade_to_head
-from bot.db.session import create_engine, create_sessionmaker
+from bot.config import Settings
+from bot.db.lifecycle import database
+from bot.db.session import create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
 from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.logs import configure_logging
@@ -80,25 +78,6 @@ def secret_values(settings: Settings) -> list[str]:
         if password:
             values.append(str(password))
     return values
-
-
-@contextlib.asynccontextmanager
-async def database(settings: OperatorSettings) -> AsyncIterator[AsyncEngine]:
-    """The configured Postgres, or an embedded one in DATA_DIR; migrated to head."""
-    embedded: EmbeddedPostgres | None = None
-    if settings.DATABASE_URL is not None:
-        url = settings.DATABASE_URL.get_secret_value()
-    else:
-        embedded = EmbeddedPostgres(settings.postgres_dir)
-        url = await asyncio.to_thread(embedded.start)
-    engine = create_engine(url)
-    try:
-        await upgrade_to_head(engine)
-        yield engine
-    finally:
-        await engine.dispose()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
 
 
 def create_bot(settings: Settings) -> Bot:

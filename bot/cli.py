@@ -12,10 +12,13 @@ from typing import Annotated
 import typer
 
 from bot.config import ConfigurationError, OperatorSettings, load_operator_settings, usd_to_micros
+from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.logs import configure_logging
 from bot.services.billing import BillingService
 from bot.services.reports import admin_report, format_usd, render_csv, render_table
+
+MAX_TOPUP_USD = Decimal(10_000)
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 admin = typer.Typer(no_args_is_help=True, help="Cost review and balance administration.")
@@ -35,7 +38,6 @@ def _settings() -> OperatorSettings:
 @cli.command()
 def migrate() -> None:
     """Apply database migrations (the bot also does this at start-up)."""
-    from bot.app import database
 
     async def _run() -> None:
         async with database(_settings()):
@@ -50,7 +52,6 @@ def report(
     csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table")] = False,
 ) -> None:
     """Costs per user and per day, provider cost against what users were charged."""
-    from bot.app import database
 
     async def _run() -> str:
         async with database(_settings()) as engine:
@@ -60,14 +61,12 @@ def report(
     typer.echo(asyncio.run(_run()))
 
 
-@admin.command("topup")
+@admin.command("topup", context_settings={"ignore_unknown_options": True})
 def topup(
     user_id: Annotated[int, typer.Argument(help="Telegram user id")],
     usd: Annotated[str, typer.Argument(help="Amount in dollars, e.g. 5 or 2.50")],
 ) -> None:
     """Credit a user's balance (a ledger row; the user sees it in /balance)."""
-    from bot.app import database
-
     micros = _parse_usd(usd)
     settings = _settings()
 
@@ -91,12 +90,16 @@ def topup(
 
 def _parse_usd(text: str) -> int:
     try:
-        amount = Decimal(text)
-        if amount <= 0:
+        amount = Decimal(text.strip().removeprefix("$"))
+        if not amount.is_finite() or amount <= 0 or amount > MAX_TOPUP_USD:
             raise ValueError
         return usd_to_micros(amount)
     except (InvalidOperation, ValueError):
-        typer.echo("The amount must be a positive number of dollars, e.g. 5 or 2.50.", err=True)
+        typer.echo(
+            f"The amount must be a positive number of dollars up to {MAX_TOPUP_USD}, "
+            "e.g. 5 or 2.50.",
+            err=True,
+        )
         raise typer.Exit(2) from None
 
 

@@ -57,7 +57,6 @@ class Poller:
         self._timeout = timeout
         self._offset: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_of_sender: dict[int, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -93,33 +92,20 @@ class Poller:
         return list(poll.result())
 
     async def _accept(self, updates: list[Update]) -> None:
-        records = [inbound_record(u) for u in updates]
-        fresh = await self._inbox.record(records)
-        for update, record in zip(updates, records, strict=True):
+        fresh = await self._inbox.record([inbound_record(u) for u in updates])
+        for update in updates:
             if update.update_id in fresh:
-                fresh.discard(update.update_id)  # a batch may repeat an update
-                self._dispatch(update, record.user_id)
+                self._dispatch(update)
             else:
                 log.info("duplicate_update_ignored", update_id=update.update_id)
-        self._offset = max(u.update_id for u in updates) + 1
+        self._offset = updates[-1].update_id + 1
 
-    def _dispatch(self, update: Update, sender: int | None) -> None:
-        """Each update in its own task; one sender's updates are handled in arrival order."""
-        previous = self._last_of_sender.get(sender) if sender is not None else None
-        task = asyncio.create_task(self._feed(update, previous))
+    def _dispatch(self, update: Update) -> None:
+        task = asyncio.create_task(self._feed(update))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if sender is not None:
-            self._last_of_sender[sender] = task
-            task.add_done_callback(lambda done: self._forget_sender(sender, done))
 
-    def _forget_sender(self, sender: int, task: asyncio.Task[None]) -> None:
-        if self._last_of_sender.get(sender) is task:
-            del self._last_of_sender[sender]
-
-    async def _feed(self, update: Update, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})
+    async def _feed(self, update: Update) -> None:
         try:
             await self._dp.feed_update(self._bot, update)
         except Exception:

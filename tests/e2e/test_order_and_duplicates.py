@@ -54,6 +54,7 @@ async def test_one_update_delivered_100_times_is_answered_once(
     await telegram.wait_for_sent(user, 1, timeout=15)
     assert await wait_update_finished(telegram, engine, update_id) == "answered"
     await asyncio.sleep(0.3)  # room for a wrong second answer to show up
+    print("SIZES", bot.log_text().count("duplicate_update_ignored"), bot.log_text().count("turn_completed"), bot.log_text().count("starter_credited"))
     assert final_texts(telegram, user) == ["Only once."]
     assert len(anthropic_fake.message_requests()) == 1
     charges = await scalar(

@@ -17,8 +17,8 @@ from tests.e2e.test_chat import (
     open_holds,
     rows,
     update_status,
+    poll_until,
     user_texts,
-    wait_update_finished,
 )
 from tests.fakes.anthropic import Delay, FakeAnthropic, text_reply
 from tests.fakes.telegram import FakeTelegram
@@ -76,7 +76,11 @@ async def test_sigterm_during_a_turn_releases_the_hold_and_the_user_is_told(
     await start_bot()
     [notice] = await telegram.wait_for_sent(user, 1, timeout=15)
     assert "send it again" in (notice.text or "")
-    assert await wait_update_finished(telegram, engine, update_id) == "notified"
+
+    async def notified() -> bool:
+        return await update_status(engine, update_id) == "notified"
+
+    await poll_until(notified, 10, lambda: "the interrupted update is not marked notified")
 
     anthropic_fake.script(text_reply("Here is my careful answer."))
     assert await ask(telegram, user, "Think very hard about this.") == [
