@@ -57,6 +57,7 @@ class Poller:
         self._timeout = timeout
         self._offset: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_of_sender: dict[int, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -92,20 +93,33 @@ class Poller:
         return list(poll.result())
 
     async def _accept(self, updates: list[Update]) -> None:
-        fresh = await self._inbox.record([inbound_record(u) for u in updates])
-        for update in updates:
+        records = [inbound_record(u) for u in updates]
+        fresh = await self._inbox.record(records)
+        for update, record in zip(updates, records, strict=True):
             if update.update_id in fresh:
-                self._dispatch(update)
+                fresh.discard(update.update_id)  # a batch may repeat an update
+                self._dispatch(update, record.user_id)
             else:
                 log.info("duplicate_update_ignored", update_id=update.update_id)
-        self._offset = updates[-1].update_id + 1
+        self._offset = max(u.update_id for u in updates) + 1
 
-    def _dispatch(self, update: Update) -> None:
-        task = asyncio.create_task(self._feed(update))
+    def _dispatch(self, update: Update, sender: int | None) -> None:
+        """Each update in its own task; one sender's updates are handled in arrival order."""
+        previous = self._last_of_sender.get(sender) if sender is not None else None
+        task = asyncio.create_task(self._feed(update, previous))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if sender is not None:
+            self._last_of_sender[sender] = task
+            task.add_done_callback(lambda done: self._forget_sender(sender, done))
 
-    async def _feed(self, update: Update) -> None:
+    def _forget_sender(self, sender: int, task: asyncio.Task[None]) -> None:
+        if self._last_of_sender.get(sender) is task:
+            del self._last_of_sender[sender]
+
+    async def _feed(self, update: Update, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
         try:
             await self._dp.feed_update(self._bot, update)
         except Exception:

@@ -3,6 +3,7 @@ no hold left open, the message kept in the conversation, and the next message wo
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from dataclasses import dataclass
@@ -95,7 +96,8 @@ async def assert_nothing_charged(engine: AsyncEngine, user: int, status: str = "
     )
     assert calls and all(c == (status, 0) for c in calls), calls
     charges = await scalar(
-        engine, "SELECT count(*) FROM balance_operations WHERE user_id = :u AND kind = 'charge'",
+        engine,
+        "SELECT count(*) FROM balance_operations WHERE user_id = :u AND kind = 'charge'",
         u=user,
     )
     assert charges == 0
@@ -119,7 +121,7 @@ async def assert_next_message_works(
     body = anthropic_fake.message_requests()[-1]
     roles = [m["role"] for m in body["messages"]]
     assert roles[0] == "user" and roles[-1] == "user"
-    assert all(a != b for a, b in zip(roles, roles[1:], strict=False)), roles
+    assert all(a != b for a, b in itertools.pairwise(roles)), roles
     texts = [t for m in body["messages"] if m["role"] == "user" for t in user_texts(m)]
     assert failed_text in texts and texts[-1] == "Let's try again."
     for message in body["messages"]:
@@ -133,9 +135,7 @@ async def test_provider_failures_cost_nothing_and_the_chat_continues(
     anthropic_fake: FakeAnthropic,
     engine: AsyncEngine,
 ) -> None:
-    await start_bot(
-        ANTHROPIC_TIMEOUT_SECONDS="1.0", ANTHROPIC_MAX_RETRIES=str(MAX_RETRIES)
-    )
+    await start_bot(ANTHROPIC_TIMEOUT_SECONDS="1.0", ANTHROPIC_MAX_RETRIES=str(MAX_RETRIES))
     for number, case in enumerate(FAILURES):
         user = 3001 + number
         question = f"Question number {number} ({case.name})"
@@ -168,9 +168,7 @@ async def test_retry_then_success_and_cut_answers_are_charged_once(
     anthropic_fake.script(rate_limited(), text_reply("Answered after a retry."))
     assert await ask(telegram, 3101, "Busy?") == ["Answered after a retry."]
     assert len(anthropic_fake.message_requests()) == 2
-    calls = await rows(
-        engine, "SELECT status, charged_micros FROM api_calls WHERE user_id = 3101"
-    )
+    calls = await rows(engine, "SELECT status, charged_micros FROM api_calls WHERE user_id = 3101")
     assert len(calls) == 1 and calls[0][0] == "ok" and calls[0][1] > 0
     assert await balance(engine, 3101) == STARTER_MICROS - calls[0][1]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import time
 from typing import Any
 
@@ -54,7 +55,6 @@ async def test_one_update_delivered_100_times_is_answered_once(
     await telegram.wait_for_sent(user, 1, timeout=15)
     assert await wait_update_finished(telegram, engine, update_id) == "answered"
     await asyncio.sleep(0.3)  # room for a wrong second answer to show up
-    print("SIZES", bot.log_text().count("duplicate_update_ignored"), bot.log_text().count("turn_completed"), bot.log_text().count("starter_credited"))
     assert final_texts(telegram, user) == ["Only once."]
     assert len(anthropic_fake.message_requests()) == 1
     charges = await scalar(
@@ -103,7 +103,7 @@ async def test_users_run_in_parallel_and_each_users_messages_in_order(
     alice_calls = intervals_of(anthropic_fake, "Alice")
     [bob_call] = intervals_of(anthropic_fake, "Bob")
     assert len(alice_calls) == 3
-    for (_, previous_end), (next_start, _) in zip(alice_calls, alice_calls[1:], strict=False):
+    for (_, previous_end), (next_start, _) in itertools.pairwise(alice_calls):
         assert next_start >= previous_end, "one user's turns must not overlap"
     first_start, first_end = alice_calls[0]
     assert bob_call[0] < first_end and first_start < bob_call[1], "users run in parallel"

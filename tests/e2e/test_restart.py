@@ -15,9 +15,9 @@ from tests.e2e.test_chat import (
     balance,
     final_texts,
     open_holds,
+    poll_until,
     rows,
     update_status,
-    poll_until,
     user_texts,
 )
 from tests.fakes.anthropic import Delay, FakeAnthropic, text_reply
@@ -69,7 +69,9 @@ async def test_sigterm_during_a_turn_releases_the_hold_and_the_user_is_told(
     assert await update_status(engine, update_id) == "interrupted"
     assert await open_holds(engine) == 0
     assert await balance(engine, user) == STARTER_MICROS
-    calls = await rows(engine, "SELECT status, charged_micros FROM api_calls WHERE user_id = :u", u=user)
+    calls = await rows(
+        engine, "SELECT status, charged_micros FROM api_calls WHERE user_id = :u", u=user
+    )
     assert calls == [("error", 0)]
     assert final_texts(telegram, user) == []
 
