@@ -34,7 +34,7 @@ from bot.services.blobs import BlobStore
 from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import FileCatalog
-from bot.services.files import FilesConfig, FileService
+from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.pricing import PriceTable
@@ -219,6 +219,9 @@ def build_file_service(
         claude=claude,
         blobs=BlobStore(settings.files_dir),
         processor=ImageProcessor(limits),
+        generated_processor=ImageProcessor(
+            ImageLimits(max_bytes=GENERATED_MAX_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
+        ),
         billing=billing,
         config=FilesConfig(
             retention=timedelta(days=settings.FILE_RETENTION_DAYS),

@@ -40,6 +40,7 @@ from bot.services.media import (
 log = structlog.get_logger(__name__)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+GENERATED_MAX_BYTES = 50 * 1024 * 1024  # what Telegram takes as a document
 MAX_FILE_ID = 2**63 - 1
 _FILE_ID = re.compile(r"[0-9]{1,19}")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -134,12 +135,14 @@ class FileService:
         processor: ImageProcessor,
         billing: BillingService,
         config: FilesConfig,
+        generated_processor: ImageProcessor | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._bot = bot
         self._claude = claude
         self._blobs = blobs
         self._processor = processor
+        self._generated_processor = generated_processor or processor
         self._billing = billing
         self._config = config
 
@@ -290,7 +293,7 @@ class FileService:
             await self._settle_failed(charge, "no_content")
             return {"delivered": False, "error": GENERATED_INVALID}
         try:
-            prepared = await self._processor.validate_generated(
+            prepared = await self._generated_processor.validate_generated(
                 content, str(entry.get("mime_type") or "")
             )
         except MediaRejected as exc:

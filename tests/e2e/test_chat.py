@@ -6,6 +6,7 @@ The helpers at the top are shared by the other chat end-to-end test modules.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
@@ -72,8 +73,6 @@ async def wait_update_finished(
 
 
 async def poll_until(check: Any, timeout: float, describe: Any = lambda: "") -> None:
-    import asyncio
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await check():

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.e2e.conftest import StartBot
@@ -197,8 +198,6 @@ async def test_messages_that_cannot_be_answered(
     user = 3201
     assert len(await ask(telegram, user, "/start")) == 1
     async with engine.begin() as conn:
-        from sqlalchemy import text
-
         await conn.execute(text("UPDATE users SET balance_micros = 100 WHERE id = :u"), {"u": user})
     [reply] = await ask(telegram, user, "Please answer this.")
     assert "balance" in reply and "$0.0001" in reply, reply

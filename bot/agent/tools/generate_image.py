@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
 ImageSize = Literal["1K", "2K", "4K"]
 MAX_REFERENCES = 14
+MAX_REFERENCE_BYTES = 18 * 1024 * 1024  # Gemini takes about 20 MB of inline data per request
 
 
 def _as_text(value: object) -> object:
@@ -179,6 +180,11 @@ class GenerateImageTool:
             except BlobMissing:
                 raise ToolError(f"file not found: {ref.id} (it is no longer stored)") from None
             loaded.append((ref, (data, ref.mime_type)))
+        if sum(len(data) for _, (data, _) in loaded) > MAX_REFERENCE_BYTES:
+            raise ToolError(
+                "The reference images are too large together for one request; "
+                "use fewer reference_file_ids."
+            )
         return loaded
 
     async def _hold(self, ctx: ToolContext, price: int) -> Hold:
