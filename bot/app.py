@@ -33,7 +33,6 @@ from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
 from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
-from bot.services.file_catalog import FileCatalog
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.media import ImageLimits, ImageProcessor
@@ -131,7 +130,9 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     claude = ClaudeGateway(anthropic, max_retries=settings.ANTHROPIC_MAX_RETRIES)
     inbox = Inbox(sessionmaker)
     users = UserService(sessionmaker, billing, starter_micros=settings.starter_balance_micros)
-    conversations = ConversationStore(sessionmaker)
+    conversations = ConversationStore(
+        sessionmaker, recent_files_limit=settings.RECENT_FILES_IN_CONTEXT
+    )
     gemini = create_gemini_client(
         settings.GOOGLE_API_KEY.get_secret_value(),
         settings.GEMINI_BASE_URL,
@@ -167,7 +168,6 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     chat = ChatService(
         loop=loop,
         conversations=conversations,
-        catalog=FileCatalog(sessionmaker, limit=settings.RECENT_FILES_IN_CONTEXT),
         inbox=inbox,
         intake=files,
         ui_factory=ui_factory,

@@ -42,6 +42,7 @@ class BotProcess:
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            limit=64 * 1024 * 1024,
         )
         self._reader = asyncio.create_task(self._read())
 

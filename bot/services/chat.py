@@ -10,11 +10,16 @@ from typing import Any, Protocol
 
 import structlog
 
-from bot.agent.context import repair_history, replace_missing_files, trim_to_budget
+from bot.agent.context import (
+    StoredMessage,
+    repair_history,
+    replace_missing_files,
+    trim_to_budget,
+)
 from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats
 from bot.services.billing import InsufficientBalance
 from bot.services.conversations import ConversationStore
-from bot.services.file_catalog import FileCatalog, files_note
+from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
 from bot.services.reports import format_usd
 from bot.telegram.ui import TelegramTurnUI
@@ -83,13 +88,47 @@ class TurnLog:
     stats: TurnStats = field(default_factory=TurnStats)
 
 
+def user_content(
+    text: str, images: Sequence[IntakeResult], files_note_text: str | None
+) -> list[dict[str, Any]]:
+    """The new user message: the files note (when it changed), attached images, then the text."""
+    blocks: list[dict[str, Any]] = []
+    if files_note_text:
+        blocks.append({"type": "text", "text": files_note_text})
+    for image in images:
+        if image.claude_file_id:
+            blocks.append(
+                {"type": "image", "source": {"type": "file", "file_id": image.claude_file_id}}
+            )
+        blocks.append(
+            {"type": "text", "text": f"[The user attached an image: file_id {image.file_id}]"}
+        )
+    blocks.append({"type": "text", "text": text.strip() or "(The user sent only the attachment.)"})
+    return blocks
+
+
+def last_files_note(messages: Sequence[StoredMessage]) -> str | None:
+    """The most recent "Available files" note still in the context, if any."""
+    for message in reversed(messages):
+        if message.role != "user":
+            continue
+        for block in message.content:
+            text = block.get("text")
+            if (
+                block.get("type") == "text"
+                and isinstance(text, str)
+                and text.startswith(NOTE_HEADER)
+            ):
+                return text
+    return None
+
+
 class ChatService:
     def __init__(
         self,
         *,
         loop: AgentLoop,
         conversations: ConversationStore,
-        catalog: FileCatalog,
         inbox: Inbox,
         intake: AttachmentIntake | None,
         ui_factory: UIFactory,
@@ -97,7 +136,6 @@ class ChatService:
     ) -> None:
         self._loop = loop
         self._conversations = conversations
-        self._catalog = catalog
         self._inbox = inbox
         self._intake = intake
         self._ui_factory = ui_factory
@@ -139,18 +177,28 @@ class ChatService:
     async def _answer(self, incoming: IncomingMessage, ui: TelegramTurnUI) -> TurnStats:
         if not incoming.text.strip() and not incoming.attachments:
             raise UserFacingError(EMPTY_REPLY, "empty_message")
-        conversation_id = await self._conversations.active(incoming.user_id, incoming.chat_id)
-        content = await self._user_content(incoming)
+        images = [await self._take(incoming.user_id, a) for a in incoming.attachments]
+        budget = self._config.context_token_budget
+
+        def build_content(
+            earlier: list[StoredMessage], files: list[CatalogEntry]
+        ) -> list[dict[str, Any]]:
+            note = files_note(files)
+            if note is not None and note == last_files_note(trim_to_budget(earlier, budget)):
+                note = None
+            return user_content(incoming.text, images, note)
+
+        opened = await self._conversations.open_turn(
+            incoming.user_id, incoming.chat_id, incoming.update_id, build_content
+        )
 
         async def persist(role: str, blocks: list[dict[str, Any]]) -> None:
-            await self._conversations.append(conversation_id, role, blocks, incoming.update_id)
+            await self._conversations.append(
+                opened.conversation_id, role, blocks, incoming.update_id
+            )
 
-        await persist("user", content)
-        stored = await self._conversations.load(conversation_id)
-        history = repair_history(trim_to_budget(stored, self._config.context_token_budget))
-        replace_missing_files(
-            history, await self._conversations.unavailable_claude_files(incoming.user_id)
-        )
+        history = repair_history(trim_to_budget(opened.messages, budget))
+        replace_missing_files(history, opened.unavailable_files)
         request = TurnRequest(
             user_id=incoming.user_id,
             chat_id=incoming.chat_id,
@@ -159,24 +207,6 @@ class ChatService:
             deadline=time.monotonic() + self._config.turn_timeout,
         )
         return await self._loop.run(request, ui, persist)
-
-    async def _user_content(self, incoming: IncomingMessage) -> list[dict[str, Any]]:
-        images = [await self._take(incoming.user_id, a) for a in incoming.attachments]
-        blocks: list[dict[str, Any]] = []
-        note = files_note(await self._catalog.recent(incoming.user_id))
-        if note:
-            blocks.append({"type": "text", "text": note})
-        for image in images:
-            if image.claude_file_id:
-                blocks.append(
-                    {"type": "image", "source": {"type": "file", "file_id": image.claude_file_id}}
-                )
-            blocks.append(
-                {"type": "text", "text": f"[The user attached an image: file_id {image.file_id}]"}
-            )
-        text = incoming.text.strip()
-        blocks.append({"type": "text", "text": text or "(The user sent only the attachment.)"})
-        return blocks
 
     async def _take(self, user_id: int, attachment: Attachment) -> IntakeResult:
         if self._intake is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -9,6 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.agent.context import StoredMessage, estimate_tokens
 from bot.db.models import Conversation, Message, UserFile
+from bot.services.file_catalog import CatalogEntry, recent_files
+
+ContentBuilder = Callable[[list[StoredMessage], list[CatalogEntry]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class OpenedTurn:
+    """What a turn starts from, read and written in one transaction."""
+
+    conversation_id: int
+    messages: list[StoredMessage]  # the conversation so far, ending with the new user message
+    unavailable_files: set[str]
+
 
 _ACTIVE_CONVERSATION = text(
     """
@@ -27,8 +42,42 @@ _ACTIVE_CONVERSATION = text(
 
 
 class ConversationStore:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], *, recent_files_limit: int = 12
+    ) -> None:
         self._sessionmaker = sessionmaker
+        self._recent_files_limit = recent_files_limit
+
+    async def open_turn(
+        self, user_id: int, chat_id: int, update_id: int, build_content: ContentBuilder
+    ) -> OpenedTurn:
+        """Find or start the conversation, load it, and append the user's message: one transaction."""
+        async with self._sessionmaker() as session:
+            conversation_id = int(
+                (
+                    await session.execute(
+                        _ACTIVE_CONVERSATION, {"user_id": user_id, "chat_id": chat_id}
+                    )
+                ).scalar_one()
+            )
+            messages = await _load(session, conversation_id)
+            files = await recent_files(session, user_id, self._recent_files_limit)
+            gone = await _unavailable_files(session, user_id)
+            content = jsonb_safe(build_content(messages, files))
+            message = StoredMessage(
+                role="user", content=content, token_estimate=estimate_tokens(content)
+            )
+            session.add(
+                Message(
+                    conversation_id=conversation_id,
+                    role="user",
+                    content=content,
+                    token_estimate=message.token_estimate,
+                    update_id=update_id,
+                )
+            )
+            await session.commit()
+        return OpenedTurn(conversation_id, [*messages, message], gone)
 
     async def active(self, user_id: int, chat_id: int) -> int:
         async with self._sessionmaker() as session:
@@ -57,18 +106,13 @@ class ConversationStore:
         return ended
 
     async def load(self, conversation_id: int) -> list[StoredMessage]:
-        stmt = (
-            select(Message.role, Message.content, Message.token_estimate)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(Message.id)
-        )
         async with self._sessionmaker() as session:
-            rows = (await session.execute(stmt)).all()
-        return [StoredMessage(role=r[0], content=r[1], token_estimate=r[2]) for r in rows]
+            return await _load(session, conversation_id)
 
     async def append(
         self, conversation_id: int, role: str, content: list[dict[str, Any]], update_id: int
     ) -> None:
+        content = jsonb_safe(content)
         async with self._sessionmaker() as session:
             session.add(
                 Message(
@@ -82,10 +126,36 @@ class ConversationStore:
             await session.commit()
 
     async def unavailable_claude_files(self, user_id: int) -> set[str]:
-        stmt = select(UserFile.claude_file_id).where(
-            UserFile.user_id == user_id,
-            UserFile.claude_file_id.is_not(None),
-            (UserFile.deleted_at.is_not(None)) | (UserFile.expires_at < func.now()),
-        )
         async with self._sessionmaker() as session:
-            return {str(fid) for fid in (await session.execute(stmt)).scalars()}
+            return await _unavailable_files(session, user_id)
+
+
+def jsonb_safe(value: Any) -> Any:
+    """Postgres JSONB cannot hold NUL characters (a model may still produce them): drop them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, list):
+        return [jsonb_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {jsonb_safe(k): jsonb_safe(v) for k, v in value.items()}
+    return value
+
+
+async def _load(session: AsyncSession, conversation_id: int) -> list[StoredMessage]:
+    stmt = (
+        select(Message.role, Message.content, Message.token_estimate)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.id)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [StoredMessage(role=r[0], content=r[1], token_estimate=r[2]) for r in rows]
+
+
+async def _unavailable_files(session: AsyncSession, user_id: int) -> set[str]:
+    """Files API ids of this user's files that were deleted at Anthropic or have expired."""
+    stmt = select(UserFile.claude_file_id).where(
+        UserFile.user_id == user_id,
+        UserFile.claude_file_id.is_not(None),
+        (UserFile.deleted_at.is_not(None)) | (UserFile.expires_at < func.now()),
+    )
+    return {str(fid) for fid in (await session.execute(stmt)).scalars()}

@@ -86,6 +86,7 @@ def id_variants(victim: list[dict[str, Any]], deleted_id: int) -> list[Any]:
         "file_" + "A" * 200,
         "../../etc/passwd",
         "file\u202e1",
+        "1\x00",
     ]
     return [v for v in variants if v is not None]
 
