@@ -127,7 +127,10 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         settings.ANTHROPIC_BASE_URL,
         settings.ANTHROPIC_TIMEOUT_SECONDS,
     )
-    claude = ClaudeGateway(anthropic, max_retries=settings.ANTHROPIC_MAX_RETRIES)
+    provider_slots = asyncio.Semaphore(settings.MAX_CONCURRENT_PROVIDER_CALLS)
+    claude = ClaudeGateway(
+        anthropic, max_retries=settings.ANTHROPIC_MAX_RETRIES, concurrency=provider_slots
+    )
     inbox = Inbox(sessionmaker)
     users = UserService(sessionmaker, billing, starter_micros=settings.starter_balance_micros)
     conversations = ConversationStore(
@@ -140,7 +143,9 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     )
     files = build_file_service(settings, sessionmaker, bot, claude, billing)
     registry = ToolRegistry(
-        build_tools(settings, sessionmaker, anthropic, gemini, files, billing, prices)
+        build_tools(
+            settings, sessionmaker, anthropic, gemini, files, billing, prices, provider_slots
+        )
     )
     sender = MessageSender(bot)
     loop = AgentLoop(
@@ -239,8 +244,8 @@ def build_tools(
     files: FileService,
     billing: BillingService,
     prices: PriceTable,
+    provider_slots: asyncio.Semaphore,
 ) -> list[GenerateImageTool | AnalyzeImageTool]:
-    provider_slots = asyncio.Semaphore(settings.MAX_CONCURRENT_PROVIDER_CALLS)
     gateway = GeminiImageGateway(
         gemini,
         GatewayConfig(
@@ -251,7 +256,10 @@ def build_tools(
         concurrency=provider_slots,
     )
     vision = VisionClient(
-        anthropic, model=settings.vision_model, max_tokens=settings.VISION_MAX_TOKENS
+        anthropic,
+        model=settings.vision_model,
+        max_tokens=settings.VISION_MAX_TOKENS,
+        concurrency=provider_slots,
     )
     return [
         GenerateImageTool(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,13 @@ import anthropic
 import httpx2
 import structlog
 from anthropic import AsyncAnthropic
-from anthropic.types import Message, MessageParam, TextBlockParam, ToolParam
+from anthropic.types import (
+    Message,
+    MessageParam,
+    RawMessageStreamEvent,
+    TextBlockParam,
+    ToolParam,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +62,16 @@ def create_anthropic_client(api_key: str, base_url: str | None, timeout: float) 
 
 
 class ClaudeGateway:
-    def __init__(self, client: AsyncAnthropic, *, max_retries: int) -> None:
+    def __init__(
+        self,
+        client: AsyncAnthropic,
+        *,
+        max_retries: int,
+        concurrency: asyncio.Semaphore | None = None,
+    ) -> None:
         self._client = client
         self._max_retries = max_retries
+        self._concurrency = concurrency
 
     async def stream_message(
         self,
@@ -75,9 +90,10 @@ class ClaudeGateway:
         while True:
             attempt += 1
             try:
-                message = await self._stream_once(
-                    model, max_tokens, system, tools, messages, on_text
-                )
+                async with self._slot():
+                    message = await self._stream_once(
+                        model, max_tokens, system, tools, messages, on_text
+                    )
             except ClaudeUnavailable as exc:
                 delay = self._retry_delay(exc, attempt, deadline)
                 if delay is None:
@@ -88,6 +104,15 @@ class ClaudeGateway:
                 continue
             duration = int((time.monotonic() - started) * 1000)
             return StreamedMessage(message=message, attempts=attempt, duration_ms=duration)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the shared provider-call slots, for the length of one HTTP call."""
+        if self._concurrency is None:
+            yield
+            return
+        async with self._concurrency:
+            yield
 
     def _retry_delay(self, exc: ClaudeUnavailable, attempt: int, deadline: float) -> float | None:
         if exc.response_started or exc.kind not in {"busy", "connection"}:
@@ -108,23 +133,23 @@ class ClaudeGateway:
         messages: Sequence[MessageParam],
         on_text: TextCallback,
     ) -> Message:
-        saw_stop = False
+        message = _MessageBuilder()
         started_output = False
         try:
-            async with self._client.messages.stream(
+            stream = await self._client.messages.create(
                 model=model,
                 max_tokens=max_tokens,
                 system=list(system),
                 tools=list(tools),
                 messages=list(messages),
-            ) as stream:
+                stream=True,
+            )
+            async with stream:
                 async for event in stream:
-                    if event.type == "text":
+                    text = message.apply(event)
+                    if text:
                         started_output = True
-                        await on_text(event.text)
-                    elif event.type == "message_stop":
-                        saw_stop = True
-                message = await stream.get_final_message()
+                        await on_text(text)
         except anthropic.APIStatusError as exc:
             raise _classify_status_error(exc, started_output) from None
         except anthropic.APITimeoutError:
@@ -136,9 +161,9 @@ class ClaudeGateway:
         except (httpx2.TransportError, ValueError, KeyError, RuntimeError) as exc:
             # The response had begun (the SDK wraps errors before it); the stream broke.
             raise _unavailable("stream_broken", type(exc).__name__, started=True) from None
-        if not saw_stop or message.stop_reason is None:
+        if not message.complete:
             raise _unavailable("stream_broken", "stream ended without message_stop", started=True)
-        return message
+        return message.build()
 
     async def upload_file(self, filename: str, data: bytes, mime_type: str) -> UploadedFile:
         meta = await self._client.files.upload(file=(filename, data, mime_type))
@@ -149,6 +174,68 @@ class ClaudeGateway:
             await self._client.files.delete(file_id)
         except anthropic.NotFoundError:
             return
+
+
+class _MessageBuilder:
+    """Accumulates raw stream events into the final Message.
+
+    Cheaper than the SDK's stream helper, which rebuilds typed snapshots on every delta.
+    """
+
+    def __init__(self) -> None:
+        self._message: dict[str, Any] = {}
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._json: dict[int, list[str]] = {}
+        self._stopped = False
+
+    @property
+    def complete(self) -> bool:
+        return self._stopped and self._message.get("stop_reason") is not None
+
+    def apply(self, event: RawMessageStreamEvent) -> str | None:
+        """Take one event; returns the text it added, if any."""
+        if event.type == "content_block_delta":
+            return self._delta(event.index, event.delta)
+        if event.type == "message_start":
+            self._message = event.message.to_dict()
+        elif event.type == "content_block_start":
+            block = event.content_block.to_dict()
+            if block.get("type") in {"tool_use", "server_tool_use"}:
+                self._json[event.index] = []
+            self._blocks[event.index] = block
+        elif event.type == "content_block_stop":
+            parts = self._json.pop(event.index, None)
+            if parts is not None:
+                raw = "".join(parts)
+                self._blocks[event.index]["input"] = json.loads(raw) if raw else {}
+        elif event.type == "message_delta":
+            self._message["stop_reason"] = event.delta.stop_reason
+            self._message["stop_sequence"] = event.delta.stop_sequence
+            usage = self._message.setdefault("usage", {})
+            usage.update({k: v for k, v in event.usage.to_dict().items() if v is not None})
+        elif event.type == "message_stop":
+            self._stopped = True
+        return None
+
+    def _delta(self, index: int, delta: Any) -> str | None:
+        block = self._blocks[index]
+        kind = delta.type
+        if kind == "text_delta":
+            block["text"] = block.get("text", "") + delta.text
+            return str(delta.text)
+        if kind == "input_json_delta":
+            self._json[index].append(delta.partial_json)
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + delta.thinking
+        elif kind == "signature_delta":
+            block["signature"] = delta.signature
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta.citation.to_dict())
+        return None
+
+    def build(self) -> Message:
+        self._message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
+        return Message.model_validate(self._message)
 
 
 def _backoff(attempt: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
@@ -23,6 +24,8 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 DEFERRED = object()  # returned by a handler that scheduled a turn; the turn records its own outcome
 IGNORED = object()  # returned when the gate turned a message away
 NOT_ALLOWED_REPLY = "Sorry, this bot is private. Ask its owner for access."
+MAX_REMEMBERED_STRANGERS = 100_000
+MAX_TRACKED_USERS = 10_000
 TOO_FAST_REPLY = (
     "You're sending messages faster than I can take them. Please wait a minute and try again."
 )
@@ -68,9 +71,8 @@ class GateMiddleware(BaseMiddleware):
     ) -> None:
         self._users = users
         self._allowed = set(allowed_ids) | set(admin_ids) if allowed_ids else set()
-        self._per_minute = messages_per_minute
         self._refused: set[int] = set()
-        self._recent: dict[int, deque[float]] = {}
+        self._rate = MessageRateLimit(messages_per_minute)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Message)
@@ -84,8 +86,11 @@ class GateMiddleware(BaseMiddleware):
         )
         if state.is_blocked:
             return IGNORED
-        if not self._within_rate(who.id):
-            await event.answer(TOO_FAST_REPLY)
+        verdict = self._rate.check(who.id, time.monotonic())
+        if verdict is not RateVerdict.ALLOWED:
+            if verdict is RateVerdict.REFUSED_TELL:
+                log.info("message_rate_limited", user_id=who.id)
+                await event.answer(TOO_FAST_REPLY)
             return IGNORED
         data["user_state"] = state
         return await handler(event, data)
@@ -93,23 +98,48 @@ class GateMiddleware(BaseMiddleware):
     async def _refuse_stranger(self, event: Message) -> Any:
         assert event.from_user is not None
         if event.from_user.id not in self._refused:
+            if len(self._refused) >= MAX_REMEMBERED_STRANGERS:
+                self._refused.clear()
             self._refused.add(event.from_user.id)
             log.info("stranger_refused", user_id=event.from_user.id)
             await event.answer(NOT_ALLOWED_REPLY)
         return IGNORED
 
-    def _within_rate(self, user_id: int) -> bool:
-        now = time.monotonic()
-        window = self._recent.setdefault(user_id, deque())
-        while window and now - window[0] > 60:
-            window.popleft()
-        if len(window) >= self._per_minute:
-            return False
-        window.append(now)
-        if len(self._recent) > 10_000:
-            self._drop_idle(now)
-        return True
+
+class RateVerdict(enum.Enum):
+    ALLOWED = "allowed"
+    REFUSED_TELL = "refused_tell"  # the first refusal in a window: say why
+    REFUSED_SILENT = "refused_silent"  # already told in this window: a flood gets no flood back
+
+
+class MessageRateLimit:
+    """At most `per_window` messages per user in any sliding `window_seconds`. Refused messages
+    do not count; the user is told once per window, not once per refused message."""
+
+    def __init__(self, per_window: int, *, window_seconds: float = 60.0) -> None:
+        self._per_window = per_window
+        self._window = window_seconds
+        self._recent: dict[int, deque[float]] = {}
+        self._told_at: dict[int, float] = {}
+
+    def check(self, user_id: int, now: float) -> RateVerdict:
+        recent = self._recent.setdefault(user_id, deque())
+        while recent and now - recent[0] >= self._window:
+            recent.popleft()
+        if len(recent) < self._per_window:
+            recent.append(now)
+            if len(self._recent) > MAX_TRACKED_USERS:
+                self._drop_idle(now)
+            return RateVerdict.ALLOWED
+        told = self._told_at.get(user_id)
+        if told is not None and now - told < self._window:
+            return RateVerdict.REFUSED_SILENT
+        self._told_at[user_id] = now
+        return RateVerdict.REFUSED_TELL
 
     def _drop_idle(self, now: float) -> None:
-        for user_id in [u for u, w in self._recent.items() if not w or now - w[-1] > 60]:
+        idle = [u for u, r in self._recent.items() if not r or now - r[-1] >= self._window]
+        for user_id in idle:
             del self._recent[user_id]
+        for user_id in [u for u, t in self._told_at.items() if now - t >= self._window]:
+            del self._told_at[user_id]

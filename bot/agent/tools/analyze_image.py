@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -68,10 +70,18 @@ class VisionClient:
     """Non-streaming Claude calls for one image; one bounded retry on 429/5xx/529 (the SDK's
     own retries are off)."""
 
-    def __init__(self, client: AsyncAnthropic, *, model: str, max_tokens: int) -> None:
+    def __init__(
+        self,
+        client: AsyncAnthropic,
+        *,
+        model: str,
+        max_tokens: int,
+        concurrency: asyncio.Semaphore | None = None,
+    ) -> None:
         self._client = client
         self._model = model
         self._max_tokens = max_tokens
+        self._concurrency = concurrency
 
     @property
     def model(self) -> str:
@@ -115,13 +125,22 @@ class VisionClient:
                 ],
             },
         )
-        async with asyncio.timeout(remaining):
+        async with asyncio.timeout(remaining), self._slot():
             return await self._client.messages.create(
                 model=self._model,
                 max_tokens=self._max_tokens,
                 system=VISION_SYSTEM,
                 messages=[message],
             )
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the shared provider-call slots, for the length of one HTTP call."""
+        if self._concurrency is None:
+            yield
+            return
+        async with self._concurrency:
+            yield
 
 
 def _classify(exc: anthropic.APIStatusError) -> VisionFailed:

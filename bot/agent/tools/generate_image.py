@@ -233,7 +233,18 @@ class GenerateImageTool:
             message = PROVIDER_MESSAGES.get(exc.kind, "the image service failed")
             raise ToolError(f"No image was generated: {message}. Nothing was charged.") from None
         except BaseException as exc:
-            await asyncio.shield(self._settle_failure(hold, ctx, args, "error", type(exc).__name__))
+            # Cut off mid-request (a shutdown): the provider may still bill for the image.
+            interrupted = isinstance(exc, asyncio.CancelledError)
+            settle = self._settle_failure(
+                hold,
+                ctx,
+                args,
+                "error",
+                "interrupted" if interrupted else type(exc).__name__,
+                cost_unknown=interrupted,
+                price=price if interrupted else 0,
+            )
+            await asyncio.shield(settle)
             raise
 
     async def _settle_failure(
