@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import func
@@ -10,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import User
 from bot.services.billing import BillingService
+
+TOUCH_INTERVAL_SECONDS = 60.0
+MAX_CACHED_USERS = 50_000
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,21 @@ class UserService:
         self._sessionmaker = sessionmaker
         self._billing = billing
         self._starter_micros = starter_micros
+        self._fresh: dict[TelegramIdentity, tuple[float, UserState]] = {}
 
     async def touch(self, who: TelegramIdentity) -> UserState:
+        """The user's state; written at most once a minute per unchanged identity."""
+        now = time.monotonic()
+        cached = self._fresh.get(who)
+        if cached is not None and now - cached[0] < TOUCH_INTERVAL_SECONDS:
+            return cached[1]
+        state = await self._upsert(who)
+        if len(self._fresh) > MAX_CACHED_USERS:
+            self._fresh.clear()
+        self._fresh[who] = (now, UserState(id=state.id, is_blocked=state.is_blocked, is_new=False))
+        return state
+
+    async def _upsert(self, who: TelegramIdentity) -> UserState:
         """Create or refresh the user in one statement; credit the starter balance once."""
         stmt = (
             insert(User)
