@@ -123,6 +123,11 @@ def last_files_note(messages: Sequence[StoredMessage]) -> str | None:
     return None
 
 
+UNPROCESSED_ATTACHMENT_NOTE = (
+    "[The user attached a file that could not be processed; they were told why.]"
+)
+
+
 class ChatService:
     def __init__(
         self,
@@ -177,7 +182,11 @@ class ChatService:
     async def _answer(self, incoming: IncomingMessage, ui: TelegramTurnUI) -> TurnStats:
         if not incoming.text.strip() and not incoming.attachments:
             raise UserFacingError(EMPTY_REPLY, "empty_message")
-        images = [await self._take(incoming.user_id, a) for a in incoming.attachments]
+        try:
+            images = [await self._take(incoming.user_id, a) for a in incoming.attachments]
+        except UserFacingError:
+            await self._keep_unprocessed(incoming)
+            raise
         budget = self._config.context_token_budget
 
         def build_content(
@@ -207,6 +216,18 @@ class ChatService:
             deadline=time.monotonic() + self._config.turn_timeout,
         )
         return await self._loop.run(request, ui, persist)
+
+    async def _keep_unprocessed(self, incoming: IncomingMessage) -> None:
+        """The message stays in the conversation even when its attachment could not be taken."""
+
+        def build_content(_: list[StoredMessage], __: list[CatalogEntry]) -> list[dict[str, Any]]:
+            blocks = user_content(incoming.text, [], None)
+            blocks.insert(0, {"type": "text", "text": UNPROCESSED_ATTACHMENT_NOTE})
+            return blocks
+
+        await self._conversations.open_turn(
+            incoming.user_id, incoming.chat_id, incoming.update_id, build_content
+        )
 
     async def _take(self, user_id: int, attachment: Attachment) -> IntakeResult:
         if self._intake is None:

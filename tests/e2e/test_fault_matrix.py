@@ -350,11 +350,6 @@ async def test_files_api_upload_failure_for_a_user_photo(fresh: World) -> None:
     assert await assert_books_balanced(fresh.engine, user) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/services/chat.py ChatService._answer runs intake before open_turn, so a "
-    "message whose photo fails intake is never stored in `messages`",
-)
 async def test_a_photo_message_that_failed_intake_stays_in_the_conversation(
     fresh: World,
 ) -> None:
