@@ -90,7 +90,12 @@ def create_bot(settings: Settings) -> Bot:
         default=DefaultBotProperties(link_preview_is_disabled=True),
     )
     bot.session.middleware(RetryAfterMiddleware(max_wait=settings.TELEGRAM_RETRY_MAX_SECONDS))
-    bot.session.middleware(PacingMiddleware(OutgoingPacer()))
+    pacer = OutgoingPacer(
+        per_chat_rate=settings.TELEGRAM_CHAT_RATE,
+        global_rate=settings.TELEGRAM_GLOBAL_RATE,
+        global_burst=max(1, int(settings.TELEGRAM_GLOBAL_RATE)),
+    )
+    bot.session.middleware(PacingMiddleware(pacer))
     return bot
 
 

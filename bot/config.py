@@ -96,6 +96,9 @@ class OperatorSettings(BaseSettings):
     GEMINI_RETRY_INITIAL_DELAY: float = Field(default=1.0, ge=0)
     SHUTDOWN_GRACE_SECONDS: float = Field(default=25.0, ge=0)
     TELEGRAM_RETRY_MAX_SECONDS: float = Field(default=60.0, ge=0)
+    # Outgoing pacing under Telegram's limits (about 1 message/s per chat, 30/s overall).
+    TELEGRAM_CHAT_RATE: float = Field(default=1.0, gt=0)
+    TELEGRAM_GLOBAL_RATE: float = Field(default=30.0, gt=0)
     POLLING_TIMEOUT_SECONDS: int = Field(default=25, ge=0, le=50)
 
     # Consumption caps

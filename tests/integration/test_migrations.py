@@ -80,3 +80,18 @@ async def test_balance_cannot_go_negative(engine: AsyncEngine) -> None:
     with pytest.raises(Exception, match="balance_non_negative"):
         async with engine.begin() as conn:
             await conn.execute(text("INSERT INTO users (id, balance_micros) VALUES (2, -1)"))
+
+
+def test_head_revision_matches_alembic() -> None:
+    from alembic.script import ScriptDirectory
+
+    from bot.db.migrate import head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def test_a_database_at_head_is_recognised(engine: AsyncEngine) -> None:
+    from bot.db.migrate import current_revision, head_revision
+
+    async with engine.connect() as conn:
+        assert await current_revision(conn) == head_revision()
