@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,7 +87,7 @@ def repair_history(messages: Sequence[StoredMessage]) -> list[dict[str, Any]]:
     """
     repaired: list[dict[str, Any]] = []
     for message in messages:
-        content = copy.deepcopy(message.content)
+        content = list(message.content)  # blocks are never modified in place, only lists
         if message.role == "assistant":
             _add_assistant(repaired, content)
         else:

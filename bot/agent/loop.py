@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from anthropic.types import Message, MessageParam
+from anthropic.types import Message
 
 from bot.agent.context import estimate_tokens, system_blocks, with_cache_breakpoints
 from bot.agent.tools.base import ToolContext
@@ -25,6 +25,9 @@ from bot.services.pricing import (
 )
 
 log = structlog.get_logger(__name__)
+
+
+REQUEST_OVERHEAD_TOKENS = 1200
 
 
 class TurnUI(Protocol):
@@ -81,6 +84,7 @@ class TurnRequest:
     update_id: int
     history: list[dict[str, Any]]
     deadline: float
+    history_tokens: int = 0  # estimate for `history`; computed when 0
 
 
 @dataclass(frozen=True)
@@ -107,19 +111,28 @@ class AgentLoop:
         self._prices = prices
         self._files = files
         self._config = config
+        self._fixed_tokens = (
+            estimate_tokens(registry.params())
+            + estimate_tokens(system_blocks())
+            + REQUEST_OVERHEAD_TOKENS
+        )
 
     async def run(self, request: TurnRequest, ui: TurnUI, persist: Persist) -> TurnStats:
         """Run one turn on `request.history` (which ends with the new user message)."""
         stats = TurnStats()
         messages = request.history
+        context_tokens = request.history_tokens or estimate_tokens(messages)
         for iteration in range(1, self._config.max_iterations + 1):
             stats.iterations = iteration
-            message = await self._call_claude(request, messages, ui, stats, iteration)
+            message = await self._call_claude(
+                request, messages, context_tokens, ui, stats, iteration
+            )
             refused = message.stop_reason == "refusal"
             assistant_content = _content_to_store(message, drop_tool_calls=refused)
             if assistant_content:
                 await persist("assistant", assistant_content)
                 messages.append({"role": "assistant", "content": assistant_content})
+                context_tokens += estimate_tokens(assistant_content)
             await ui.end_message(cut=message.stop_reason == "max_tokens")
             if refused:
                 stats.outcome = "refused"
@@ -130,6 +143,7 @@ class AgentLoop:
             results = await self._run_tools(message, request, ui, stats)
             await persist("user", results)
             messages.append({"role": "user", "content": results})
+            context_tokens += estimate_tokens(results)
         stats.outcome = "max_iterations"
         return stats
 
@@ -137,12 +151,13 @@ class AgentLoop:
         self,
         request: TurnRequest,
         messages: list[dict[str, Any]],
+        context_tokens: int,
         ui: TurnUI,
         stats: TurnStats,
         iteration: int,
     ) -> Message:
         params = with_cache_breakpoints([dict(m) for m in messages])
-        hold = await self._hold_for_call(request, params, iteration)
+        hold = await self._hold_for_call(request, context_tokens, iteration)
         started = time.monotonic()
         try:
             streamed = await self._claude.stream_message(
@@ -165,10 +180,11 @@ class AgentLoop:
         return message
 
     async def _hold_for_call(
-        self, request: TurnRequest, params: list[MessageParam], iteration: int
+        self, request: TurnRequest, context_tokens: int, iteration: int
     ) -> Hold:
+        """Hold the worst case: a generous input estimate plus max_tokens of output."""
         price = self._prices.token_price(self._config.model)
-        estimate = estimate_tokens(params) + estimate_tokens(self._registry.params()) + 1200
+        estimate = context_tokens + self._fixed_tokens
         amount = self._billing.user_price(
             worst_case_token_cost_micros(price, estimate, self._config.max_tokens)
         )

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx2
@@ -22,6 +22,7 @@ from anthropic.types import (
     TextBlockParam,
     ToolParam,
 )
+from pydantic import RootModel
 
 log = structlog.get_logger(__name__)
 
@@ -141,7 +142,7 @@ class ClaudeGateway:
                 max_tokens=max_tokens,
                 system=list(system),
                 tools=list(tools),
-                messages=list(messages),
+                messages=cast("list[MessageParam]", _Messages(list(messages))),
                 stream=True,
             )
             async with stream:
@@ -174,6 +175,14 @@ class ClaudeGateway:
             await self._client.files.delete(file_id)
         except anthropic.NotFoundError:
             return
+
+
+class _Messages(RootModel[list[Any]]):
+    """The conversation, handed to the SDK as one model.
+
+    The SDK copies a request body node by node in Python before sending it, which grows with the
+    conversation; a model it dumps in one call (pydantic-core) instead. The JSON is the same.
+    """
 
 
 class _MessageBuilder:

@@ -206,7 +206,8 @@ class ChatService:
                 opened.conversation_id, role, blocks, incoming.update_id
             )
 
-        history = repair_history(trim_to_budget(opened.messages, budget))
+        kept = trim_to_budget(opened.messages, budget)
+        history = repair_history(kept)
         replace_missing_files(history, opened.unavailable_files)
         request = TurnRequest(
             user_id=incoming.user_id,
@@ -214,6 +215,7 @@ class ChatService:
             update_id=incoming.update_id,
             history=history,
             deadline=time.monotonic() + self._config.turn_timeout,
+            history_tokens=sum(m.token_estimate for m in kept),
         )
         return await self._loop.run(request, ui, persist)
 

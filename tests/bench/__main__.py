@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import re
 import statistics
 import sys
@@ -268,6 +269,9 @@ class Bench:
 
         async def one_user(user: int) -> None:
             pending: list[Turn] = []
+            if think:
+                # People do not all write at the same instant.
+                await asyncio.sleep(random.Random(user).uniform(0, think))
             for index in range(turns_per_user):
                 kind = kind_of(user, index)
                 words = "please draw a cat" if kind == "image" else "tell me something"
