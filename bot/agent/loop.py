@@ -129,11 +129,14 @@ class AgentLoop:
             )
             refused = message.stop_reason == "refusal"
             assistant_content = _content_to_store(message, drop_tool_calls=refused)
+            # The answer goes out while the message is being stored.
+            await _all(
+                ui.end_message(cut=message.stop_reason == "max_tokens"),
+                persist("assistant", assistant_content) if assistant_content else None,
+            )
             if assistant_content:
-                await persist("assistant", assistant_content)
                 messages.append({"role": "assistant", "content": assistant_content})
                 context_tokens += estimate_tokens(assistant_content)
-            await ui.end_message(cut=message.stop_reason == "max_tokens")
             if refused:
                 stats.outcome = "refused"
                 return stats
@@ -156,6 +159,7 @@ class AgentLoop:
         stats: TurnStats,
         iteration: int,
     ) -> Message:
+        """Stream one message, holding before and settling after."""
         params = with_cache_breakpoints([dict(m) for m in messages])
         hold = await self._hold_for_call(request, context_tokens, iteration)
         started = time.monotonic()
@@ -274,6 +278,14 @@ class AgentLoop:
             payload["success"] = False
             return ToolCallResult(payload=payload, is_error=True)
         return ToolCallResult(payload=payload, is_error=False)
+
+
+async def _all(*steps: Awaitable[None] | None) -> None:
+    """Run the steps concurrently; every step finishes, then the first failure is raised."""
+    results = await asyncio.gather(*(s for s in steps if s is not None), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _content_to_store(message: Message, *, drop_tool_calls: bool) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,12 +42,52 @@ _ACTIVE_CONVERSATION = text(
 )
 
 
+@dataclass
+class _CachedConversation:
+    last_id: int
+    messages: list[StoredMessage]
+    tokens: int
+
+
+class ConversationCache:
+    """Recently used conversations in memory, so a turn reads only the messages added since.
+
+    Messages never change once written, and one user's turns run one at a time, so the cached
+    list plus the rows with a higher id is the whole conversation. Bounded by estimated tokens.
+    """
+
+    def __init__(self, max_tokens: int) -> None:
+        self._max_tokens = max_tokens
+        self._entries: OrderedDict[int, _CachedConversation] = OrderedDict()
+        self._tokens = 0
+
+    def take(self, conversation_id: int) -> _CachedConversation | None:
+        entry = self._entries.pop(conversation_id, None)
+        if entry is not None:
+            self._tokens -= entry.tokens
+        return entry
+
+    def put(self, conversation_id: int, entry: _CachedConversation) -> None:
+        self._entries[conversation_id] = entry
+        self._tokens += entry.tokens
+        while self._tokens > self._max_tokens and self._entries:
+            _, evicted = self._entries.popitem(last=False)
+            self._tokens -= evicted.tokens
+
+
 class ConversationStore:
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], *, recent_files_limit: int = 12
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        recent_files_limit: int = 12,
+        cache_tokens: int = 2_000_000,
+        single_writes: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._single_writes = single_writes or sessionmaker
         self._recent_files_limit = recent_files_limit
+        self._cache = ConversationCache(cache_tokens)
 
     async def open_turn(
         self, user_id: int, chat_id: int, update_id: int, build_content: ContentBuilder
@@ -60,24 +101,31 @@ class ConversationStore:
                     )
                 ).scalar_one()
             )
-            messages = await _load(session, conversation_id)
+            cached = self._cache.take(conversation_id)
+            last_id, messages = (cached.last_id, cached.messages) if cached else (0, [])
+            newer = await _load_after(session, conversation_id, last_id)
+            messages = [*messages, *(m for _, m in newer)]
             files = await recent_files(session, user_id, self._recent_files_limit)
             gone = await _unavailable_files(session, user_id)
             content = jsonb_safe(build_content(messages, files))
             message = StoredMessage(
                 role="user", content=content, token_estimate=estimate_tokens(content)
             )
-            session.add(
-                Message(
-                    conversation_id=conversation_id,
-                    role="user",
-                    content=content,
-                    token_estimate=message.token_estimate,
-                    update_id=update_id,
-                )
+            row = Message(
+                conversation_id=conversation_id,
+                role="user",
+                content=content,
+                token_estimate=message.token_estimate,
+                update_id=update_id,
             )
+            session.add(row)
+            await session.flush()
+            new_id = row.id
             await session.commit()
-        return OpenedTurn(conversation_id, [*messages, message], gone)
+        messages.append(message)
+        tokens = sum(m.token_estimate for m in messages)
+        self._cache.put(conversation_id, _CachedConversation(new_id, messages, tokens))
+        return OpenedTurn(conversation_id, list(messages), gone)
 
     async def active(self, user_id: int, chat_id: int) -> int:
         async with self._sessionmaker() as session:
@@ -107,13 +155,13 @@ class ConversationStore:
 
     async def load(self, conversation_id: int) -> list[StoredMessage]:
         async with self._sessionmaker() as session:
-            return await _load(session, conversation_id)
+            return [m for _, m in await _load_after(session, conversation_id, 0)]
 
     async def append(
         self, conversation_id: int, role: str, content: list[dict[str, Any]], update_id: int
     ) -> None:
         content = jsonb_safe(content)
-        async with self._sessionmaker() as session:
+        async with self._single_writes() as session:
             session.add(
                 Message(
                     conversation_id=conversation_id,
@@ -141,14 +189,16 @@ def jsonb_safe(value: Any) -> Any:
     return value
 
 
-async def _load(session: AsyncSession, conversation_id: int) -> list[StoredMessage]:
+async def _load_after(
+    session: AsyncSession, conversation_id: int, after_id: int
+) -> list[tuple[int, StoredMessage]]:
     stmt = (
-        select(Message.role, Message.content, Message.token_estimate)
-        .where(Message.conversation_id == conversation_id)
+        select(Message.id, Message.role, Message.content, Message.token_estimate)
+        .where(Message.conversation_id == conversation_id, Message.id > after_id)
         .order_by(Message.id)
     )
     rows = (await session.execute(stmt)).all()
-    return [StoredMessage(role=r[0], content=r[1], token_estimate=r[2]) for r in rows]
+    return [(r[0], StoredMessage(role=r[1], content=r[2], token_estimate=r[3])) for r in rows]
 
 
 async def _unavailable_files(session: AsyncSession, user_id: int) -> set[str]:
