@@ -119,8 +119,6 @@ class Application:
 
 def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     sessionmaker = create_sessionmaker(engine)
-    # Single-statement writes need no BEGIN/COMMIT round trips.
-    autocommit = create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
     prices = PriceTable()
     prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
     billing = BillingService(
@@ -138,12 +136,10 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     claude = ClaudeGateway(
         anthropic, max_retries=settings.ANTHROPIC_MAX_RETRIES, concurrency=provider_slots
     )
-    inbox = Inbox(autocommit)
-    users = UserService(autocommit, billing, starter_micros=settings.starter_balance_micros)
+    inbox = Inbox(sessionmaker)
+    users = UserService(sessionmaker, billing, starter_micros=settings.starter_balance_micros)
     conversations = ConversationStore(
-        sessionmaker,
-        recent_files_limit=settings.RECENT_FILES_IN_CONTEXT,
-        single_writes=autocommit,
+        sessionmaker, recent_files_limit=settings.RECENT_FILES_IN_CONTEXT
     )
     gemini = create_gemini_client(
         settings.GOOGLE_API_KEY.get_secret_value(),

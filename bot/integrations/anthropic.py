@@ -9,12 +9,12 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import anthropic
 import httpx2
 import structlog
-from anthropic import AsyncAnthropic
+from anthropic import AsyncAnthropic, AsyncStream
 from anthropic.types import (
     Message,
     MessageParam,
@@ -22,7 +22,6 @@ from anthropic.types import (
     TextBlockParam,
     ToolParam,
 )
-from pydantic import RootModel
 
 log = structlog.get_logger(__name__)
 
@@ -137,13 +136,12 @@ class ClaudeGateway:
         message = _MessageBuilder()
         started_output = False
         try:
-            stream = await self._client.messages.create(
-                model=model,
-                max_tokens=max_tokens,
-                system=list(system),
-                tools=list(tools),
-                messages=cast("list[MessageParam]", _Messages(list(messages))),
+            stream = await self._client.post(
+                "/v1/messages",
+                cast_to=Message,
+                content=_request_body(model, max_tokens, system, tools, messages),
                 stream=True,
+                stream_cls=AsyncStream[RawMessageStreamEvent],
             )
             async with stream:
                 async for event in stream:
@@ -177,12 +175,27 @@ class ClaudeGateway:
             return
 
 
-class _Messages(RootModel[list[Any]]):
-    """The conversation, handed to the SDK as one model.
+def _request_body(
+    model: str,
+    max_tokens: int,
+    system: Sequence[TextBlockParam],
+    tools: Sequence[ToolParam],
+    messages: Sequence[MessageParam],
+) -> bytes:
+    """The Messages API request as JSON, encoded in one pass.
 
-    The SDK copies a request body node by node in Python before sending it, which grows with the
-    conversation; a model it dumps in one call (pydantic-core) instead. The JSON is the same.
+    `messages.create` copies the body node by node in Python before encoding it, a cost that grows
+    with the conversation; the params here are already plain JSON-ready dicts.
     """
+    body = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "system": list(system),
+        "tools": list(tools),
+        "messages": list(messages),
+        "stream": True,
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class _MessageBuilder:

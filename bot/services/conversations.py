@@ -82,10 +82,8 @@ class ConversationStore:
         *,
         recent_files_limit: int = 12,
         cache_tokens: int = 2_000_000,
-        single_writes: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._single_writes = single_writes or sessionmaker
         self._recent_files_limit = recent_files_limit
         self._cache = ConversationCache(cache_tokens)
 
@@ -161,7 +159,7 @@ class ConversationStore:
         self, conversation_id: int, role: str, content: list[dict[str, Any]], update_id: int
     ) -> None:
         content = jsonb_safe(content)
-        async with self._single_writes() as session:
+        async with self._sessionmaker() as session:
             session.add(
                 Message(
                     conversation_id=conversation_id,
