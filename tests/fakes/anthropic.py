@@ -193,7 +193,9 @@ class FakeServer(Generic[R]):
 
     # recording -------------------------------------------------------------------------------
 
-    def _new_record(self, request: web.Request, raw: bytes, body: Any) -> RecordedRequest:
+    def _new_record(
+        self, request: web.Request, raw: bytes, body: Any, started: float | None = None
+    ) -> RecordedRequest:
         return RecordedRequest(
             method=request.method,
             path=request.path,
@@ -201,7 +203,7 @@ class FakeServer(Generic[R]):
             headers={k.lower(): v for k, v in request.headers.items()},
             raw=raw,
             json=body,
-            time_start=time.monotonic(),
+            time_start=started if started is not None else time.monotonic(),
         )
 
     async def _recorded(
@@ -1145,12 +1147,13 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
     # messages --------------------------------------------------------------------------------
 
     async def _on_messages(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()  # reading and parsing the body is the provider's time
         raw = await request.read()
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
-        record = self._new_record(request, raw, body)
+        record = self._new_record(request, raw, body, started)
         return await self._recorded(record, lambda: self._answer_messages(request, record))
 
     async def _answer_messages(
