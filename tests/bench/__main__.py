@@ -209,12 +209,14 @@ class Bench:
             telegram_url=telegram.base_url,
             anthropic_url=anthropic.base_url,
             gemini_url=gemini.base_url,
-            LOG_LEVEL="WARNING",
-            STARTER_BALANCE_USD="1000",
-            RATE_LIMIT_MESSAGES_PER_MINUTE="100000",
-            RATE_LIMIT_IMAGES_PER_HOUR="100000",
-            DRAFT_INTERVAL_SECONDS="0.5",
-            **env,
+            **{
+                "LOG_LEVEL": "WARNING",
+                "STARTER_BALANCE_USD": "1000",
+                "RATE_LIMIT_MESSAGES_PER_MINUTE": "100000",
+                "RATE_LIMIT_IMAGES_PER_HOUR": "100000",
+                "DRAFT_INTERVAL_SECONDS": "0.5",
+                **env,
+            },
         )
         bot = BotProcess(settings)
         polls = len(telegram.get_updates_times)
