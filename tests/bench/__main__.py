@@ -440,6 +440,7 @@ class Bench:
     ) -> None:
         """A scripted 10-turn conversation: how much of each request a prefix cache could serve."""
         anthropic.ttft = 0.0
+        anthropic.cache.clear()  # a cold cache, as for a new deployment's first conversation
         bot, database = await self.start_bot(telegram, anthropic, gemini)
         user = 3_000_000
         first_request = len(anthropic.requests)
