@@ -12,6 +12,7 @@ from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
 from tests.leaks import find_leaks, outbound_texts
+from tests.pg import FAKE_DB_PASSWORD
 
 if TYPE_CHECKING:
     from tests.fakes.gemini import FakeGemini
@@ -87,5 +88,5 @@ def assert_no_leaks(
     texts = [line for process in processes for line in process.lines]
     messages = [r for r in anthropic_fake.requests if r.path.endswith("/v1/messages")]
     texts += outbound_texts(telegram.requests, messages)
-    leaks = find_leaks(texts)
+    leaks = find_leaks(texts, extra_secrets=[FAKE_DB_PASSWORD])
     assert not leaks, "secrets leaked:\n" + "\n".join(leaks[:10])
