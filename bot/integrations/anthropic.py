@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 TextCallback = Callable[[str], Awaitable[None]]
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_BACKOFF_SECONDS = 8.0
+UPLOAD_ATTEMPTS = 2
 
 
 class ClaudeUnavailable(Exception):
@@ -165,8 +166,18 @@ class ClaudeGateway:
         return message.build()
 
     async def upload_file(self, filename: str, data: bytes, mime_type: str) -> UploadedFile:
-        meta = await self._client.files.upload(file=(filename, data, mime_type))
-        return UploadedFile(file_id=meta.id, size_bytes=meta.size_bytes)
+        """Upload to the Files API; a busy or unreachable API is tried once more."""
+        attempt = 1
+        while True:
+            try:
+                meta = await self._client.files.upload(file=(filename, data, mime_type))
+                return UploadedFile(file_id=meta.id, size_bytes=meta.size_bytes)
+            except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
+                if attempt >= UPLOAD_ATTEMPTS or not _upload_retryable(exc):
+                    raise
+                log.warning("files_upload_retry", attempt=attempt, error=type(exc).__name__)
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
 
     async def delete_file(self, file_id: str) -> None:
         try:
@@ -258,6 +269,12 @@ class _MessageBuilder:
     def build(self) -> Message:
         self._message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
         return Message.model_validate(self._message)
+
+
+def _upload_retryable(exc: Exception) -> bool:
+    if isinstance(exc, anthropic.APIStatusError):
+        return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
+    return True
 
 
 def _backoff(attempt: int) -> float:

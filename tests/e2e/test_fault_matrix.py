@@ -282,7 +282,7 @@ GEMINI_CASES = {
             1,
             "Here is your picture.",
             delivered=True,
-            upload_failures=1,
+            upload_failures=2,  # the first try and the one retry
         ),
     ]
 }
@@ -331,12 +331,12 @@ async def send_photo_while_uploads_fail(world: World, user: int, caption: str) -
     """A captioned photo while the Files API refuses one upload; returns the one reply."""
     uploads_before = len([r for r in world.anthropic.requests if r.path == "/v1/files"])
     claude_before = len(world.anthropic.message_requests())
-    world.anthropic.fail_uploads(times=1, status=500)
+    world.anthropic.fail_uploads(times=2, status=500)  # the first try and the one retry
     update_id = world.telegram.push_photo(user, png(300, 200), caption=caption)
     status = await wait_update_finished(world.telegram, world.engine, update_id, timeout=30)
     assert status == "failed"
     uploads = [r for r in world.anthropic.requests if r.path == "/v1/files"][uploads_before:]
-    assert len(uploads) == 1
+    assert len(uploads) == 2
     assert len(world.anthropic.message_requests()) == claude_before
     [reply] = final_texts(world.telegram, user)
     return reply

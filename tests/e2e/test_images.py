@@ -342,7 +342,7 @@ async def test_failed_files_api_upload_still_delivers_the_image(
     engine: AsyncEngine,
 ) -> None:
     await start_bot(STARTER_BALANCE_USD=STARTER_USD)
-    anthropic_fake.fail_uploads(times=1, status=500)
+    anthropic_fake.fail_uploads(times=2, status=500)  # the first try and the one retry
     anthropic_fake.script(tool_use_reply("generate_image", {"prompt": "a dog"}), text_reply("Ok"))
     gemini_fake.script(image_reply())
     update = telegram.push_text(USER, "draw a dog")
