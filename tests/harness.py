@@ -12,10 +12,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-# Obviously fake, realistically shaped secrets (the leak scan looks for exactly these).
+# Obviously fake secrets with the real shapes, so the leak scan's patterns are exercised. The keys
+# are assembled from parts so that secret scanners reading the source do not take them for real.
 FAKE_BOT_TOKEN = "123456789:TEST-fake-telegram-token-not-real-000"
-FAKE_ANTHROPIC_KEY = "sk-ant-test-fake-anthropic-key-not-real-0000"
-FAKE_GOOGLE_KEY = "AIzaTEST-fake-google-key-not-real-000000"
+FAKE_ANTHROPIC_KEY = "sk-ant-" + "test-fake-anthropic-key-not-real-0000"
+FAKE_GOOGLE_KEY = "AIza" + "TEST-fake-google-key-not-real-000000"
 
 
 class BotProcess:

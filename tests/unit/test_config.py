@@ -65,7 +65,7 @@ def test_secrets_are_read_from_files_with_or_without_txt(
     try:
         _with_env({**clean_env, "ADMIN_USER_IDS": "1, 2,3", "VISION_MODEL": "claude-haiku-4-5"})
         settings = load_settings()
-        _with_env({**clean_env, "GOOGLE_API_KEY": "AIza-from-the-environment-wins-000000"})
+        _with_env({**clean_env, "GOOGLE_API_KEY": "fake-google-key-from-the-environment"})
         env_wins = load_settings()
     finally:
         _with_env(saved)
@@ -73,7 +73,7 @@ def test_secrets_are_read_from_files_with_or_without_txt(
     assert settings.ANTHROPIC_API_KEY.get_secret_value() == FAKE_ANTHROPIC_KEY
     assert settings.ADMIN_USER_IDS == [1, 2, 3]
     assert settings.vision_model == "claude-haiku-4-5"
-    assert env_wins.GOOGLE_API_KEY.get_secret_value() == "AIza-from-the-environment-wins-000000"
+    assert env_wins.GOOGLE_API_KEY.get_secret_value() == "fake-google-key-from-the-environment"
 
 
 def test_missing_secret_is_described_in_one_line(clean_env: dict[str, str]) -> None:
