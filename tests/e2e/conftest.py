@@ -2,22 +2,68 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.db.session import create_engine
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
 from tests.leaks import find_leaks, outbound_texts
-from tests.pg import FAKE_DB_PASSWORD
+from tests.pg import FAKE_DB_PASSWORD, TestPostgres
 
 if TYPE_CHECKING:
     from tests.fakes.gemini import FakeGemini
 
 StartBot = Callable[..., Awaitable[BotProcess]]
+
+
+@dataclass
+class Running:
+    """A bot process shared by a whole test module, with its fake Telegram and database."""
+
+    telegram: FakeTelegram
+    engine: AsyncEngine
+    bot: BotProcess
+
+
+@contextlib.asynccontextmanager
+async def module_bot(
+    test_postgres: TestPostgres, data_dir: Path, **overrides: str
+) -> AsyncIterator[Running]:
+    """One bot on a fresh database for a module; stopped cleanly and scanned for leaks after."""
+    name = await test_postgres.create_database()
+    url = test_postgres.url_for(name)
+    engine = create_engine(url)
+    async with FakeTelegram(token=FAKE_BOT_TOKEN) as telegram, FakeAnthropic() as anthropic:
+        env = bot_env(
+            database_url=url,
+            data_dir=data_dir,
+            telegram_url=telegram.base_url,
+            anthropic_url=anthropic.base_url,
+            gemini_url="http://127.0.0.1:9",
+            **overrides,
+        )
+        process = BotProcess(env)
+        await process.start()
+        await telegram.wait_for(
+            lambda: bool(telegram.get_updates_times) or process.returncode is not None, timeout=30
+        )
+        assert process.returncode is None, process.log_text()[-4000:]
+        try:
+            yield Running(telegram=telegram, engine=engine, bot=process)
+        finally:
+            code = await process.stop()
+            await engine.dispose()
+            await test_postgres.drop_database(name)
+        assert code == 0, process.log_text()[-3000:]
+        assert_no_leaks([process], telegram, anthropic)
 
 
 @pytest.fixture

@@ -6,18 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.db.session import create_engine
-from tests.e2e.conftest import assert_no_leaks
-from tests.fakes.anthropic import FakeAnthropic
+from tests.e2e.conftest import Running, module_bot
 from tests.fakes.telegram import FakeTelegram, SentItem
-from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
 from tests.pg import TestPostgres
 
 ADMIN_ID = 900_001
@@ -27,44 +23,16 @@ REFERENCE_ID = 800_000
 UNKNOWN_COMMAND_REPLY = "I don't know that command. /help lists what I can do."
 
 
-@dataclass
-class Running:
-    telegram: FakeTelegram
-    engine: AsyncEngine
-    bot: BotProcess
-
-
 @pytest.fixture(scope="module")
 async def running(
     test_postgres: TestPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Running]:
-    name = await test_postgres.create_database()
-    url = test_postgres.url_for(name)
-    engine = create_engine(url)
-    data_dir: Path = tmp_path_factory.mktemp("admin-access")
-    async with FakeTelegram(token=FAKE_BOT_TOKEN) as telegram, FakeAnthropic() as anthropic:
-        env = bot_env(
-            database_url=url,
-            data_dir=data_dir,
-            telegram_url=telegram.base_url,
-            anthropic_url=anthropic.base_url,
-            gemini_url="http://127.0.0.1:9",
-            ADMIN_USER_IDS=f"{ADMIN_ID}, {OTHER_ADMIN_ID}",
-        )
-        process = BotProcess(env)
-        await process.start()
-        await telegram.wait_for(
-            lambda: bool(telegram.get_updates_times) or process.returncode is not None, timeout=30
-        )
-        assert process.returncode is None, process.log_text()[-4000:]
-        try:
-            yield Running(telegram=telegram, engine=engine, bot=process)
-        finally:
-            code = await process.stop()
-            await engine.dispose()
-            await test_postgres.drop_database(name)
-        assert code == 0, process.log_text()[-3000:]
-        assert_no_leaks([process], telegram, anthropic)
+    async with module_bot(
+        test_postgres,
+        tmp_path_factory.mktemp("admin-access"),
+        ADMIN_USER_IDS=f"{ADMIN_ID}, {OTHER_ADMIN_ID}",
+    ) as bot:
+        yield bot
 
 
 def fingerprint(item: SentItem) -> tuple[Any, ...]:

@@ -6,22 +6,18 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import create_sessionmaker
 from bot.services.billing import BillingService, CallRecord
-from tests.e2e.conftest import assert_no_leaks
-from tests.fakes.anthropic import FakeAnthropic
+from tests.e2e.conftest import Running, module_bot
 from tests.fakes.telegram import FakeTelegram, command_entities
-from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
 from tests.pg import TestPostgres
 
 ADMIN_ID = 900_001
@@ -30,45 +26,17 @@ USER_USAGE = "Usage: /user <user_id> (e.g. /user 12345)"
 STATS_USAGE = "Usage: /stats (no arguments)"
 
 
-@dataclass
-class Running:
-    telegram: FakeTelegram
-    engine: AsyncEngine
-    bot: BotProcess
-
-
 @pytest.fixture(scope="module")
 async def running(
     test_postgres: TestPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Running]:
-    name = await test_postgres.create_database()
-    url = test_postgres.url_for(name)
-    engine = create_engine(url)
-    data_dir: Path = tmp_path_factory.mktemp("billing-commands")
-    async with FakeTelegram(token=FAKE_BOT_TOKEN) as telegram, FakeAnthropic() as anthropic:
-        env = bot_env(
-            database_url=url,
-            data_dir=data_dir,
-            telegram_url=telegram.base_url,
-            anthropic_url=anthropic.base_url,
-            gemini_url="http://127.0.0.1:9",
-            ADMIN_USER_IDS=str(ADMIN_ID),
-            RATE_LIMIT_MESSAGES_PER_MINUTE="1000",
-        )
-        process = BotProcess(env)
-        await process.start()
-        await telegram.wait_for(
-            lambda: bool(telegram.get_updates_times) or process.returncode is not None, timeout=30
-        )
-        assert process.returncode is None, process.log_text()[-4000:]
-        try:
-            yield Running(telegram=telegram, engine=engine, bot=process)
-        finally:
-            code = await process.stop()
-            await engine.dispose()
-            await test_postgres.drop_database(name)
-        assert code == 0, process.log_text()[-3000:]
-        assert_no_leaks([process], telegram, anthropic)
+    async with module_bot(
+        test_postgres,
+        tmp_path_factory.mktemp("billing-commands"),
+        ADMIN_USER_IDS=str(ADMIN_ID),
+        RATE_LIMIT_MESSAGES_PER_MINUTE="1000",
+    ) as bot:
+        yield bot
 
 
 async def ask(telegram: FakeTelegram, user_id: int, message: str, **options: Any) -> str:
