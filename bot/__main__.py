@@ -6,9 +6,11 @@ import asyncio
 import sys
 
 from bot.config import ConfigurationError, load_settings
+from bot.telegram.lazy_models import import_aiogram
 
 
 def main(argv: list[str]) -> int:
+    import_aiogram()
     if argv:
         from bot.cli import run_cli
 
