@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,6 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
 from anthropic import AsyncAnthropic
-from google import genai
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.agent.loop import AgentLoop, LoopConfig
@@ -106,7 +106,7 @@ class Application:
     settings: Settings
     bot: Bot
     anthropic: AsyncAnthropic
-    gemini: genai.Client
+    images: GeminiImageGateway
     files: FileService
     sessionmaker: async_sessionmaker[AsyncSession]
     billing: BillingService
@@ -141,15 +141,24 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     conversations = ConversationStore(
         sessionmaker, recent_files_limit=settings.RECENT_FILES_IN_CONTEXT
     )
-    gemini = create_gemini_client(
-        settings.GOOGLE_API_KEY.get_secret_value(),
-        settings.GEMINI_BASE_URL,
-        settings.GEMINI_TIMEOUT_SECONDS,
+    images = GeminiImageGateway(
+        functools.partial(
+            create_gemini_client,
+            settings.GOOGLE_API_KEY.get_secret_value(),
+            settings.GEMINI_BASE_URL,
+            settings.GEMINI_TIMEOUT_SECONDS,
+        ),
+        GatewayConfig(
+            model=settings.IMAGE_MODEL,
+            retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
+            retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
+        ),
+        concurrency=provider_slots,
     )
     files = build_file_service(settings, sessionmaker, bot, claude, billing)
     registry = ToolRegistry(
         build_tools(
-            settings, sessionmaker, anthropic, gemini, files, billing, prices, provider_slots
+            settings, sessionmaker, anthropic, images, files, billing, prices, provider_slots
         )
     )
     sender = MessageSender(bot)
@@ -205,7 +214,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         settings=settings,
         bot=bot,
         anthropic=anthropic,
-        gemini=gemini,
+        images=images,
         files=files,
         sessionmaker=sessionmaker,
         billing=billing,
@@ -245,21 +254,12 @@ def build_tools(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     anthropic: AsyncAnthropic,
-    gemini: genai.Client,
+    images: GeminiImageGateway,
     files: FileService,
     billing: BillingService,
     prices: PriceTable,
     provider_slots: asyncio.Semaphore,
 ) -> list[GenerateImageTool | AnalyzeImageTool]:
-    gateway = GeminiImageGateway(
-        gemini,
-        GatewayConfig(
-            model=settings.IMAGE_MODEL,
-            retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
-            retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
-        ),
-        concurrency=provider_slots,
-    )
     vision = VisionClient(
         anthropic,
         model=settings.vision_model,
@@ -268,7 +268,7 @@ def build_tools(
     )
     return [
         GenerateImageTool(
-            gateway=gateway,
+            gateway=images,
             files=files,
             billing=billing,
             prices=prices,
@@ -345,7 +345,7 @@ async def _shutdown(app: Application) -> None:
     await app.bot.session.close()
     await app.anthropic.close()
     with contextlib.suppress(Exception):
-        await app.gemini.aio.aclose()
+        await app.images.aclose()
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

@@ -1,5 +1,9 @@
 """Thin typed gateway over google-genai for image generation: one retry layer (ours), safety
-outcomes as exceptions the tool can explain."""
+outcomes as exceptions the tool can explain.
+
+google-genai is imported when the first image is asked for, not at start-up: the SDK costs about
+30 MB of memory and 0.4 s to import, and many conversations never draw anything.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,17 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from google import genai
+    from google.genai import errors as genai_errors
+    from google.genai import types
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +53,9 @@ def create_gemini_client(
     api_key: str, base_url: str | None, timeout_seconds: float
 ) -> genai.Client:
     """The SDK's own retries are off: the gateway is the single retry layer."""
+    from google import genai
+    from google.genai import types
+
     return genai.Client(
         api_key=api_key,
         http_options=types.HttpOptions(
@@ -104,16 +115,30 @@ class GatewayConfig:
 
 
 class GeminiImageGateway:
+    """Creates its client with `connect` on the first image and closes it in `aclose`."""
+
     def __init__(
         self,
-        client: genai.Client,
+        connect: Callable[[], genai.Client],
         config: GatewayConfig,
         *,
         concurrency: asyncio.Semaphore | None = None,
     ) -> None:
-        self._client = client
+        self._connect = connect
+        self._client: genai.Client | None = None
         self._config = config
         self._concurrency = concurrency
+
+    def _connected(self) -> genai.Client:
+        if self._client is None:
+            self._client = self._connect()
+            log.info("gemini_client_created")
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aio.aclose()
 
     @property
     def model(self) -> str:
@@ -130,6 +155,9 @@ class GeminiImageGateway:
     ) -> GeneratedImage:
         """One image. Retries 429/5xx and failed connects with backoff inside `deadline`."""
         started = time.monotonic()
+        client = self._connected()
+        from google.genai import types
+
         contents = self._contents(prompt, references)
         config = types.GenerateContentConfig(
             response_modalities=["TEXT", "IMAGE"],
@@ -139,7 +167,7 @@ class GeminiImageGateway:
         while True:
             attempt += 1
             try:
-                response = await self._call_once(contents, config, deadline)
+                response = await self._call_once(client, contents, config, deadline)
             except ImageUnavailable as exc:
                 exc.attempts = attempt
                 delay = self._retry_delay(exc, attempt, deadline)
@@ -155,6 +183,8 @@ class GeminiImageGateway:
 
     @staticmethod
     def _contents(prompt: str, references: Sequence[tuple[bytes, str]]) -> list[Any]:
+        from google.genai import types
+
         parts: list[Any] = [
             types.Part.from_bytes(data=data, mime_type=mime) for data, mime in references
         ]
@@ -162,15 +192,21 @@ class GeminiImageGateway:
         return parts
 
     async def _call_once(
-        self, contents: list[Any], config: types.GenerateContentConfig, deadline: float
+        self,
+        client: genai.Client,
+        contents: list[Any],
+        config: types.GenerateContentConfig,
+        deadline: float,
     ) -> types.GenerateContentResponse:
+        from google.genai import errors as genai_errors
+
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ImageUnavailable("timeout", "no time left in this turn")
         async with self._slot():
             try:
                 async with asyncio.timeout(remaining):
-                    return await self._client.aio.models.generate_content(
+                    return await client.aio.models.generate_content(
                         model=self._config.model, contents=contents, config=config
                     )
             except genai_errors.APIError as exc:

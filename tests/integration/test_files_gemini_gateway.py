@@ -3,6 +3,7 @@ image selection, safety outcomes, retries inside the deadline, no retry after a 
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from collections.abc import AsyncIterator
@@ -38,22 +39,20 @@ async def gemini() -> AsyncIterator[FakeGemini]:
         yield fake
 
 
-async def make_gateway(
-    fake: FakeGemini, *, timeout: float = 10.0, attempts: int = 3
-) -> tuple[GeminiImageGateway, object]:
-    client = create_gemini_client("test-key", fake.base_url, timeout)
-    gateway = GeminiImageGateway(
-        client,
-        GatewayConfig(model=MODEL, retry_attempts=attempts, retry_initial_delay=0.01),
+def make_gateway(
+    fake: FakeGemini, *, timeout: float = 10.0, attempts: int = 3, initial_delay: float = 0.01
+) -> GeminiImageGateway:
+    return GeminiImageGateway(
+        functools.partial(create_gemini_client, "test-key", fake.base_url, timeout),
+        GatewayConfig(model=MODEL, retry_attempts=attempts, retry_initial_delay=initial_delay),
     )
-    return gateway, client
 
 
 @pytest.fixture
 async def gateway(gemini: FakeGemini) -> AsyncIterator[GeminiImageGateway]:
-    gw, client = await make_gateway(gemini)
+    gw = make_gateway(gemini)
     yield gw
-    await client.aio.aclose()  # type: ignore[attr-defined]
+    await gw.aclose()
 
 
 async def generate(gateway: GeminiImageGateway, deadline_in: float = 10.0) -> object:
@@ -141,13 +140,13 @@ async def test_a_bad_request_is_not_retried(
 
 
 async def test_a_read_timeout_is_not_retried_and_may_have_cost(gemini: FakeGemini) -> None:
-    gateway, client = await make_gateway(gemini, timeout=0.5)
+    gateway = make_gateway(gemini, timeout=0.5)
     gemini.script(Hang(), image_reply())
     try:
         with pytest.raises(ImageUnavailable) as caught:
             await generate(gateway)
     finally:
-        await client.aio.aclose()  # type: ignore[attr-defined]
+        await gateway.aclose()
     assert caught.value.kind == "timeout"
     assert caught.value.cost_unknown is True
     assert len(gemini.generate_requests()) == 1
@@ -165,14 +164,11 @@ async def test_the_turn_deadline_bounds_the_call(
 
 
 async def test_no_retry_when_the_backoff_would_pass_the_deadline(gemini: FakeGemini) -> None:
-    client = create_gemini_client("test-key", gemini.base_url, 10)
-    gateway = GeminiImageGateway(
-        client, GatewayConfig(model=MODEL, retry_attempts=5, retry_initial_delay=5.0)
-    )
+    gateway = make_gateway(gemini, attempts=5, initial_delay=5.0)
     gemini.script(ApiError(503), image_reply())
     try:
         with pytest.raises(ImageUnavailable):
             await generate(gateway, deadline_in=2.0)
     finally:
-        await client.aio.aclose()
+        await gateway.aclose()
     assert len(gemini.generate_requests()) == 1

@@ -93,3 +93,16 @@ def test_methods_and_responses_resolve_nested_types() -> None:
         """
     )
     assert out.split() == ["bold", "a", "9", "1"]
+
+
+def test_the_image_sdk_is_not_imported_at_start_up() -> None:
+    out = run_fresh(
+        """
+        import sys
+        from bot.telegram.lazy_models import import_aiogram
+        import_aiogram()
+        import bot.app
+        print("google.genai" in sys.modules, "aiogram" in sys.modules)
+        """
+    )
+    assert out.split() == ["False", "True"]
