@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -289,12 +290,21 @@ async def run(settings: Settings) -> int:
         app = build_application(settings, engine)
         try:
             await _start(app, boot_time, stop)
+            _exclude_startup_objects_from_gc()
             log.info("bot_started")
             await app.poller.run(stop)
         finally:
             await _shutdown(app)
     log.info("bot_stopped")
     return 0
+
+
+def _exclude_startup_objects_from_gc() -> None:
+    """Start-up leaves about 260k long-lived objects (mostly the SDKs' modules and classes); a full
+    collection that scans them takes about 100 ms, a pause every turn in flight would feel. Frozen,
+    they are skipped: collections scan only what the running bot creates."""
+    gc.freeze()
+    log.info("gc_startup_objects_frozen", objects=gc.get_freeze_count())
 
 
 async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> None:
