@@ -52,6 +52,7 @@ class TelegramTurnUI:
         self._buffer = ""
         self._last_draft = 0.0
         self._draft_task: asyncio.Task[None] | None = None
+        self._streaming = False  # an answer's text is arriving and a draft was scheduled
         self._drafts_enabled = True
         self._action = "typing"
         self._action_task: asyncio.Task[None] | None = None
@@ -76,6 +77,7 @@ class TelegramTurnUI:
     async def end_message(self, *, cut: bool) -> None:
         text = self._buffer.strip()
         self._buffer = ""
+        self._streaming = False
         await self._cancel_draft()
         if not text:
             return
@@ -86,6 +88,7 @@ class TelegramTurnUI:
     async def discard(self) -> None:
         """Drop text that was streamed but not finished: a broken answer is never sent as final."""
         self._buffer = ""
+        self._streaming = False
         await self._cancel_draft()
 
     async def tool_started(self, name: str, args: dict[str, Any]) -> None:
@@ -104,8 +107,21 @@ class TelegramTurnUI:
         busy = self._draft_task is not None and not self._draft_task.done()
         if busy or (not force and now - self._last_draft < self._interval):
             return
+        if force:
+            self._draft_task = asyncio.create_task(self._send_draft(text))
+        else:
+            # The first draft of an answer waits half an interval: an answer that arrives whole
+            # in that time goes out as one message, without a draft just before it.
+            delay = 0.0 if self._streaming else self._interval / 2
+            self._streaming = True
+            self._draft_task = asyncio.create_task(self._send_streamed_draft(delay))
         self._last_draft = now
-        self._draft_task = asyncio.create_task(self._send_draft(text))
+
+    async def _send_streamed_draft(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._buffer:
+            await self._send_draft(self._buffer)
 
     async def _send_draft(self, text: str) -> None:
         chunk = render_draft(text)

@@ -273,6 +273,18 @@ def utf16_len(value: str) -> int:
     return len(value.encode("utf-16-le")) // 2
 
 
+async def test_an_answer_that_arrives_at_once_goes_out_without_a_draft(
+    start_bot: StartBot, telegram: FakeTelegram, anthropic_fake: FakeAnthropic
+) -> None:
+    # The first draft waits half the draft interval (0.5 s here); this answer is complete sooner.
+    await start_bot(DRAFT_INTERVAL_SECONDS="1.0")
+    user = 2001
+    anthropic_fake.script(text_reply("Short and quick."))
+    assert await ask(telegram, user, "Quick?") == ["Short and quick."]
+    shown = methods_in_order(telegram.sent(user, include_drafts=True, include_actions=True))
+    assert shown == ["sendChatAction", "sendMessage"]
+
+
 async def test_long_answer_is_split_at_boundaries(
     start_bot: StartBot, telegram: FakeTelegram, anthropic_fake: FakeAnthropic
 ) -> None:
