@@ -126,14 +126,18 @@ class GeminiImageGateway:
     ) -> None:
         self._connect = connect
         self._client: genai.Client | None = None
+        self._connecting = asyncio.Lock()
         self._config = config
         self._concurrency = concurrency
 
-    def _connected(self) -> genai.Client:
-        if self._client is None:
-            self._client = self._connect()
-            log.info("gemini_client_created")
-        return self._client
+    async def _connected(self) -> genai.Client:
+        async with self._connecting:
+            if self._client is None:
+                # Importing the SDK takes about half a second: in a thread, so that other
+                # people's turns go on meanwhile.
+                self._client = await asyncio.to_thread(self._connect)
+                log.info("gemini_client_created")
+            return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -155,7 +159,7 @@ class GeminiImageGateway:
     ) -> GeneratedImage:
         """One image. Retries 429/5xx and failed connects with backoff inside `deadline`."""
         started = time.monotonic()
-        client = self._connected()
+        client = await self._connected()
         from google.genai import types
 
         contents = self._contents(prompt, references)
