@@ -106,3 +106,19 @@ def test_the_image_sdk_is_not_imported_at_start_up() -> None:
         """
     )
     assert out.split() == ["False", "True"]
+
+
+def test_the_models_every_turn_needs_are_built_at_start_up() -> None:
+    out = run_fresh(
+        """
+        from bot.telegram.lazy_models import import_aiogram
+        import_aiogram()
+        from aiogram import methods, types
+        from bot.telegram.response_models import USED_METHODS, pin_response_models
+        assert not types.Update.__pydantic_complete__
+        pinned = pin_response_models()
+        needed = [types.Update, types.Message, *USED_METHODS, *pinned]
+        print(len(pinned), all(model.__pydantic_complete__ for model in needed))
+        """
+    )
+    assert out.split() == ["10", "True"]
