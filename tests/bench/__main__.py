@@ -168,8 +168,14 @@ class ProcessMeter:
         return (int(fields[11]) + int(fields[12])) / self._ticks
 
     def peak_rss_mb(self) -> float:
+        return self._status_mb("VmHWM:")
+
+    def rss_mb(self) -> float:
+        return self._status_mb("VmRSS:")
+
+    def _status_mb(self, field_name: str) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field_name):
                 return int(line.split()[1]) / 1024
         return 0.0
 
@@ -210,6 +216,7 @@ class Bench:
             ):
                 await self.overhead_phases(telegram, anthropic, gemini)
                 await self.long_conversation(telegram, anthropic, gemini)
+                await self.memory_over_waves(telegram, anthropic, gemini)
                 await self.cache_efficiency(telegram, anthropic, gemini)
             await self.limited_phases()
         finally:
@@ -458,6 +465,21 @@ class Bench:
         self.figures["overhead_growth_ratio"] = round(
             statistics.median(last) / max(0.01, statistics.median(first)), 2
         )
+
+    async def memory_over_waves(
+        self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
+    ) -> None:
+        """The same 50 people come back in waves: memory must not grow with the turns served."""
+        anthropic.ttft = 0.0
+        bot, _ = await self.start_bot(telegram, anthropic, gemini)
+        meter = ProcessMeter(bot.pid)
+        users = [7_000_000 + i for i in range(50)]
+        rss = []
+        for _ in range(4 if not self.args.quick else 2):
+            await self.drive(telegram, anthropic, users, 3, timeout=120)
+            rss.append(round(meter.rss_mb(), 1))
+        await bot.stop()
+        self.figures["rss_mb_after_each_wave_of_50_users_x_3"] = rss
 
     async def cache_efficiency(
         self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
