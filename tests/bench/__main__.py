@@ -287,10 +287,12 @@ class Bench:
         gap: float = 0.0,
         think: float = 0.0,
         timeout: float = 120.0,
+        first_index: int = 0,
     ) -> list[Turn]:
         """Each user sends `turns_per_user` messages; waits for each final reply unless `gap` > 0.
 
-        `think` is how long a user reads a reply before writing again.
+        `think` is how long a user reads a reply before writing again. Turns are numbered from
+        `first_index`: a user who comes back must not reuse a number (replies are matched by it).
         """
         done: list[Turn] = []
 
@@ -300,7 +302,7 @@ class Bench:
             if think:
                 # People do not all write at the same instant.
                 await asyncio.sleep(rng.uniform(0, think))
-            for index in range(turns_per_user):
+            for index in range(first_index, first_index + turns_per_user):
                 kind = kind_of(user, index)
                 words = "please draw a cat" if kind == "image" else "tell me something"
                 turn = Turn(user=user, index=index, sent_at=time.monotonic(), kind=kind)
@@ -310,7 +312,7 @@ class Bench:
                     await asyncio.sleep(gap)
                     continue
                 await self._await_reply(telegram, user, turn, timeout)
-                if think and index + 1 < turns_per_user:
+                if think and index + 1 < first_index + turns_per_user:
                     await asyncio.sleep(rng.uniform(0.5, 1.5) * think)
             for turn in pending:
                 if turn.replied_at is None:
@@ -475,8 +477,9 @@ class Bench:
         meter = ProcessMeter(bot.pid)
         users = [7_000_000 + i for i in range(50)]
         rss = []
-        for _ in range(4 if not self.args.quick else 2):
-            await self.drive(telegram, anthropic, users, 3, timeout=120)
+        for wave in range(4 if not self.args.quick else 2):
+            turns = await self.drive(telegram, anthropic, users, 3, first_index=3 * wave)
+            assert all(t.replied_at is not None for t in turns), "a turn of a wave was lost"
             rss.append(round(meter.rss_mb(), 1))
         await bot.stop()
         self.figures["rss_mb_after_each_wave_of_50_users_x_3"] = rss
