@@ -7,7 +7,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,10 @@ class ClaudeGateway:
     ) -> None:
         self._client = client
         self._max_retries = max_retries
-        self._concurrency = concurrency
+        # One of the shared provider-call slots, held for the length of one HTTP call.
+        self._slot: contextlib.AbstractAsyncContextManager[Any] = (
+            concurrency if concurrency is not None else contextlib.nullcontext()
+        )
 
     async def stream_message(
         self,
@@ -91,7 +94,7 @@ class ClaudeGateway:
         while True:
             attempt += 1
             try:
-                async with self._slot():
+                async with self._slot:
                     message = await self._stream_once(
                         model, max_tokens, system, tools, messages, on_text
                     )
@@ -105,15 +108,6 @@ class ClaudeGateway:
                 continue
             duration = int((time.monotonic() - started) * 1000)
             return StreamedMessage(message=message, attempts=attempt, duration_ms=duration)
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of the shared provider-call slots, for the length of one HTTP call."""
-        if self._concurrency is None:
-            yield
-            return
-        async with self._concurrency:
-            yield
 
     def _retry_delay(self, exc: ClaudeUnavailable, attempt: int, deadline: float) -> float | None:
         if exc.response_started or exc.kind not in {"busy", "connection"}:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +128,10 @@ class GeminiImageGateway:
         self._client: genai.Client | None = None
         self._connecting = asyncio.Lock()
         self._config = config
-        self._concurrency = concurrency
+        # One of the shared provider-call slots, held for the length of one HTTP call.
+        self._slot: contextlib.AbstractAsyncContextManager[Any] = (
+            concurrency if concurrency is not None else contextlib.nullcontext()
+        )
 
     async def _connected(self) -> genai.Client:
         async with self._connecting:
@@ -207,7 +210,7 @@ class GeminiImageGateway:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ImageUnavailable("timeout", "no time left in this turn")
-        async with self._slot():
+        async with self._slot:
             try:
                 async with asyncio.timeout(remaining):
                     return await client.aio.models.generate_content(
@@ -224,14 +227,6 @@ class GeminiImageGateway:
                 ) from None
             except TimeoutError:
                 raise ImageUnavailable("timeout", "no answer in time", cost_unknown=True) from None
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._concurrency is None:
-            yield
-            return
-        async with self._concurrency:
-            yield
 
     def _retry_delay(self, exc: ImageUnavailable, attempt: int, deadline: float) -> float | None:
         if exc.cost_unknown or exc.kind not in {"busy", "connection"}:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -81,7 +80,10 @@ class VisionClient:
         self._client = client
         self._model = model
         self._max_tokens = max_tokens
-        self._concurrency = concurrency
+        # One of the shared provider-call slots, held for the length of one HTTP call.
+        self._slot: contextlib.AbstractAsyncContextManager[Any] = (
+            concurrency if concurrency is not None else contextlib.nullcontext()
+        )
 
     @property
     def model(self) -> str:
@@ -125,22 +127,13 @@ class VisionClient:
                 ],
             },
         )
-        async with asyncio.timeout(remaining), self._slot():
+        async with asyncio.timeout(remaining), self._slot:
             return await self._client.messages.create(
                 model=self._model,
                 max_tokens=self._max_tokens,
                 system=VISION_SYSTEM,
                 messages=[message],
             )
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of the shared provider-call slots, for the length of one HTTP call."""
-        if self._concurrency is None:
-            yield
-            return
-        async with self._concurrency:
-            yield
 
 
 def _classify(exc: anthropic.APIStatusError) -> VisionFailed:
