@@ -80,6 +80,7 @@ class PhaseResult:
     overhead_ms: dict[str, float] = field(default_factory=dict)
     cpu_ms_per_turn: float = 0.0
     db_transactions_per_turn: float = 0.0
+    db_round_trips_per_turn: float | None = None
     telegram_calls_per_turn: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -186,15 +187,43 @@ class Bench:
         self.results: list[PhaseResult] = []
         self.figures: dict[str, Any] = {}
         self.pg = TestPostgres()
+        self.statement_log: Path | None = None
 
-    async def db_transactions(self, database: str) -> int:
-        url = make_url(self.pg.url_for("postgres"))
-        conn = await asyncpg.connect(
+    async def _connect(self, database: str) -> asyncpg.Connection:
+        url = make_url(self.pg.url_for(database))
+        return await asyncpg.connect(
             user=url.username,
-            database="postgres",
+            password=url.password,
+            database=database,
             host=url.query.get("host") or url.host,
             port=url.port,
         )
+
+    async def enable_statement_log(self) -> None:
+        """The throwaway server logs every statement with its database, so that a phase can count
+        the bot's round trips: each logged statement is one request the bot sent and waited for."""
+        if os.environ.get("TEST_DATABASE_URL"):
+            return  # not our server to reconfigure
+        conn = await self._connect("postgres")
+        try:
+            await conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+            await conn.execute("ALTER SYSTEM SET log_line_prefix = '%d '")
+            await conn.execute("SELECT pg_reload_conf()")
+            log = Path(await conn.fetchval("SHOW data_directory")) / "log"
+        finally:
+            await conn.close()
+        self.statement_log = log if log.is_file() else None
+
+    def db_round_trips(self, database: str) -> int | None:
+        """Statements `database` has received so far (BEGIN and COMMIT included)."""
+        if self.statement_log is None:
+            return None
+        markers = (f"{database} LOG:  statement: ", f"{database} LOG:  execute ")
+        with self.statement_log.open(errors="replace") as log:
+            return sum(1 for line in log if line.startswith(markers))
+
+    async def db_transactions(self, database: str) -> int:
+        conn = await self._connect("postgres")
         try:
             row = await conn.fetchrow(
                 "SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1",
@@ -207,6 +236,7 @@ class Bench:
     async def run(self) -> int:
         self.pg.start()
         await self.pg.create_template()
+        await self.enable_statement_log()
         try:
             await self.measure_startup()
             async with (
@@ -393,6 +423,7 @@ class Bench:
         # Warm-up turn per process, not measured (first-use costs of the bot's own code paths).
         await self.drive(telegram, anthropic, [user_base - 1], 2)
         cpu0, x0 = meter.cpu_seconds(), await self.db_transactions(database)
+        trips0 = self.db_round_trips(database)
         tg0 = len([r for r in telegram.requests if r.method != "getUpdates"])
         with harness_gc_paused():
             started = time.monotonic()
@@ -404,6 +435,9 @@ class Bench:
         xacts = await self.db_transactions(database) - x0
         tg_calls = len([r for r in telegram.requests if r.method != "getUpdates"]) - tg0
         result = self.summarize(name, result_turns, wall, cpu, xacts, tg_calls)
+        trips = self.db_round_trips(database)
+        if trips is not None and trips0 is not None:
+            result.db_round_trips_per_turn = round((trips - trips0) / max(1, result.turns), 2)
         result.extra["peak_rss_mb"] = round(meter.peak_rss_mb(), 1)
         result.extra["ordered"] = all_in_order(telegram, ids)
         await bot.stop()
@@ -525,13 +559,7 @@ class Bench:
         )
 
     async def _actual_prompt_cost(self, database: str) -> dict[str, Any]:
-        url = make_url(self.pg.url_for(database))
-        conn = await asyncpg.connect(
-            user=url.username,
-            database=database,
-            host=url.query.get("host") or url.host,
-            port=url.port,
-        )
+        conn = await self._connect(database)
         try:
             rows = await conn.fetch(
                 "SELECT input_tokens, cache_read_tokens, cache_write_tokens FROM api_calls "
@@ -602,7 +630,8 @@ class Bench:
                 print(f"bot overhead per text turn (ms): {r.overhead_ms}")
             print(
                 f"bot CPU per turn: {r.cpu_ms_per_turn} ms; DB transactions per turn: "
-                f"{r.db_transactions_per_turn}; Telegram calls per turn: {r.telegram_calls_per_turn}"
+                f"{r.db_transactions_per_turn}; DB round trips per turn: "
+                f"{r.db_round_trips_per_turn}; Telegram calls per turn: {r.telegram_calls_per_turn}"
             )
             print(f"other: {r.extra}")
         if self.args.json:
