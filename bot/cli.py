@@ -7,30 +7,48 @@ import sys
 import uuid
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated
 
-import typer
+import click
+from click.exceptions import Exit
 
 from bot.config import ConfigurationError, OperatorSettings, load_operator_settings, usd_to_micros
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.logs import configure_logging
-from bot.services.billing import BillingService
+from bot.services.billing import BillingService, UnknownUserError
 from bot.services.reports import admin_report, format_usd, render_csv, render_table
 
 MAX_TOPUP_USD = Decimal(10_000)
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-admin = typer.Typer(no_args_is_help=True, help="Cost review and balance administration.")
-cli.add_typer(admin, name="admin")
+
+class _Command(click.Command):
+    """In a group's command list, the whole first sentence of the help (click cuts it short)."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return super().get_short_help_str(limit=sys.maxsize)
+
+
+class _Group(_Command, click.Group):
+    """Commands listed in the order they are defined (click sorts them by name)."""
+
+    command_class = _Command
+    group_class = type
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=_Group, no_args_is_help=True, help=__doc__)
+def cli() -> None:
+    pass
 
 
 def _settings() -> OperatorSettings:
     try:
         settings = load_operator_settings()
     except ConfigurationError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+        click.echo(str(exc), err=True)
+        raise Exit(2) from None
     configure_logging(log_format=settings.LOG_FORMAT, level="WARNING")
     return settings
 
@@ -41,16 +59,26 @@ def migrate() -> None:
 
     async def _run() -> None:
         async with database(_settings()):
-            typer.echo("Database is at the latest revision.")
+            click.echo("Database is at the latest revision.")
 
     asyncio.run(_run())
 
 
+@cli.group(no_args_is_help=True)
+def admin() -> None:
+    """Cost review and balance administration."""
+
+
 @admin.command("report")
-def report(
-    days: Annotated[int, typer.Option(min=1, max=3650, help="Window in days")] = 30,
-    csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table")] = False,
-) -> None:
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=30,
+    show_default=True,
+    help="Window in days",
+)
+@click.option("--csv", is_flag=True, help="CSV instead of a table")
+def report(days: int, csv: bool) -> None:
     """Costs per user and per day, provider cost against what users were charged."""
 
     async def _run() -> str:
@@ -58,14 +86,15 @@ def report(
             result = await admin_report(create_sessionmaker(engine), days)
         return render_csv(result) if csv else render_table(result)
 
-    typer.echo(asyncio.run(_run()))
+    click.echo(asyncio.run(_run()))
 
 
+# ignore_unknown_options: an amount like "-5" must reach _parse_usd (and its message), not be
+# rejected by click as an unknown option.
 @admin.command("topup", context_settings={"ignore_unknown_options": True})
-def topup(
-    user_id: Annotated[int, typer.Argument(help="Telegram user id")],
-    usd: Annotated[str, typer.Argument(help="Amount in dollars, e.g. 5 or 2.50")],
-) -> None:
+@click.argument("user_id", type=int, help="Telegram user id")
+@click.argument("usd", help="Amount in dollars, e.g. 5 or 2.50")
+def topup(user_id: int, usd: str) -> None:
     """Credit a user's balance (a ledger row; the user sees it in /balance)."""
     micros = _parse_usd(usd)
     settings = _settings()
@@ -84,8 +113,12 @@ def topup(
                 description="top-up from the command line",
             )
 
-    balance = asyncio.run(_run())
-    typer.echo(f"Credited {format_usd(micros)} to {user_id}; balance is now {format_usd(balance)}.")
+    try:
+        balance = asyncio.run(_run())
+    except UnknownUserError:
+        click.echo(f"No user {user_id}: a person must write to the bot once first.", err=True)
+        raise Exit(2) from None
+    click.echo(f"Credited {format_usd(micros)} to {user_id}; balance is now {format_usd(balance)}.")
 
 
 def _parse_usd(text: str) -> int:
@@ -95,20 +128,19 @@ def _parse_usd(text: str) -> int:
             raise ValueError
         return usd_to_micros(amount)
     except (InvalidOperation, ValueError):
-        typer.echo(
+        click.echo(
             f"The amount must be a positive number of dollars up to {MAX_TOPUP_USD}, "
             "e.g. 5 or 2.50.",
             err=True,
         )
-        raise typer.Exit(2) from None
+        raise Exit(2) from None
 
 
 def run_cli(argv: list[str]) -> int:
     try:
-        cli(args=argv, prog_name="python -m bot")
+        cli.main(args=argv, prog_name="python -m bot")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.agent.context import StoredMessage, estimate_tokens
+from bot.db.direct import DirectSQL, Row
 from bot.db.models import Conversation, Message, UserFile
-from bot.services.file_catalog import CatalogEntry, recent_files
+from bot.services.file_catalog import CatalogEntry
 
 ContentBuilder = Callable[[list[StoredMessage], list[CatalogEntry]], list[dict[str, Any]]]
 
@@ -42,33 +45,85 @@ _ACTIVE_CONVERSATION = text(
 )
 
 
+# Everything a turn starts from, in one statement: the active conversation (started if there is
+# none), its messages (only those after $4 when it is the conversation $3 this process has
+# cached), the user's newest files (for the note to Claude) and the Files API ids that are gone.
+_OPEN_TURN = """
+    WITH existing AS (
+        SELECT id FROM conversations
+        WHERE user_id = $1 AND chat_id = $2 AND ended_at IS NULL
+    ), created AS (
+        INSERT INTO conversations (user_id, chat_id)
+        SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM existing)
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    ), conversation AS (
+        SELECT id FROM existing UNION ALL SELECT id FROM created
+    )
+    SELECT
+        (SELECT id FROM conversation) AS conversation_id,
+        (
+            SELECT json_agg(json_build_array(m.role, m.content, m.token_estimate) ORDER BY m.id)
+            FROM messages AS m
+            WHERE m.conversation_id = (SELECT id FROM conversation)
+              AND m.id > CASE WHEN m.conversation_id = $3 THEN $4 ELSE 0 END
+        ) AS messages,
+        (
+            SELECT json_agg(f ORDER BY f.id) FROM (
+                SELECT id, kind, source, mime_type, size_bytes, width, height,
+                       metadata ->> 'prompt' AS prompt,
+                       extract(epoch FROM created_at) AS created_at
+                FROM user_files
+                WHERE user_id = $1 AND deleted_at IS NULL
+                ORDER BY id DESC
+                LIMIT $5
+            ) AS f
+        ) AS files,
+        (
+            SELECT array_agg(claude_file_id) FROM user_files
+            WHERE user_id = $1 AND claude_file_id IS NOT NULL
+              AND (deleted_at IS NOT NULL OR expires_at < now())
+        ) AS unavailable
+"""
+_INSERT_MESSAGE = """
+    INSERT INTO messages (conversation_id, role, content, token_estimate, update_id)
+    VALUES ($1, $2, $3, $4, $5)
+    RETURNING id
+"""
+
+
 @dataclass
 class _CachedConversation:
+    conversation_id: int
     last_id: int
     messages: list[StoredMessage]
     tokens: int
+
+
+ChatKey = tuple[int, int]  # (user_id, chat_id)
 
 
 class ConversationCache:
     """Recently used conversations in memory, so a turn reads only the messages added since.
 
     Messages never change once written, and one user's turns run one at a time, so the cached
-    list plus the rows with a higher id is the whole conversation. Bounded by estimated tokens.
+    list plus the rows with a higher id is the whole conversation, as long as it is still the
+    chat's active one. Bounded by estimated tokens.
     """
 
     def __init__(self, max_tokens: int) -> None:
         self._max_tokens = max_tokens
-        self._entries: OrderedDict[int, _CachedConversation] = OrderedDict()
+        self._entries: OrderedDict[ChatKey, _CachedConversation] = OrderedDict()
         self._tokens = 0
 
-    def take(self, conversation_id: int) -> _CachedConversation | None:
-        entry = self._entries.pop(conversation_id, None)
+    def take(self, chat: ChatKey) -> _CachedConversation | None:
+        entry = self._entries.pop(chat, None)
         if entry is not None:
             self._tokens -= entry.tokens
         return entry
 
-    def put(self, conversation_id: int, entry: _CachedConversation) -> None:
-        self._entries[conversation_id] = entry
+    def put(self, chat: ChatKey, entry: _CachedConversation) -> None:
+        self._entries[chat] = entry
         self._tokens += entry.tokens
         while self._tokens > self._max_tokens and self._entries:
             _, evicted = self._entries.popitem(last=False)
@@ -84,46 +139,42 @@ class ConversationStore:
         cache_tokens: int = 2_000_000,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._sql = DirectSQL.of(sessionmaker)
         self._recent_files_limit = recent_files_limit
         self._cache = ConversationCache(cache_tokens)
 
     async def open_turn(
         self, user_id: int, chat_id: int, update_id: int, build_content: ContentBuilder
     ) -> OpenedTurn:
-        """Find or start the conversation, load it, and append the user's message: one transaction."""
-        async with self._sessionmaker() as session:
-            conversation_id = int(
-                (
-                    await session.execute(
-                        _ACTIVE_CONVERSATION, {"user_id": user_id, "chat_id": chat_id}
-                    )
-                ).scalar_one()
-            )
-            cached = self._cache.take(conversation_id)
-            last_id, messages = (cached.last_id, cached.messages) if cached else (0, [])
-            newer = await _load_after(session, conversation_id, last_id)
-            messages = [*messages, *(m for _, m in newer)]
-            files = await recent_files(session, user_id, self._recent_files_limit)
-            gone = await _unavailable_files(session, user_id)
-            content = jsonb_safe(build_content(messages, files))
-            message = StoredMessage(
-                role="user", content=content, token_estimate=estimate_tokens(content)
-            )
-            row = Message(
-                conversation_id=conversation_id,
-                role="user",
-                content=content,
-                token_estimate=message.token_estimate,
-                update_id=update_id,
-            )
-            session.add(row)
-            await session.flush()
-            new_id = row.id
-            await session.commit()
+        """Find or start the conversation, load it, and append the user's message."""
+        cached = self._cache.take((user_id, chat_id))
+        found = await self._sql.fetchrow(
+            _OPEN_TURN,
+            user_id,
+            chat_id,
+            cached.conversation_id if cached else 0,
+            cached.last_id if cached else 0,
+            self._recent_files_limit,
+        )
+        if found is None or found["conversation_id"] is None:
+            raise RuntimeError("no active conversation could be found or started")
+        conversation_id = int(found["conversation_id"])
+        reusable = cached is not None and cached.conversation_id == conversation_id
+        messages = [*cached.messages] if cached and reusable else []
+        messages.extend(_stored_messages(found["messages"]))
+        content = jsonb_safe(build_content(messages, _catalog_entries(found["files"])))
+        message = StoredMessage(
+            role="user", content=content, token_estimate=estimate_tokens(content)
+        )
+        new_id = await self._insert(conversation_id, message, update_id)
         messages.append(message)
-        tokens = sum(m.token_estimate for m in messages)
-        self._cache.put(conversation_id, _CachedConversation(new_id, messages, tokens))
-        return OpenedTurn(conversation_id, list(messages), gone)
+        self._cache.put(
+            (user_id, chat_id),
+            _CachedConversation(
+                conversation_id, new_id, messages, sum(m.token_estimate for m in messages)
+            ),
+        )
+        return OpenedTurn(conversation_id, list(messages), set(found["unavailable"] or ()))
 
     async def active(self, user_id: int, chat_id: int) -> int:
         async with self._sessionmaker() as session:
@@ -159,17 +210,20 @@ class ConversationStore:
         self, conversation_id: int, role: str, content: list[dict[str, Any]], update_id: int
     ) -> None:
         content = jsonb_safe(content)
-        async with self._sessionmaker() as session:
-            session.add(
-                Message(
-                    conversation_id=conversation_id,
-                    role=role,
-                    content=content,
-                    token_estimate=estimate_tokens(content),
-                    update_id=update_id,
-                )
+        message = StoredMessage(role=role, content=content, token_estimate=estimate_tokens(content))
+        await self._insert(conversation_id, message, update_id)
+
+    async def _insert(self, conversation_id: int, message: StoredMessage, update_id: int) -> int:
+        return int(
+            await self._sql.fetchval(
+                _INSERT_MESSAGE,
+                conversation_id,
+                message.role,
+                json.dumps(message.content),
+                message.token_estimate,
+                update_id,
             )
-            await session.commit()
+        )
 
     async def unavailable_claude_files(self, user_id: int) -> set[str]:
         async with self._sessionmaker() as session:
@@ -207,3 +261,26 @@ async def _unavailable_files(session: AsyncSession, user_id: int) -> set[str]:
         (UserFile.deleted_at.is_not(None)) | (UserFile.expires_at < func.now()),
     )
     return {str(fid) for fid in (await session.execute(stmt)).scalars()}
+
+
+def _stored_messages(rows: list[list[Any]] | None) -> list[StoredMessage]:
+    """Rows of ``json_agg(json_build_array(role, content, token_estimate))``."""
+    return [StoredMessage(role=r[0], content=r[1], token_estimate=r[2]) for r in rows or ()]
+
+
+def _catalog_entries(rows: list[Row] | None) -> list[CatalogEntry]:
+    """Rows of ``json_agg`` over the user's newest files, oldest first."""
+    return [
+        CatalogEntry(
+            file_id=r["id"],
+            kind=r["kind"],
+            source=r["source"],
+            mime_type=r["mime_type"],
+            size_bytes=r["size_bytes"],
+            width=r["width"],
+            height=r["height"],
+            prompt=r["prompt"] or None,
+            created_at=datetime.fromtimestamp(r["created_at"], UTC),
+        )
+        for r in rows or ()
+    ]

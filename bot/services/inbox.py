@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db.direct import DirectSQL
 from bot.db.models import InboundUpdate
 
 UNFINISHED = ("received", "processing", "interrupted")
@@ -31,45 +31,39 @@ class UnfinishedUpdate:
     status: str
 
 
+_RECORD_BATCH = """
+    INSERT INTO inbound_updates (update_id, user_id, chat_id, kind)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])
+    ON CONFLICT (update_id) DO NOTHING
+    RETURNING update_id
+"""
+_MARK = """
+    UPDATE inbound_updates
+    SET status = $2, error = $3, finished_at = CASE WHEN $4 THEN now() ELSE finished_at END
+    WHERE update_id = $1
+"""
+
+
 class Inbox:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
+        self._sql = DirectSQL.of(sessionmaker)
 
     async def record(self, records: Sequence[InboundRecord]) -> set[int]:
-        """Insert a batch in one round trip; returns the ids seen for the first time."""
+        """Insert a batch in one statement; returns the ids seen for the first time."""
         if not records:
             return set()
-        stmt = (
-            insert(InboundUpdate)
-            .values(
-                [
-                    {
-                        "update_id": r.update_id,
-                        "user_id": r.user_id,
-                        "chat_id": r.chat_id,
-                        "kind": r.kind,
-                    }
-                    for r in records
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=[InboundUpdate.update_id])
-            .returning(InboundUpdate.update_id)
+        rows = await self._sql.fetch(
+            _RECORD_BATCH,
+            [r.update_id for r in records],
+            [r.user_id for r in records],
+            [r.chat_id for r in records],
+            [r.kind for r in records],
         )
-        async with self._sessionmaker() as session:
-            fresh = set((await session.execute(stmt)).scalars())
-            await session.commit()
-        return fresh
+        return {int(row["update_id"]) for row in rows}
 
     async def mark(self, update_id: int, status: str, *, error: str | None = None) -> None:
-        finished = status not in UNFINISHED
-        values: dict[str, object] = {"status": status, "error": error}
-        if finished:
-            values["finished_at"] = func.now()
-        async with self._sessionmaker() as session:
-            await session.execute(
-                update(InboundUpdate).where(InboundUpdate.update_id == update_id).values(**values)
-            )
-            await session.commit()
+        await self._sql.execute(_MARK, update_id, status, error, status not in UNFINISHED)
 
     async def unfinished_before(self, boot_time: datetime) -> list[UnfinishedUpdate]:
         stmt = (

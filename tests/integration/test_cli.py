@@ -141,6 +141,15 @@ async def test_a_bad_amount_exits_2_with_one_line(
     assert await fetch(engine, "SELECT balance_micros FROM users WHERE id = 42") == [(0,)]
 
 
+async def test_topup_for_an_unknown_user_exits_2_with_one_line(
+    database_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    result = await run_cli(database_url, tmp_path, "admin", "topup", "777", "5")
+    assert (result.code, result.stdout) == (2, "")
+    assert result.stderr == "No user 777: a person must write to the bot once first.\n"
+    assert await fetch(engine, "SELECT id FROM balance_operations") == []
+
+
 async def seed_costs(engine: AsyncEngine) -> None:
     await add_user(engine, 42, "ann")
     await add_user(engine, 43, "bob")

@@ -15,6 +15,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from bot.services.decoding import effective_max_pixels
 from bot.services.media import (
     PREVIEW_MAX_SIDE,
     DeliveryPlan,
@@ -316,7 +317,7 @@ async def test_pixel_limit_is_ours_not_only_pillows() -> None:
 
 async def test_pixel_limit_never_exceeds_pillows_bomb_threshold() -> None:
     generous = ImageLimits(max_bytes=MEBIBYTE, max_pixels=10**12)
-    assert generous.effective_max_pixels() == Image.MAX_IMAGE_PIXELS
+    assert effective_max_pixels(generous) == Image.MAX_IMAGE_PIXELS
     with pytest.raises(MediaRejected) as caught:
         await ImageProcessor(generous).prepare_upload(png_header_only(12000, 12000))
     assert caught.value.reason == "too_many_pixels"

@@ -1,0 +1,218 @@
+"""Decoding untrusted image bytes with Pillow: bounded, upright, metadata-free, with a preview.
+
+Imported with the first image, in a worker thread (see ``bot.services.media.ImageProcessor``):
+nothing else decodes images. Only the format the magic bytes chose is ever handed to a decoder,
+the pixel count is checked from the header before any pixel is decoded, and the stored original
+is a fresh re-encode, so no EXIF, GPS, XMP, ICC, comments or trailing payload survive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+import structlog
+from PIL import Image
+
+from bot.services.media import (
+    ANIMATABLE_FORMATS,
+    JPEG_QUALITY,
+    MIME_BY_FORMAT,
+    PREVIEW_JPEG_QUALITY,
+    PREVIEW_MAX_SIDE,
+    WEBP_QUALITY,
+    ImageLimits,
+    MediaRejected,
+    PreparedImage,
+    check_envelope,
+    rejected_animated,
+    rejected_bad_dimensions,
+    rejected_corrupt,
+    rejected_too_many_pixels,
+)
+
+log = structlog.get_logger(__name__)
+
+_ORIENTATION_TAG: Final = 0x0112
+_TRANSPOSE_BY_ORIENTATION: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def effective_max_pixels(limits: ImageLimits) -> int:
+    """Our pixel cap, never above Pillow's own bomb threshold, so a bomb warning is a reject."""
+    pillow_cap = Image.MAX_IMAGE_PIXELS
+    return limits.max_pixels if pillow_cap is None else min(limits.max_pixels, pillow_cap)
+
+
+def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise rejected_corrupt()
+    max_pixels = effective_max_pixels(limits)
+    if width * height > max_pixels:
+        raise rejected_too_many_pixels(max_pixels, size)
+    if max(width, height) > limits.max_side:
+        raise rejected_bad_dimensions(size, limits.max_side)
+
+
+@contextmanager
+def _decoder_errors_as_rejections(max_pixels: int) -> Iterator[None]:
+    """Any failure inside Pillow on untrusted bytes is the image's fault, never a crash."""
+    try:
+        yield
+    except MediaRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise rejected_too_many_pixels(max_pixels, None) from exc
+    except Exception as exc:
+        log.info("image_decode_failed", error_type=type(exc).__name__)
+        raise rejected_corrupt() from exc
+
+
+def _open(data: bytes, image_format: str) -> Image.Image:
+    """Open with the one decoder the magic bytes chose; reads the header only."""
+    return Image.open(io.BytesIO(data), formats=[image_format])
+
+
+def _inspect(data: bytes, image_format: str, limits: ImageLimits) -> None:
+    """Header checks (pixels, sides, animation) and a structural verify, without decoding."""
+    with _open(data, image_format) as image:
+        _check_dimensions(image.size, limits)
+        if image_format in ANIMATABLE_FORMATS and getattr(image, "is_animated", False):
+            raise rejected_animated()
+        image.verify()
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation, or 1 when there is none or it cannot be read."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception as exc:  # broken EXIF in an otherwise good photo: show it unrotated
+        log.info("image_orientation_unreadable", error_type=type(exc).__name__)
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    method = _TRANSPOSE_BY_ORIENTATION.get(_orientation(image))
+    return image if method is None else image.transpose(method)
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _sixteen_bit_to_grey(image: Image.Image) -> Image.Image:
+    """Scale 16-bit grey to 8 bits (a plain convert would clip everything above 255 to white)."""
+    return image.convert("I").point(lambda value: value / 256).convert("L")
+
+
+def _fully_opaque(image: Image.Image) -> bool:
+    lowest_alpha, _ = image.getchannel("A").getextrema()
+    return lowest_alpha == 255
+
+
+def _normalized(image: Image.Image) -> Image.Image:
+    """One of L, RGB or RGBA: what JPEG, PNG, WebP and Claude all take."""
+    mode = image.mode
+    if mode == "RGBA" and _fully_opaque(image):
+        return image.convert("RGB")
+    if mode in ("L", "RGB") and "transparency" in image.info:
+        return _normalized(image.convert("RGBA"))
+    if mode in ("L", "RGB", "RGBA"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode == "I" or mode.startswith("I;16"):
+        return _sixteen_bit_to_grey(image)
+    if _has_transparency(image):
+        return _normalized(image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def _decode(data: bytes, image_format: str) -> Image.Image:
+    """Fully decode the first frame, upright, in a plain mode, with no metadata attached.
+    Each step replaces the previous image, so at most two full-size copies exist at once."""
+    image = _open(data, image_format)
+    image.load()
+    image = _upright(image)
+    image = _normalized(image)
+    image.info = {}
+    return image
+
+
+def _encode(image: Image.Image, image_format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def _stored_format(image: Image.Image, source_format: str) -> str:
+    if source_format == "JPEG" and image.mode in ("L", "RGB"):
+        return "JPEG"
+    if source_format == "WEBP":
+        return "WEBP"
+    return "PNG"
+
+
+def _encode_original(image: Image.Image, stored_format: str) -> bytes:
+    if stored_format == "JPEG":
+        return _encode(image, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    if stored_format == "WEBP":
+        return _encode(image, "WEBP", quality=WEBP_QUALITY)
+    return _encode(image, "PNG", optimize=False)
+
+
+def _preview_size(size: tuple[int, int]) -> tuple[int, int]:
+    width, height = size
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _preview(
+    image: Image.Image, original: bytes, stored_format: str
+) -> tuple[bytes, str, tuple[int, int]]:
+    """At most PREVIEW_MAX_SIDE on the long edge: JPEG when opaque, PNG when it has alpha."""
+    has_alpha = image.mode == "RGBA"
+    preview_format = "PNG" if has_alpha else "JPEG"
+    fits = max(image.size) <= PREVIEW_MAX_SIDE
+    if fits and stored_format == preview_format:
+        return original, MIME_BY_FORMAT[preview_format], image.size
+    small = image.resize(_preview_size(image.size), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    if has_alpha:
+        return _encode(small, "PNG"), "image/png", small.size
+    return _encode(small, "JPEG", quality=PREVIEW_JPEG_QUALITY), "image/jpeg", small.size
+
+
+def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
+    """The whole pipeline, synchronously (CPU bound: call it from a worker thread)."""
+    source_format = check_envelope(data, limits)
+    with _decoder_errors_as_rejections(effective_max_pixels(limits)):
+        _inspect(data, source_format, limits)
+        image = _decode(data, source_format)
+        stored_format = _stored_format(image, source_format)
+        original = _encode_original(image, stored_format)
+        preview, preview_mime, preview_size = _preview(image, original, stored_format)
+    return PreparedImage(
+        original=original,
+        original_mime=MIME_BY_FORMAT[stored_format],
+        width=image.width,
+        height=image.height,
+        sha256=hashlib.sha256(original).hexdigest(),
+        preview=preview,
+        preview_mime=preview_mime,
+        preview_width=preview_size[0],
+        preview_height=preview_size[1],
+        format=stored_format,
+        source_format=source_format,
+    )
