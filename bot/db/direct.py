@@ -12,12 +12,20 @@ parameters are passed as JSON text (``json.dumps``) and come back already parsed
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol, cast
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 Row = Mapping[str, Any]
+
+
+class UniqueViolation(Exception):
+    """The statement would have broken a unique constraint; it changed nothing."""
+
+
+_UNIQUE_VIOLATION = "23505"
 
 
 class _AsyncpgConnection(Protocol):
@@ -43,22 +51,28 @@ class DirectSQL:
         return cls(engine)
 
     async def fetch(self, query: str, *args: object) -> Sequence[Row]:
-        async with self._engine.connect() as connection:
-            return cast(Sequence[Row], await (await _driver(connection)).fetch(query, *args))
+        async with self._driver() as driver:
+            return cast(Sequence[Row], await driver.fetch(query, *args))
 
     async def fetchrow(self, query: str, *args: object) -> Row | None:
-        async with self._engine.connect() as connection:
-            return cast(Row | None, await (await _driver(connection)).fetchrow(query, *args))
+        async with self._driver() as driver:
+            return cast(Row | None, await driver.fetchrow(query, *args))
 
     async def fetchval(self, query: str, *args: object) -> Any:
-        async with self._engine.connect() as connection:
-            return await (await _driver(connection)).fetchval(query, *args)
+        async with self._driver() as driver:
+            return await driver.fetchval(query, *args)
 
     async def execute(self, query: str, *args: object) -> str:
+        async with self._driver() as driver:
+            return await driver.execute(query, *args)
+
+    @asynccontextmanager
+    async def _driver(self) -> AsyncIterator[_AsyncpgConnection]:
         async with self._engine.connect() as connection:
-            return await (await _driver(connection)).execute(query, *args)
-
-
-async def _driver(connection: AsyncConnection) -> _AsyncpgConnection:
-    pooled = await connection.get_raw_connection()
-    return cast(_AsyncpgConnection, pooled.driver_connection)
+            pooled = await connection.get_raw_connection()
+            try:
+                yield cast(_AsyncpgConnection, pooled.driver_connection)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) == _UNIQUE_VIOLATION:
+                    raise UniqueViolation(str(exc)) from exc
+                raise

@@ -11,6 +11,10 @@ UPDATEs (no read-modify-write in Python), and each ledger row is inserted with
 conflict rolls the whole transaction back, so a key applies at most once. Lock order is always
 hold rows first, then the user row, which keeps concurrent settles, releases and the sweeper
 free of deadlocks.
+
+The two calls every chat turn makes first try a single statement (`_HOLD`, `_CAPTURE`): it does
+the whole common case atomically or changes nothing, and anything else (a repeated key, too
+little balance, a hold no longer open) falls through to the transactions below, which decide it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db.direct import DirectSQL, UniqueViolation
 from bot.db.models import ApiCall, BalanceHold, BalanceOperation, User
 from bot.services.pricing import apply_markup
 from bot.services.reports import format_usd
@@ -188,6 +193,75 @@ class GlobalStats:
     windows: tuple[StatsWindow, ...]
 
 
+_API_CALL_COLUMNS = (
+    "provider",
+    "model",
+    "purpose",
+    "tool_use_id",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "image_count",
+    "image_size",
+    "provider_cost_micros",
+    "price_version",
+    "status",
+    "error",
+    "provider_cost_unknown",
+    "request_id",
+    "duration_ms",
+)
+
+# Reserve and record the hold in one statement; no row when the balance is too low or the user
+# is unknown, a unique violation when the key was used: either way nothing changed.
+_HOLD = """
+    WITH reserved AS (
+        UPDATE users SET held_micros = held_micros + $2
+        WHERE id = $1 AND balance_micros - held_micros >= $2
+        RETURNING id
+    )
+    INSERT INTO balance_holds (user_id, amount_micros, idempotency_key, description, expires_at)
+    SELECT id, $2, $3, $4, now() + $5::interval FROM reserved
+    RETURNING id
+"""
+
+# Capture an open hold: close it, record the call, move the balance and append the ledger row,
+# in one statement. No row when the hold is not open (or not this amount and user); a unique
+# violation when the charge key was used. Either way nothing changed.
+_CAPTURE = f"""
+    WITH closed AS (
+        UPDATE balance_holds
+        SET status = 'captured', captured_micros = $3, settled_at = now()
+        WHERE id = $1 AND user_id = $2 AND status = 'held' AND amount_micros = $4
+        RETURNING user_id
+    ), call AS (
+        INSERT INTO api_calls (user_id, charged_micros, {", ".join(_API_CALL_COLUMNS)})
+        SELECT user_id, $3, {", ".join(f"${n}" for n in range(7, 7 + len(_API_CALL_COLUMNS)))}
+        FROM closed
+        RETURNING id
+    ), moved AS (
+        UPDATE users SET balance_micros = balance_micros - $3, held_micros = held_micros - $4
+        WHERE id = (SELECT user_id FROM closed)
+        RETURNING balance_micros
+    ), posted AS (
+        INSERT INTO balance_operations
+            (user_id, kind, amount_micros, balance_after_micros, idempotency_key, api_call_id,
+             description)
+        SELECT $2, 'charge', -$3, moved.balance_micros, $5, call.id, $6 FROM moved, call
+        RETURNING id
+    )
+    SELECT call.id AS api_call_id, moved.balance_micros FROM call, moved, posted
+"""
+
+
+def _api_call_values(call: CallRecord) -> list[object]:
+    """The call's api_calls columns, in `_API_CALL_COLUMNS` order."""
+    values = {name: getattr(call, name) for name in _API_CALL_COLUMNS if name != "error"}
+    values["error"] = call.error[:ERROR_TEXT_LIMIT] if call.error else None
+    return [values[name] for name in _API_CALL_COLUMNS]
+
+
 class BillingService:
     """Holds, captures and ledger writes; each method commits its own short transaction."""
 
@@ -201,6 +275,7 @@ class BillingService:
         if markup < 1:
             raise ValueError("markup below 1 would charge less than the provider cost")
         self._sessionmaker = sessionmaker
+        self._sql = DirectSQL.of(sessionmaker)
         self._markup = markup
         self._hold_ttl = hold_ttl
 
@@ -306,6 +381,10 @@ class BillingService:
         hold. Raises InsufficientBalance, HoldNotOpenError or UnknownUserError."""
         if amount_micros <= 0:
             raise ValueError("a hold must be positive")
+        hold_id = await self._hold_in_one_statement(user_id, amount_micros, key, description)
+        if hold_id is not None:
+            log.debug("hold_placed", user_id=user_id, amount_micros=amount_micros, key=key)
+            return Hold(id=hold_id, user_id=user_id, amount_micros=amount_micros, key=key)
         async with self._sessionmaker() as session:
             hold_id = await self._insert_hold(session, user_id, amount_micros, key, description)
             if hold_id is None:
@@ -339,6 +418,9 @@ class BillingService:
         or release the hold if it did not; one transaction."""
         if call.user_id != hold.user_id:
             raise ValueError("the call and the hold belong to different users")
+        captured = await self._capture_in_one_statement(hold, call)
+        if captured is not None:
+            return captured
         async with self._sessionmaker() as session:
             status, amount = await self._lock_hold(session, hold.id)
             if status == "held":
@@ -514,6 +596,47 @@ class BillingService:
                 text("SELECT user_id FROM admin_balance_mismatches ORDER BY user_id")
             )
             return [int(user_id) for (user_id,) in rows]
+
+    # The common cases in one statement each (None: nothing changed, decide it in a transaction)
+
+    async def _hold_in_one_statement(
+        self, user_id: int, amount_micros: int, key: str, description: str | None
+    ) -> int | None:
+        try:
+            hold_id = await self._sql.fetchval(
+                _HOLD, user_id, amount_micros, key, description, self._hold_ttl
+            )
+        except UniqueViolation:
+            return None
+        return None if hold_id is None else int(hold_id)
+
+    async def _capture_in_one_statement(self, hold: Hold, call: CallRecord) -> Settlement | None:
+        charged = self._charge_for(call, hold, hold.amount_micros)
+        if charged == 0:
+            return None
+        try:
+            row = await self._sql.fetchrow(
+                _CAPTURE,
+                hold.id,
+                hold.user_id,
+                charged,
+                hold.amount_micros,
+                call.charge_key or hold.key,
+                f"{call.purpose} {call.model}",
+                *_api_call_values(call),
+            )
+        except UniqueViolation:
+            return None
+        if row is None:
+            return None
+        log.info("hold_captured", hold_id=hold.id, charged_micros=charged)
+        return Settlement(
+            api_call_id=int(row["api_call_id"]),
+            charged_micros=charged,
+            provider_cost_micros=call.provider_cost_micros,
+            balance_micros=int(row["balance_micros"]),
+            applied=True,
+        )
 
     # Internals (all take the caller's session and never commit)
 
