@@ -18,7 +18,6 @@ from anthropic import AsyncAnthropic, AsyncStream
 from anthropic.types import (
     Message,
     MessageParam,
-    RawMessageStreamEvent,
     TextBlockParam,
     ToolParam,
 )
@@ -136,7 +135,7 @@ class ClaudeGateway:
                 cast_to=Message,
                 content=_request_body(model, max_tokens, system, tools, messages),
                 stream=True,
-                stream_cls=AsyncStream[RawMessageStreamEvent],
+                stream_cls=AsyncStream[object],  # events as parsed JSON, not typed models
             )
             async with stream:
                 async for event in stream:
@@ -152,7 +151,7 @@ class ClaudeGateway:
             raise _unavailable("connection", type(exc).__name__, started=started_output) from None
         except httpx2.TimeoutException:
             raise _unavailable("timeout", "stream stalled", started=True) from None
-        except (httpx2.TransportError, ValueError, KeyError, RuntimeError) as exc:
+        except (httpx2.TransportError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             # The response had begun (the SDK wraps errors before it); the stream broke.
             raise _unavailable("stream_broken", type(exc).__name__, started=True) from None
         if not message.complete:
@@ -204,9 +203,11 @@ def _request_body(
 
 
 class _MessageBuilder:
-    """Accumulates raw stream events into the final Message.
+    """Accumulates the stream's events (parsed JSON) into the final Message.
 
-    Cheaper than the SDK's stream helper, which rebuilds typed snapshots on every delta.
+    Cheaper than the SDK's stream helper, which rebuilds typed snapshots on every delta, and than
+    typed events: nothing is validated or converted per delta. The Message is built the way the
+    SDK builds every response, without validation (``construct``).
     """
 
     def __init__(self) -> None:
@@ -219,50 +220,53 @@ class _MessageBuilder:
     def complete(self) -> bool:
         return self._stopped and self._message.get("stop_reason") is not None
 
-    def apply(self, event: RawMessageStreamEvent) -> str | None:
+    def apply(self, event: Any) -> str | None:
         """Take one event; returns the text it added, if any."""
-        if event.type == "content_block_delta":
-            return self._delta(event.index, event.delta)
-        if event.type == "message_start":
-            self._message = event.message.to_dict()
-        elif event.type == "content_block_start":
-            block = event.content_block.to_dict()
+        kind = event["type"]
+        if kind == "content_block_delta":
+            return self._delta(event["index"], event["delta"])
+        if kind == "message_start":
+            self._message = event["message"]
+        elif kind == "content_block_start":
+            block = event["content_block"]
             if block.get("type") in {"tool_use", "server_tool_use"}:
-                self._json[event.index] = []
-            self._blocks[event.index] = block
-        elif event.type == "content_block_stop":
-            parts = self._json.pop(event.index, None)
+                self._json[event["index"]] = []
+            self._blocks[event["index"]] = block
+        elif kind == "content_block_stop":
+            parts = self._json.pop(event["index"], None)
             if parts is not None:
                 raw = "".join(parts)
-                self._blocks[event.index]["input"] = json.loads(raw) if raw else {}
-        elif event.type == "message_delta":
-            self._message["stop_reason"] = event.delta.stop_reason
-            self._message["stop_sequence"] = event.delta.stop_sequence
+                self._blocks[event["index"]]["input"] = json.loads(raw) if raw else {}
+        elif kind == "message_delta":
+            delta = event["delta"]
+            self._message["stop_reason"] = delta.get("stop_reason")
+            self._message["stop_sequence"] = delta.get("stop_sequence")
             usage = self._message.setdefault("usage", {})
-            usage.update({k: v for k, v in event.usage.to_dict().items() if v is not None})
-        elif event.type == "message_stop":
+            usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+        elif kind == "message_stop":
             self._stopped = True
         return None
 
-    def _delta(self, index: int, delta: Any) -> str | None:
+    def _delta(self, index: int, delta: dict[str, Any]) -> str | None:
         block = self._blocks[index]
-        kind = delta.type
+        kind = delta["type"]
         if kind == "text_delta":
-            block["text"] = block.get("text", "") + delta.text
-            return str(delta.text)
+            text = str(delta["text"])
+            block["text"] = block.get("text", "") + text
+            return text
         if kind == "input_json_delta":
-            self._json[index].append(delta.partial_json)
+            self._json[index].append(delta["partial_json"])
         elif kind == "thinking_delta":
-            block["thinking"] = block.get("thinking", "") + delta.thinking
+            block["thinking"] = block.get("thinking", "") + delta["thinking"]
         elif kind == "signature_delta":
-            block["signature"] = delta.signature
+            block["signature"] = delta["signature"]
         elif kind == "citations_delta":
-            block.setdefault("citations", []).append(delta.citation.to_dict())
+            block.setdefault("citations", []).append(delta["citation"])
         return None
 
     def build(self) -> Message:
         self._message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
-        return Message.model_validate(self._message)
+        return Message.construct(**self._message)
 
 
 def _upload_retryable(exc: Exception) -> bool:

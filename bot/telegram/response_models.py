@@ -25,7 +25,6 @@ USED_METHODS: tuple[type[methods.TelegramMethod[Any]], ...] = (
     methods.SendChatAction,
     methods.SendPhoto,
     methods.SendDocument,
-    methods.SendMediaGroup,
     methods.GetFile,
     methods.SetMyCommands,
 )

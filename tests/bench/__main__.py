@@ -629,8 +629,9 @@ class Bench:
             if r.overhead_ms:
                 print(f"bot overhead per text turn (ms): {r.overhead_ms}")
             print(
-                f"bot CPU per turn: {r.cpu_ms_per_turn} ms; DB transactions per turn: "
-                f"{r.db_transactions_per_turn}; DB round trips per turn: "
+                f"bot CPU per turn: {r.cpu_ms_per_turn} ms; DB transactions per turn "
+                f"(a lone statement is one): {r.db_transactions_per_turn}; "
+                f"DB round trips per turn: "
                 f"{r.db_round_trips_per_turn}; Telegram calls per turn: {r.telegram_calls_per_turn}"
             )
             print(f"other: {r.extra}")

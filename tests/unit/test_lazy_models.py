@@ -121,4 +121,4 @@ def test_the_models_every_turn_needs_are_built_at_start_up() -> None:
         print(len(pinned), all(model.__pydantic_complete__ for model in needed))
         """
     )
-    assert out.split() == ["10", "True"]
+    assert out.split() == ["9", "True"]
