@@ -7,8 +7,9 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,6 +18,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FAKE_BOT_TOKEN = "123456789:TEST-fake-telegram-token-not-real-000"
 FAKE_ANTHROPIC_KEY = "sk-ant-" + "test-fake-anthropic-key-not-real-0000"
 FAKE_GOOGLE_KEY = "AIza" + "TEST-fake-google-key-not-real-000000"
+
+
+class PolledTelegram(Protocol):
+    """What the fake Telegram offers for waiting on the bot's polls."""
+
+    get_updates_times: list[float]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = ...) -> None: ...
 
 
 class BotProcess:
@@ -46,6 +55,19 @@ class BotProcess:
             limit=64 * 1024 * 1024,
         )
         self._reader = asyncio.create_task(self._read())
+
+    async def start_polling(self, telegram: PolledTelegram, timeout: float = 30.0) -> None:
+        """Start the process and wait for its first getUpdates; exiting before it is an error."""
+        polls_before = len(telegram.get_updates_times)
+        await self.start()
+        await telegram.wait_for(
+            lambda: len(telegram.get_updates_times) > polls_before or self.returncode is not None,
+            timeout=timeout,
+        )
+        if self.returncode is not None:
+            raise AssertionError(
+                f"bot exited early ({self.returncode}):\n{self.log_text()[-4000:]}"
+            )
 
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

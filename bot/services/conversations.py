@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.agent.context import StoredMessage, estimate_tokens
 from bot.db.direct import DirectSQL, Row
-from bot.db.models import Conversation, Message, UserFile
+from bot.db.models import Conversation
 from bot.services.file_catalog import CatalogEntry
 
 ContentBuilder = Callable[[list[StoredMessage], list[CatalogEntry]], list[dict[str, Any]]]
@@ -22,27 +22,11 @@ ContentBuilder = Callable[[list[StoredMessage], list[CatalogEntry]], list[dict[s
 
 @dataclass(frozen=True)
 class OpenedTurn:
-    """What a turn starts from, read and written in one transaction."""
+    """What a turn starts from: one statement read it, one stored the new message."""
 
     conversation_id: int
     messages: list[StoredMessage]  # the conversation so far, ending with the new user message
     unavailable_files: set[str]
-
-
-_ACTIVE_CONVERSATION = text(
-    """
-    WITH existing AS (
-        SELECT id FROM conversations
-        WHERE user_id = :user_id AND chat_id = :chat_id AND ended_at IS NULL
-    ), created AS (
-        INSERT INTO conversations (user_id, chat_id)
-        SELECT :user_id, :chat_id WHERE NOT EXISTS (SELECT 1 FROM existing)
-        ON CONFLICT DO NOTHING
-        RETURNING id
-    )
-    SELECT id FROM existing UNION ALL SELECT id FROM created
-    """
-)
 
 
 # Everything a turn starts from, in one statement: the active conversation (started if there is
@@ -176,16 +160,6 @@ class ConversationStore:
         )
         return OpenedTurn(conversation_id, list(messages), set(found["unavailable"] or ()))
 
-    async def active(self, user_id: int, chat_id: int) -> int:
-        async with self._sessionmaker() as session:
-            conversation_id = (
-                await session.execute(
-                    _ACTIVE_CONVERSATION, {"user_id": user_id, "chat_id": chat_id}
-                )
-            ).scalar_one()
-            await session.commit()
-        return int(conversation_id)
-
     async def end_active(self, user_id: int, chat_id: int) -> bool:
         async with self._sessionmaker() as session:
             result = await session.execute(
@@ -201,10 +175,6 @@ class ConversationStore:
             ended = result.first() is not None
             await session.commit()
         return ended
-
-    async def load(self, conversation_id: int) -> list[StoredMessage]:
-        async with self._sessionmaker() as session:
-            return [m for _, m in await _load_after(session, conversation_id, 0)]
 
     async def append(
         self, conversation_id: int, role: str, content: list[dict[str, Any]], update_id: int
@@ -225,10 +195,6 @@ class ConversationStore:
             )
         )
 
-    async def unavailable_claude_files(self, user_id: int) -> set[str]:
-        async with self._sessionmaker() as session:
-            return await _unavailable_files(session, user_id)
-
 
 def jsonb_safe(value: Any) -> Any:
     """Postgres JSONB cannot hold NUL characters (a model may still produce them): drop them."""
@@ -239,28 +205,6 @@ def jsonb_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {jsonb_safe(k): jsonb_safe(v) for k, v in value.items()}
     return value
-
-
-async def _load_after(
-    session: AsyncSession, conversation_id: int, after_id: int
-) -> list[tuple[int, StoredMessage]]:
-    stmt = (
-        select(Message.id, Message.role, Message.content, Message.token_estimate)
-        .where(Message.conversation_id == conversation_id, Message.id > after_id)
-        .order_by(Message.id)
-    )
-    rows = (await session.execute(stmt)).all()
-    return [(r[0], StoredMessage(role=r[1], content=r[2], token_estimate=r[3])) for r in rows]
-
-
-async def _unavailable_files(session: AsyncSession, user_id: int) -> set[str]:
-    """Files API ids of this user's files that were deleted at Anthropic or have expired."""
-    stmt = select(UserFile.claude_file_id).where(
-        UserFile.user_id == user_id,
-        UserFile.claude_file_id.is_not(None),
-        (UserFile.deleted_at.is_not(None)) | (UserFile.expires_at < func.now()),
-    )
-    return {str(fid) for fid in (await session.execute(stmt)).scalars()}
 
 
 def _stored_messages(rows: list[list[Any]] | None) -> list[StoredMessage]:

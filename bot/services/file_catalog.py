@@ -4,12 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from bot.db.models import UserFile
 
 
 @dataclass(frozen=True)
@@ -23,46 +17,6 @@ class CatalogEntry:
     height: int | None
     prompt: str | None
     created_at: datetime
-
-
-class FileCatalog:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, limit: int) -> None:
-        self._sessionmaker = sessionmaker
-        self._limit = limit
-
-    async def recent(self, user_id: int) -> list[CatalogEntry]:
-        async with self._sessionmaker() as session:
-            return await recent_files(session, user_id, self._limit)
-
-
-async def recent_files(session: AsyncSession, user_id: int, limit: int) -> list[CatalogEntry]:
-    """The user's newest files (oldest first), within the caller's transaction."""
-    if limit <= 0:
-        return []
-    stmt = (
-        select(UserFile)
-        .where(UserFile.user_id == user_id, UserFile.deleted_at.is_(None))
-        .order_by(UserFile.id.desc())
-        .limit(limit)
-    )
-    rows = (await session.execute(stmt)).scalars().all()
-    return [_entry(row) for row in reversed(rows)]
-
-
-def _entry(row: UserFile) -> CatalogEntry:
-    metadata: dict[str, Any] = row.metadata_ or {}
-    prompt = metadata.get("prompt")
-    return CatalogEntry(
-        file_id=row.id,
-        kind=row.kind,
-        source=row.source,
-        mime_type=row.mime_type,
-        size_bytes=row.size_bytes,
-        width=row.width,
-        height=row.height,
-        prompt=str(prompt) if prompt else None,
-        created_at=row.created_at,
-    )
 
 
 NOTE_HEADER = "Available files (refer to them by file_id):"

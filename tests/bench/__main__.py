@@ -274,9 +274,7 @@ class Bench:
             },
         )
         bot = BotProcess(settings)
-        polls = len(telegram.get_updates_times)
-        await bot.start()
-        await telegram.wait_for(lambda: len(telegram.get_updates_times) > polls, timeout=60)
+        await bot.start_polling(telegram, timeout=60)
         return bot, database
 
     async def measure_startup(self) -> None:

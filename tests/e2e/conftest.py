@@ -51,11 +51,7 @@ async def module_bot(
             **overrides,
         )
         process = BotProcess(env)
-        await process.start()
-        await telegram.wait_for(
-            lambda: bool(telegram.get_updates_times) or process.returncode is not None, timeout=30
-        )
-        assert process.returncode is None, process.log_text()[-4000:]
+        await process.start_polling(telegram)
         try:
             yield Running(telegram=telegram, engine=engine, bot=process)
         finally:
@@ -108,16 +104,7 @@ async def start_bot(
         )
         process = BotProcess(env)
         processes.append(process)
-        polls_before = len(telegram.get_updates_times)
-        await process.start()
-        await telegram.wait_for(
-            lambda: (
-                len(telegram.get_updates_times) > polls_before or process.returncode is not None
-            ),
-            timeout=30,
-        )
-        if process.returncode is not None:
-            raise AssertionError(f"bot exited early:\n{process.log_text()[-4000:]}")
+        await process.start_polling(telegram)
         return process
 
     yield start

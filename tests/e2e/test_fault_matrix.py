@@ -115,11 +115,7 @@ async def world(
             GEMINI_TIMEOUT_SECONDS=str(GEMINI_TIMEOUT_SECONDS),
         )
         bot = BotProcess(env)
-        await bot.start()
-        await telegram.wait_for(
-            lambda: bool(telegram.get_updates_times) or bot.returncode is not None, timeout=30
-        )
-        assert bot.returncode is None, bot.log_text()[-4000:]
+        await bot.start_polling(telegram)
         try:
             yield World(bot, engine, telegram, anthropic, gemini, data_dir)
         finally:

@@ -155,11 +155,7 @@ async def start_unmanaged_bot(
         STARTER_BALANCE_USD=STARTER_USD,
     )
     bot = BotProcess(env)
-    await bot.start()
-    await telegram.wait_for(
-        lambda: bool(telegram.get_updates_times) or bot.returncode is not None, timeout=30
-    )
-    assert bot.returncode is None, bot.log_text()[-4000:]
+    await bot.start_polling(telegram)
     return bot
 
 
