@@ -196,7 +196,9 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             turn_timeout=settings.TURN_TIMEOUT_SECONDS,
         ),
     )
-    scheduler = TurnScheduler()
+    # Twice the provider slots: turns busy with the database or Telegram leave room for those
+    # waiting on a provider; more would wait inside the turn, holding its memory.
+    scheduler = TurnScheduler(max_running=2 * settings.MAX_CONCURRENT_PROVIDER_CALLS)
     turns = TurnSubmitter(scheduler, chat, merge_window=settings.MERGE_WINDOW_SECONDS)
     dp = build_dispatcher(
         settings,

@@ -17,6 +17,13 @@ from bot.services.inbox import InboundRecord, Inbox
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF = 5.0
+# Updates past the gate at once (user bookkeeping, commands, handing chat turns to the scheduler).
+# The rest wait as parsed updates: a burst from hundreds of people would otherwise hold as many
+# database checkouts, middleware frames and pending statements at once, for no gain in speed.
+MAX_UPDATES_IN_FLIGHT = 32
+# Updates received but not yet through the gate before the next getUpdates waits: beyond this,
+# Telegram keeps them (one batch is at most 100), so a burst is not held in memory all at once.
+MAX_UPDATES_WAITING = 100
 
 
 def inbound_record(update: Update) -> InboundRecord:
@@ -58,6 +65,7 @@ class Poller:
         self._offset: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_of_sender: dict[int, asyncio.Task[None]] = {}
+        self._in_flight = asyncio.Semaphore(MAX_UPDATES_IN_FLIGHT)
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -75,6 +83,7 @@ class Poller:
             backoff = 0.5
             if updates:
                 await self._accept(updates)
+                await self._wait_for_room(stop)
         await self._confirm_offset()
 
     async def _fetch(self, stop: asyncio.Event) -> list[Update]:
@@ -103,6 +112,17 @@ class Poller:
                 log.info("duplicate_update_ignored", update_id=update.update_id)
         self._offset = max(u.update_id for u in updates) + 1
 
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        """Hold the next getUpdates while `MAX_UPDATES_WAITING` updates are still being fed."""
+        if len(self._tasks) < MAX_UPDATES_WAITING:
+            return
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while len(self._tasks) >= MAX_UPDATES_WAITING and not stop.is_set():
+                await asyncio.wait({stopping, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+
     def _dispatch(self, update: Update, sender: int | None) -> None:
         """Each update in its own task; one sender's updates are handled in arrival order."""
         previous = self._last_of_sender.get(sender) if sender is not None else None
@@ -120,10 +140,11 @@ class Poller:
     async def _feed(self, update: Update, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             await asyncio.wait({previous})
-        try:
-            await self._dp.feed_update(self._bot, update)
-        except Exception:
-            log.exception("update_handling_failed", update_id=update.update_id)
+        async with self._in_flight:
+            try:
+                await self._dp.feed_update(self._bot, update)
+            except Exception:
+                log.exception("update_handling_failed", update_id=update.update_id)
 
     async def _confirm_offset(self) -> None:
         if self._offset is None:

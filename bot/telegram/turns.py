@@ -1,4 +1,4 @@
-"""One turn at a time per user, in arrival order; different users run in parallel."""
+"""One turn at a time per user, in arrival order; different users run in parallel, up to a cap."""
 
 from __future__ import annotations
 
@@ -15,9 +15,20 @@ Job = Callable[[], Awaitable[None]]
 
 
 class TurnScheduler:
-    def __init__(self) -> None:
+    """Runs each user's turns in order, and at most `max_running` turns of all users at once.
+
+    A turn in progress holds its conversation, its requests and its Telegram messages in memory;
+    one waiting for its start holds only the incoming message. The cap keeps a burst from hundreds
+    of people from holding hundreds of turns at once when the provider slots and Telegram's
+    message rate would let only a fraction of them progress anyway.
+    """
+
+    def __init__(self, *, max_running: int) -> None:
+        if max_running < 1:
+            raise ValueError("max_running must be at least 1")
         self._queues: dict[int, deque[Job]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
+        self._running = asyncio.Semaphore(max_running)
         self._accepting = True
 
     @property
@@ -39,7 +50,8 @@ class TurnScheduler:
             while queue:
                 job = queue.popleft()
                 try:
-                    await job()
+                    async with self._running:
+                        await job()
                 except asyncio.CancelledError:
                     raise
                 except Exception:

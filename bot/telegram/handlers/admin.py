@@ -28,8 +28,11 @@ USER_USAGE = "Usage: /user <user_id> (e.g. /user 12345)"
 STATS_USAGE = "Usage: /stats (no arguments)"
 
 
-def is_admin(message: Message, settings: Settings) -> bool:
-    """Only the sender's numeric id decides; a forwarded command is never an admin's."""
+async def is_admin(message: Message, settings: Settings) -> bool:
+    """Only the sender's numeric id decides; a forwarded command is never an admin's.
+
+    A coroutine, like every filter here: aiogram runs a plain function in a worker thread.
+    """
     sender = message.from_user
     if sender is None or message.forward_origin is not None:
         return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.types import Message, Update
 
 from bot.telegram.middlewares import DEFERRED
@@ -18,8 +18,18 @@ async def chat_handler(message: Message, event_update: Update, turns: TurnSubmit
     return DEFERRED
 
 
+async def is_chat_input(message: Message) -> bool:
+    """Text that is not a command, a photo, or a document.
+
+    A coroutine, not aiogram's magic filter: aiogram runs a filter that is a plain function (the
+    magic filter's `resolve` is one) in a worker thread, on every message.
+    """
+    if message.text:
+        return not message.text.startswith("/")
+    return bool(message.photo) or message.document is not None
+
+
 def build_router() -> Router:
     router = Router(name="chat")
-    is_text = F.text & ~F.text.startswith("/")
-    router.message.register(chat_handler, is_text | F.photo | F.document)
+    router.message.register(chat_handler, is_chat_input)
     return router

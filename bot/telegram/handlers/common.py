@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 
@@ -82,9 +82,14 @@ def build_router() -> Router:
     return router
 
 
+async def is_command_text(message: Message) -> bool:
+    """A coroutine: aiogram runs a filter that is a plain function in a worker thread."""
+    return message.text is not None and message.text.startswith("/")
+
+
 def build_fallback_router() -> Router:
     """Registered last: anything no other router took."""
     router = Router(name="fallback")
-    router.message.register(unknown_command_handler, F.text.startswith("/"))
+    router.message.register(unknown_command_handler, is_command_text)
     router.message.register(unsupported_handler)
     return router
