@@ -1,0 +1,96 @@
+"""anthropic imported through `import_anthropic()` exposes the same names, loading modules on use.
+
+Each check runs in fresh interpreters: in this one anthropic is already imported (eagerly).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from bot.integrations.anthropic_import import reexports_of
+
+# Every public name of every `types` and `resources` package, as "module:qualname" of its object.
+LIST_NAMES = """
+    import importlib, json, sys
+    from pathlib import Path
+    if sys.argv[1] == "lazy":
+        from bot.integrations.anthropic_import import import_anthropic
+        assert import_anthropic() is True
+    import anthropic
+    modules_after_import = len([m for m in sys.modules if m.startswith("anthropic")])
+    base = Path(anthropic.__file__).parent
+    names = {}
+    for init in sorted([*base.glob("types/**/__init__.py"), *base.glob("resources/**/__init__.py")]):
+        package = importlib.import_module(".".join(init.parent.relative_to(base.parent).parts))
+        for name in dir(package):
+            value = getattr(package, name)
+            if name.startswith("__") or type(value).__name__ in ("module", "_Feature"):
+                continue  # submodules appear as attributes only once imported, either way
+            where = getattr(value, "__module__", type(value).__name__)
+            names[f"{package.__name__}.{name}"] = f"{where}:{getattr(value, '__qualname__', '')}"
+    print(json.dumps({"modules_after_import": modules_after_import, "names": names}))
+"""
+
+
+def run_fresh(code: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_every_reexported_name_is_the_same_object_as_with_a_plain_import() -> None:
+    eager = json.loads(run_fresh(LIST_NAMES, "eager"))
+    lazy = json.loads(run_fresh(LIST_NAMES, "lazy"))
+    assert len(eager["names"]) > 3000
+    assert lazy["names"] == eager["names"]
+    # The point of it: far fewer modules imported up front.
+    assert lazy["modules_after_import"] < eager["modules_after_import"] - 300
+
+
+def test_the_client_streams_and_builds_messages_after_a_lazy_import() -> None:
+    out = run_fresh(
+        """
+        from bot.integrations.anthropic_import import import_anthropic
+        import_anthropic()
+        import anthropic
+        from anthropic.types import Message, TextBlockParam
+        client = anthropic.AsyncAnthropic(api_key="test-key-not-real", base_url="http://127.0.0.1:9")
+        assert callable(client.messages.create) and callable(client.beta.files.upload)
+        message = Message.construct(
+            id="m", type="message", role="assistant", model="claude", stop_reason="end_turn",
+            content=[{"type": "text", "text": "hi"}], usage={"input_tokens": 1, "output_tokens": 2},
+        )
+        print(type(message.content[0]).__name__, message.content[0].text, message.usage.output_tokens)
+        print(anthropic.types.beta.beta_message.BetaMessage.__name__)
+        try:
+            anthropic.types.no_such_name
+        except AttributeError:
+            print("AttributeError")
+        """
+    )
+    assert out.split() == ["TextBlock", "hi", "2", "BetaMessage", "AttributeError"]
+
+
+def test_a_package_that_does_more_than_reexport_is_imported_as_usual() -> None:
+    assert reexports_of(b"from .a import A as A\nfrom .b import (B as B, C)\n") == {
+        "A": ("a", "A"),
+        "B": ("b", "B"),
+        "C": ("b", "C"),
+    }
+    assert reexports_of(b"from __future__ import annotations\nfrom .a import A\n") is not None
+    assert reexports_of(b"from .a import A\nA.model_rebuild()\n") is None
+    assert reexports_of(b"from .a import *\n") is None
+    assert reexports_of(b"import json\nfrom .a import A\n") is None
+    assert reexports_of(b"from ..a import A\n") is None
+    # `x` is both a module and a name it exports: after `import pkg.x` only the eager order
+    # leaves the name (not the module) as the attribute.
+    assert reexports_of(b"from .x import x\n") is None
