@@ -98,3 +98,59 @@ async def test_ten_users_five_messages_each_at_once(
         balance = await scalar(engine, "SELECT balance_micros FROM users WHERE id = :u", u=user)
         assert balance == STARTER_MICROS - sum(c for (c,) in charges)
     assert await open_holds(engine) == 0
+
+
+async def test_turns_beyond_the_running_cap_wait_then_all_are_answered(
+    start_bot: StartBot,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+) -> None:
+    # One provider slot: at most two turns run at once; the rest wait before they start (no
+    # "typing" yet, nothing held), and each is answered once when its turn comes.
+    await start_bot(MAX_CONCURRENT_PROVIDER_CALLS="1")
+    release = asyncio.Event()
+
+    async def answer_when_released(record: RecordedRequest) -> Reply:
+        await release.wait()
+        return text_reply(f"Answer to {last_user_text(record.json)}")
+
+    anthropic_fake.set_default(answer_when_released)
+    users = USERS[:6]
+    for user in users:
+        telegram.push_text(user, f"Message {tag(user, 0)}")
+
+    def chats_with_typing() -> set[int]:
+        return {int(r.params["chat_id"]) for r in telegram.calls("sendChatAction")}
+
+    await telegram.wait_for(lambda: len(chats_with_typing()) >= 2, timeout=30)
+    await asyncio.sleep(0.5)  # room for a third turn to start, if the cap did not hold
+    assert len(chats_with_typing()) == 2
+    assert len(anthropic_fake.requests) == 1
+
+    release.set()
+    for user in users:
+        await telegram.wait_for_sent(user, 1, timeout=60)
+        assert final_texts(telegram, user) == [f"Answer to Message {tag(user, 0)}"]
+
+
+async def test_a_burst_larger_than_a_batch_is_answered_once_each(
+    start_bot: StartBot,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+) -> None:
+    # 150 people at once: more than one getUpdates batch (100), than the updates the bot lets
+    # into its gate at once (32) and than it holds waiting before it polls again (100).
+    await start_bot()
+    anthropic_fake.set_default(
+        lambda record: text_reply(f"Answer to {last_user_text(record.json)}")
+    )
+    users = [9001 + n for n in range(150)]
+    for user in users:
+        telegram.push_text(user, f"Message {tag(user, 0)}")
+    for user in users:
+        await telegram.wait_for_sent(user, 1, timeout=120)
+    await asyncio.sleep(0.3)  # room for a wrong extra answer to show up
+    for user in users:
+        assert final_texts(telegram, user) == [f"Answer to Message {tag(user, 0)}"]
+    assert len(anthropic_fake.requests) == len(users)
+    assert max(len(r.result or []) for r in telegram.calls("getUpdates") if r.ok) <= 100
