@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -143,3 +145,16 @@ def bot_env(
     }
     env.update(overrides)
     return env
+
+
+def run_fresh_python(code: str, *args: str, timeout: float = 180) -> str:
+    """Runs `code` in a new interpreter (nothing imported yet); its stdout, failing on an error."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -6,11 +6,9 @@ Each check runs in fresh interpreters: in this one anthropic is already imported
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 from bot.integrations.anthropic_import import reexports_of
+from tests.harness import run_fresh_python
 
 # Every public name of every `types` and `resources` package, as "module:qualname" of its object.
 LIST_NAMES = """
@@ -35,21 +33,9 @@ LIST_NAMES = """
 """
 
 
-def run_fresh(code: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def test_every_reexported_name_is_the_same_object_as_with_a_plain_import() -> None:
-    eager = json.loads(run_fresh(LIST_NAMES, "eager"))
-    lazy = json.loads(run_fresh(LIST_NAMES, "lazy"))
+    eager = json.loads(run_fresh_python(LIST_NAMES, "eager"))
+    lazy = json.loads(run_fresh_python(LIST_NAMES, "lazy"))
     assert len(eager["names"]) > 3000
     assert lazy["names"] == eager["names"]
     # The point of it: far fewer modules imported up front.
@@ -57,7 +43,7 @@ def test_every_reexported_name_is_the_same_object_as_with_a_plain_import() -> No
 
 
 def test_the_client_streams_and_builds_messages_after_a_lazy_import() -> None:
-    out = run_fresh(
+    out = run_fresh_python(
         """
         from bot.integrations.anthropic_import import import_anthropic
         import_anthropic()

@@ -5,25 +5,11 @@ Each check runs in a fresh interpreter: in this one aiogram is already imported 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
-
-def run_fresh(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+from tests.harness import run_fresh_python
 
 
 def test_models_are_not_built_at_import_and_build_on_first_use() -> None:
-    out = run_fresh(
+    out = run_fresh_python(
         """
         from bot.telegram.lazy_models import import_aiogram
         assert import_aiogram() is True
@@ -48,7 +34,7 @@ def test_models_are_not_built_at_import_and_build_on_first_use() -> None:
 
 
 def test_every_type_and_method_model_builds_with_its_namespace() -> None:
-    out = run_fresh(
+    out = run_fresh_python(
         """
         from pydantic import BaseModel
         from bot.telegram.lazy_models import import_aiogram
@@ -69,7 +55,7 @@ def test_every_type_and_method_model_builds_with_its_namespace() -> None:
 
 
 def test_methods_and_responses_resolve_nested_types() -> None:
-    out = run_fresh(
+    out = run_fresh_python(
         """
         from bot.telegram.lazy_models import import_aiogram
         import_aiogram()
@@ -96,7 +82,7 @@ def test_methods_and_responses_resolve_nested_types() -> None:
 
 
 def test_image_libraries_are_not_imported_at_start_up() -> None:
-    out = run_fresh(
+    out = run_fresh_python(
         """
         import sys
         from bot.telegram.lazy_models import import_aiogram
@@ -109,7 +95,7 @@ def test_image_libraries_are_not_imported_at_start_up() -> None:
 
 
 def test_the_models_every_turn_needs_are_built_at_start_up() -> None:
-    out = run_fresh(
+    out = run_fresh_python(
         """
         from bot.telegram.lazy_models import import_aiogram
         import_aiogram()
