@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from aiogram import Router
-from aiogram.dispatcher.event.handler import FilterObject
+from aiogram.dispatcher.event.handler import FilterObject, HandlerObject
 from aiogram.types import Chat, Document, Message, PhotoSize, User
 
 from bot.telegram.handlers import admin, billing, chat, common
@@ -32,6 +32,10 @@ def filters_of(router: Router) -> list[FilterObject]:
     return found
 
 
+def handlers_of(router: Router) -> list[HandlerObject]:
+    return [handler for observer in router.observers.values() for handler in observer.handlers]
+
+
 def message(**fields: Any) -> Message:
     return Message(
         message_id=1,
@@ -51,6 +55,16 @@ def test_every_filter_runs_on_the_event_loop() -> None:
             assert found.awaitable, f"{router.name}: {found.callback!r} would run in a thread"
             checked += 1
     assert checked >= 8  # the commands, the admin gate, chat input and the fallback
+
+
+def test_every_handler_runs_on_the_event_loop() -> None:
+    # The same rule holds for handlers: a plain function would run in a worker thread.
+    checked = 0
+    for router in all_routers():
+        for handler in handlers_of(router):
+            assert handler.awaitable, f"{router.name}: {handler.callback!r} would run in a thread"
+            checked += 1
+    assert checked >= 10  # the commands, chat turns and the fallbacks
 
 
 @pytest.mark.parametrize(
