@@ -124,13 +124,14 @@ class AgentLoop:
         context_tokens = request.history_tokens or estimate_tokens(messages)
         for iteration in range(1, self._config.max_iterations + 1):
             stats.iterations = iteration
-            message = await self._call_claude(
+            message, settle = await self._call_claude(
                 request, messages, context_tokens, ui, stats, iteration
             )
             refused = message.stop_reason == "refusal"
             assistant_content = _content_to_store(message, drop_tool_calls=refused)
-            # The answer goes out while the message is being stored.
+            # The answer goes out while the call is charged and the message is stored.
             await _all(
+                settle,
                 ui.end_message(cut=message.stop_reason == "max_tokens"),
                 persist("assistant", assistant_content) if assistant_content else None,
             )
@@ -158,8 +159,12 @@ class AgentLoop:
         ui: TurnUI,
         stats: TurnStats,
         iteration: int,
-    ) -> Message:
-        """Stream one message, holding before and settling after."""
+    ) -> tuple[Message, asyncio.Future[None]]:
+        """Stream one message, holding before; returns it with its settlement under way.
+
+        Failures are settled here. A success is settled while the caller sends the answer: the
+        hold already covers the call, so the order changes nothing owed.
+        """
         params = with_cache_breakpoints([dict(m) for m in messages])
         hold = await self._hold_for_call(request, context_tokens, iteration)
         started = time.monotonic()
@@ -180,8 +185,8 @@ class AgentLoop:
             await self._settle_failure(hold, request, exc, started)
             raise
         message = streamed.message
-        await self._settle_success(hold, request, message, streamed.duration_ms, stats)
-        return message
+        settle = self._settle_success(hold, request, message, streamed.duration_ms, stats)
+        return message, asyncio.ensure_future(settle)
 
     async def _hold_for_call(
         self, request: TurnRequest, context_tokens: int, iteration: int

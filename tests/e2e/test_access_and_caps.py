@@ -89,8 +89,9 @@ async def test_strangers_get_one_refusal_and_cost_nothing(
         assert await wait_update_finished(telegram, engine, update_id) == "ignored"
 
     # The people on the list, and the admin who is only on ADMIN_USER_IDS, work normally.
-    assert await ask(telegram, ALLOWED, "Hi, I am allowed") == ["Answer to: Hi, I am allowed"]
-    assert await ask(telegram, ADMIN, "Hi, I am the admin") == ["Answer to: Hi, I am the admin"]
+    for user, greeting in ((ALLOWED, "Hi, I am allowed"), (ADMIN, "Hi, I am the admin")):
+        answer = await ask(telegram, user, greeting, finished_in=engine)
+        assert answer == [f"Answer to: {greeting}"]
     # A stranger who keeps writing after that is still not answered again.
     late = telegram.push_text(STRANGER, "Still there?")
     assert await wait_update_finished(telegram, engine, late) == "ignored"
@@ -145,7 +146,8 @@ async def test_too_many_messages_a_minute_get_one_clear_reply_and_cost_nothing(
     anthropic_fake.set_default(echo_reply())
     fast, other = 7101, 7102
     for number in range(3):
-        assert await ask(telegram, fast, f"Message {number}") == [f"Answer to: Message {number}"]
+        answer = await ask(telegram, fast, f"Message {number}", finished_in=engine)
+        assert answer == [f"Answer to: Message {number}"]
     requests_before = len(anthropic_fake.message_requests())
     balance_before = await balance(engine, fast)
     calls_before = await scalar(engine, "SELECT count(*) FROM api_calls")
@@ -315,5 +317,6 @@ async def test_provider_slots_are_given_back_after_failures(
     assert "took too long" in reply
     anthropic_fake.set_default(echo_reply())
     for user in (7402, 7403):
-        assert await ask(telegram, user, f"Hello from {user}") == [f"Answer to: Hello from {user}"]
+        answer = await ask(telegram, user, f"Hello from {user}", finished_in=engine)
+        assert answer == [f"Answer to: Hello from {user}"]
     assert await open_holds(engine) == 0

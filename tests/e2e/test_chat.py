@@ -86,12 +86,24 @@ def final_texts(telegram: FakeTelegram, chat_id: int) -> list[str]:
 
 
 async def ask(
-    telegram: FakeTelegram, user_id: int, message: str, *, replies: int = 1, timeout: float = 15
+    telegram: FakeTelegram,
+    user_id: int,
+    message: str,
+    *,
+    replies: int = 1,
+    timeout: float = 15,
+    finished_in: AsyncEngine | None = None,
 ) -> list[str]:
-    """Send a text and wait for `replies` more final messages in the chat; returns the new ones."""
+    """Send a text and wait for `replies` more final messages in the chat; returns the new ones.
+
+    With `finished_in`, also wait until the bot has recorded the turn's end in that database:
+    the answer goes out while the call is still being charged and the answer stored.
+    """
     before = len(final_texts(telegram, user_id))
-    telegram.push_text(user_id, message)
+    update_id = telegram.push_text(user_id, message)
     await telegram.wait_for_sent(user_id, before + replies, timeout=timeout)
+    if finished_in is not None:
+        await wait_update_finished(telegram, finished_in, update_id, timeout=timeout)
     return final_texts(telegram, user_id)[before:]
 
 
@@ -184,7 +196,7 @@ async def test_conversation_streams_remembers_caches_and_runs_tools(
     second_answer = "Your name is **Bob**. " + LONG_ANSWER_WORDS * 3
     seen_before = len(telegram.sent(user, include_drafts=True, include_actions=True))
     anthropic_fake.script(streamed_reply(second_answer))
-    [reply] = await ask(telegram, user, "What is my name?")
+    [reply] = await ask(telegram, user, "What is my name?", finished_in=engine)
     assert reply.startswith("Your name is Bob.")
     shown = telegram.sent(user, include_drafts=True, include_actions=True)[seen_before:]
     kinds = methods_in_order(shown)
@@ -220,7 +232,7 @@ async def test_conversation_streams_remembers_caches_and_runs_tools(
         Reply(content=[thinking, text_block("Let me check."), *calls], stop_reason="tool_use"),
         text_reply("Those tools are not available, sorry."),
     )
-    replies = await ask(telegram, user, "Do two things.", replies=2)
+    replies = await ask(telegram, user, "Do two things.", replies=2, finished_in=engine)
     assert replies == ["Let me check.", "Those tools are not available, sorry."]
     before_tools, after_tools = anthropic_fake.message_requests()[-2:]
     assistant, results = after_tools["messages"][-2:]
@@ -248,7 +260,7 @@ async def test_conversation_streams_remembers_caches_and_runs_tools(
     # /new: the next request starts a fresh conversation.
     assert await ask(telegram, user, "/new") == ["Started a fresh conversation. What's next?"]
     anthropic_fake.script(text_reply("Hello again."))
-    assert await ask(telegram, user, "Do you remember me?") == ["Hello again."]
+    assert await ask(telegram, user, "Do you remember me?", finished_in=engine) == ["Hello again."]
     fresh = anthropic_fake.message_requests()[-1]
     assert len(fresh["messages"]) == 1
     assert user_texts(fresh["messages"][0]) == ["Do you remember me?"]

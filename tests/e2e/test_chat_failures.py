@@ -115,10 +115,15 @@ async def assert_message_kept(engine: AsyncEngine, user: int, words: str) -> Non
 
 
 async def assert_next_message_works(
-    telegram: FakeTelegram, anthropic_fake: FakeAnthropic, user: int, failed_text: str
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    engine: AsyncEngine,
+    user: int,
+    failed_text: str,
 ) -> None:
     anthropic_fake.script(text_reply("Back to normal."))
-    assert await ask(telegram, user, "Let's try again.", timeout=20) == ["Back to normal."]
+    answer = await ask(telegram, user, "Let's try again.", timeout=20, finished_in=engine)
+    assert answer == ["Back to normal."]
     body = anthropic_fake.message_requests()[-1]
     roles = [m["role"] for m in body["messages"]]
     assert roles[0] == "user" and roles[-1] == "user"
@@ -154,7 +159,7 @@ async def test_provider_failures_cost_nothing_and_the_chat_continues(
         await assert_nothing_charged(engine, user, case.call_status)
         await assert_message_kept(engine, user, question)
         assert anthropic_fake.pending_replies == 0, case.name
-        await assert_next_message_works(telegram, anthropic_fake, user, question)
+        await assert_next_message_works(telegram, anthropic_fake, engine, user, question)
 
 
 async def test_retry_then_success_and_cut_answers_are_charged_once(
@@ -167,7 +172,7 @@ async def test_retry_then_success_and_cut_answers_are_charged_once(
 
     # A 429 is retried once by our single retry layer; the user gets the answer and one charge.
     anthropic_fake.script(rate_limited(), text_reply("Answered after a retry."))
-    assert await ask(telegram, 3101, "Busy?") == ["Answered after a retry."]
+    assert await ask(telegram, 3101, "Busy?", finished_in=engine) == ["Answered after a retry."]
     assert len(anthropic_fake.message_requests()) == 2
     calls = await rows(engine, "SELECT status, charged_micros FROM api_calls WHERE user_id = 3101")
     assert len(calls) == 1 and calls[0][0] == "ok" and calls[0][1] > 0
@@ -175,7 +180,7 @@ async def test_retry_then_success_and_cut_answers_are_charged_once(
 
     # max_tokens: shown as cut, charged for what was used.
     anthropic_fake.script(max_tokens_reply("The beginning of a very long answer"))
-    [reply] = await ask(telegram, 3102, "Write a lot.")
+    [reply] = await ask(telegram, 3102, "Write a lot.", finished_in=engine)
     assert reply.startswith("The beginning of a very long answer")
     assert "cut" in reply
     [(status, charged)] = await rows(
@@ -211,7 +216,7 @@ async def test_messages_that_cannot_be_answered(
             text("UPDATE users SET balance_micros = :b WHERE id = :u"),
             {"u": user, "b": STARTER_MICROS},
         )
-    await assert_next_message_works(telegram, anthropic_fake, user, "Please answer this.")
+    await assert_next_message_works(telegram, anthropic_fake, engine, user, "Please answer this.")
 
     # An empty (whitespace) text and a voice message get a plain reply and cost nothing.
     requests_before = len(anthropic_fake.message_requests())

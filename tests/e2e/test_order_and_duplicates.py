@@ -92,11 +92,12 @@ async def test_users_run_in_parallel_and_each_users_messages_in_order(
     await start_bot()
     anthropic_fake.set_default(echo_slowly)
     alice, bob = 4101, 4102
-    for n in range(3):
-        telegram.push_text(alice, f"Alice {n}")
-    telegram.push_text(bob, "Bob 0")
+    updates = [telegram.push_text(alice, f"Alice {n}") for n in range(3)]
+    updates.append(telegram.push_text(bob, "Bob 0"))
     await telegram.wait_for_sent(alice, 3, timeout=20)
     await telegram.wait_for_sent(bob, 1, timeout=20)
+    for update_id in updates:
+        await wait_update_finished(telegram, engine, update_id)
     assert final_texts(telegram, alice) == ["Re: Alice 0", "Re: Alice 1", "Re: Alice 2"]
     assert final_texts(telegram, bob) == ["Re: Bob 0"]
 

@@ -19,6 +19,7 @@ from tests.e2e.test_chat import (
     rows,
     scalar,
     update_status,
+    wait_update_finished,
 )
 from tests.e2e.test_images import IMAGE_PRICE
 from tests.fakes.anthropic import FakeAnthropic, text_reply, tool_use_reply
@@ -93,8 +94,9 @@ async def assert_resend_works(
     )
     gemini_fake.script(image_reply())
     before = len(final_texts(telegram, user))
-    telegram.push_text(user, f"draw {PROMPT}")
+    update_id = telegram.push_text(user, f"draw {PROMPT}")
     await telegram.wait_for_sent(user, before + 2, timeout=20)  # the photo and the text
+    assert await wait_update_finished(telegram, engine, update_id, timeout=20) == "answered"
     assert final_texts(telegram, user)[before:] == ["Here it is."]
     images = [c for c in await api_calls(engine, user) if c[0] == "generate_image"]
     assert [c[1:3] for c in images if c[1] == "ok"] == [("ok", IMAGE_PRICE)]
