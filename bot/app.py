@@ -14,7 +14,6 @@ from typing import Any
 import structlog
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
 from anthropic import AsyncAnthropic
@@ -46,6 +45,7 @@ from bot.telegram.handlers import billing as billing_handlers
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
+from bot.telegram.session import BotSession
 from bot.telegram.submit import TurnSubmitter
 from bot.telegram.turns import TurnScheduler
 from bot.telegram.ui import TelegramTurnUI
@@ -82,9 +82,9 @@ def secret_values(settings: Settings) -> list[str]:
 
 def create_bot(settings: Settings) -> Bot:
     if settings.TELEGRAM_API_URL:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
+        session = BotSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
     else:
-        session = AiohttpSession()
+        session = BotSession()
     bot = Bot(
         settings.TELEGRAM_BOT_TOKEN.get_secret_value(),
         session=session,
