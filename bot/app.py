@@ -39,7 +39,12 @@ from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.pricing import PriceTable
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
-from bot.telegram.flood import OutgoingPacer, PacingMiddleware, RetryAfterMiddleware
+from bot.telegram.flood import (
+    PACING_HEADROOM,
+    OutgoingPacer,
+    PacingMiddleware,
+    RetryAfterMiddleware,
+)
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
 from bot.telegram.poller import Poller
@@ -92,8 +97,8 @@ def create_bot(settings: Settings) -> Bot:
     )
     bot.session.middleware(RetryAfterMiddleware(max_wait=settings.TELEGRAM_RETRY_MAX_SECONDS))
     pacer = OutgoingPacer(
-        per_chat_rate=settings.TELEGRAM_CHAT_RATE,
-        global_rate=settings.TELEGRAM_GLOBAL_RATE,
+        per_chat_rate=settings.TELEGRAM_CHAT_RATE * PACING_HEADROOM,
+        global_rate=settings.TELEGRAM_GLOBAL_RATE * PACING_HEADROOM,
         global_burst=max(1, int(settings.TELEGRAM_GLOBAL_RATE)),
     )
     bot.session.middleware(PacingMiddleware(pacer))
