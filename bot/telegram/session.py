@@ -58,8 +58,7 @@ class BotSession(AiohttpSession):
                 else model.model_validate(raw, context=context)
             )
         except (ValueError, KeyError, TypeError, ValidationError):
-            return super().check_response(
-                bot, method, status_code, content
-            )  # raises aiogram's error
+            # Not a well-formed success after all: aiogram's own check raises its usual error.
+            return super().check_response(bot, method, status_code, content)
         # The plain generic class: parametrizing it would build the copy this avoids.
         return cast("Response[TelegramType]", Response.model_construct(ok=True, result=result))
