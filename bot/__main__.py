@@ -6,13 +6,11 @@ import asyncio
 import sys
 
 from bot.config import ConfigurationError, load_settings
-from bot.integrations.anthropic_import import import_anthropic
 from bot.telegram.lazy_models import import_aiogram
 
 
 def main(argv: list[str]) -> int:
     import_aiogram()
-    import_anthropic()
     if argv:
         from bot.cli import run_cli
 

@@ -26,9 +26,9 @@ from bot.agent.tools.registry import ToolRegistry
 from bot.config import Settings
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
-from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
-from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.logs import configure_logging
+from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
+from bot.providers.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
 from bot.services.chat import ChatConfig, ChatService

@@ -15,7 +15,7 @@ from anthropic.types import Message
 from bot.agent.context import estimate_tokens, system_blocks, with_cache_breakpoints
 from bot.agent.tools.base import ToolContext
 from bot.agent.tools.registry import ToolCallResult, ToolRegistry
-from bot.integrations.anthropic import ClaudeGateway, ClaudeUnavailable
+from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable
 from bot.services.billing import BillingService, CallRecord, Hold
 from bot.services.pricing import (
     PriceTable,

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.agent.tools.base import ToolContext
 from bot.db.models import UserFile
-from bot.integrations.anthropic import ClaudeGateway
+from bot.providers.anthropic import ClaudeGateway
 from bot.services.billing import BillingService, CallRecord, Hold
 from bot.services.blobs import BlobMissing, BlobStore
 from bot.services.chat import Attachment, IntakeResult, UserFacingError

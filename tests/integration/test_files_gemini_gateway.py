@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
-from bot.integrations.gemini import (
+from bot.providers.gemini import (
     GatewayConfig,
     GeminiImageGateway,
     ImageBlocked,

@@ -14,7 +14,7 @@ from aiogram import Bot
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
+from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
 from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
 from bot.services.files import FilesConfig, FileService, parse_file_id

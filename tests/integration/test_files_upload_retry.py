@@ -5,7 +5,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
+from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
 from tests.fakes.anthropic import FakeAnthropic
 from tests.harness import FAKE_ANTHROPIC_KEY
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput
 from bot.db.models import ApiCall
-from bot.integrations.gemini import (
+from bot.providers.gemini import (
     GeminiImageGateway,
     GeneratedImage,
     ImageBlocked,
