@@ -133,6 +133,7 @@ class ApiCall(Base):
         ),
         CheckConstraint("status IN ('ok', 'error', 'blocked')", name="status_known"),
         CheckConstraint("charged_micros >= 0 AND provider_cost_micros >= 0", name="costs_positive"),
+        CheckConstraint("uncollected_micros >= 0", name="uncollected_positive"),
         Index("ix_api_calls_user_id_created_at", "user_id", "created_at"),
         Index("ix_api_calls_created_at", "created_at"),
     )
@@ -151,6 +152,8 @@ class ApiCall(Base):
     image_size: Mapped[str | None] = mapped_column(String(8))
     provider_cost_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     charged_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # What the person could not be charged: the reported cost beyond the hold and the balance.
+    uncollected_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     price_version: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
