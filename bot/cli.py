@@ -16,7 +16,8 @@ from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.logs import configure_logging
 from bot.services.billing import BillingService, UnknownUserError
-from bot.services.reports import admin_report, format_usd, render_csv, render_table
+from bot.services.money import format_usd
+from bot.services.reports import admin_report, render_csv, render_table
 
 MAX_TOPUP_USD = Decimal(10_000)
 

@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.direct import DirectSQL, UniqueViolation
 from bot.db.models import ApiCall, BalanceHold, BalanceOperation, User
+from bot.services.money import format_usd
 from bot.services.pricing import apply_markup
-from bot.services.reports import format_usd
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ from bot.services.billing import InsufficientBalance
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
-from bot.services.reports import format_usd
+from bot.services.money import format_usd
 from bot.telegram.ui import TelegramTurnUI
 
 log = structlog.get_logger(__name__)

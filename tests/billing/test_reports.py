@@ -9,10 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.billing import BillingService
+from bot.services.money import format_usd, format_usd_exact
 from bot.services.reports import (
     admin_report,
-    format_usd,
-    format_usd_exact,
     render_csv,
     render_table,
     render_users_csv,

@@ -19,13 +19,13 @@ from bot.agent.tools.base import ToolContext, ToolError, ToolInput
 from bot.services.billing import BillingService, CallRecord, Hold, InsufficientBalance
 from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
 from bot.services.media import MediaRejected
+from bot.services.money import format_usd
 from bot.services.pricing import (
     PriceTable,
     TokenUsage,
     token_cost_micros,
     worst_case_token_cost_micros,
 )
-from bot.services.reports import format_usd
 
 log = structlog.get_logger(__name__)
 

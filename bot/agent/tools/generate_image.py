@@ -28,8 +28,8 @@ from bot.services.files import (
     StoredFileRef,
     shown_id,
 )
+from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
-from bot.services.reports import format_usd
 
 log = structlog.get_logger(__name__)
 

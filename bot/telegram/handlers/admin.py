@@ -18,7 +18,7 @@ from aiogram.types import Message, Update
 
 from bot.config import Settings, usd_to_micros
 from bot.services.billing import BillingService, GlobalStats, UnknownUserError, UserOverview
-from bot.services.reports import MICROS_PER_USD, format_usd
+from bot.services.money import MICROS_PER_USD, format_usd
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,7 @@ from aiogram.filters import Command
 from aiogram.types import Message
 
 from bot.services.billing import BalanceView, BillingService, Operation, UsageSummary
-from bot.services.reports import format_usd
+from bot.services.money import format_usd
 
 RECENT_OPERATIONS = 10
 USAGE_DAYS = 30

@@ -9,8 +9,8 @@ from aiogram.types import Message
 from bot.config import Settings
 from bot.services.billing import BillingService
 from bot.services.conversations import ConversationStore
+from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
-from bot.services.reports import format_usd
 from bot.telegram.middlewares import IGNORED
 
 UNKNOWN_COMMAND_REPLY = "I don't know that command. /help lists what I can do."
