@@ -29,14 +29,15 @@ from bot.db.session import create_sessionmaker
 from bot.logs import configure_logging
 from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
 from bot.providers.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
-from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
 from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
+from bot.services.ledger import Ledger
 from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.pricing import PriceTable
+from bot.services.usage import UsageReports
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
@@ -115,7 +116,7 @@ class Application:
     images: GeminiImageGateway
     files: FileService
     sessionmaker: async_sessionmaker[AsyncSession]
-    billing: BillingService
+    billing: Ledger
     inbox: Inbox
     scheduler: TurnScheduler
     poller: Poller
@@ -127,7 +128,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     sessionmaker = create_sessionmaker(engine)
     prices = PriceTable()
     prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
-    billing = BillingService(
+    billing = Ledger(
         sessionmaker,
         markup=settings.PRICE_MARKUP,
         hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
@@ -211,6 +212,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         users=users,
         extra_routers=[billing_handlers.build_router(), admin_handlers.build_router()],
         billing=billing,
+        usage=UsageReports(sessionmaker),
         prices=prices,
         conversations=conversations,
         turns=turns,
@@ -237,7 +239,7 @@ def build_file_service(
     sessionmaker: async_sessionmaker[AsyncSession],
     bot: Bot,
     claude: ClaudeGateway,
-    billing: BillingService,
+    billing: Ledger,
 ) -> FileService:
     limits = ImageLimits.from_megabytes(settings.MAX_UPLOAD_MB, settings.MAX_IMAGE_PIXELS)
     return FileService(
@@ -264,7 +266,7 @@ def build_tools(
     anthropic: AsyncAnthropic,
     images: GeminiImageGateway,
     files: FileService,
-    billing: BillingService,
+    billing: Ledger,
     prices: PriceTable,
     provider_slots: asyncio.Semaphore,
 ) -> list[GenerateImageTool | AnalyzeImageTool]:

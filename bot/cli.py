@@ -15,7 +15,7 @@ from bot.config import ConfigurationError, OperatorSettings, load_operator_setti
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.logs import configure_logging
-from bot.services.billing import BillingService, UnknownUserError
+from bot.services.ledger import Ledger, UnknownUserError
 from bot.services.money import format_usd
 from bot.services.reports import admin_report, render_csv, render_table
 
@@ -102,7 +102,7 @@ def topup(user_id: int, usd: str) -> None:
 
     async def _run() -> int:
         async with database(settings) as engine:
-            billing = BillingService(
+            billing = Ledger(
                 create_sessionmaker(engine),
                 markup=settings.PRICE_MARKUP,
                 hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),

@@ -16,7 +16,7 @@ from bot.agent.context import estimate_tokens, system_blocks, with_cache_breakpo
 from bot.agent.tools.base import ToolContext
 from bot.agent.tools.registry import ToolCallResult, ToolRegistry
 from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable
-from bot.services.billing import BillingService, CallRecord, Hold
+from bot.services.ledger import CallRecord, Hold, Ledger
 from bot.services.pricing import (
     PriceTable,
     TokenUsage,
@@ -100,7 +100,7 @@ class AgentLoop:
         *,
         claude: ClaudeGateway,
         registry: ToolRegistry,
-        billing: BillingService,
+        billing: Ledger,
         prices: PriceTable,
         files: FileSink | None,
         config: LoopConfig,

@@ -17,10 +17,10 @@ from bot.agent.context import (
     trim_to_budget,
 )
 from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats
-from bot.services.billing import InsufficientBalance
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
+from bot.services.ledger import InsufficientBalance
 from bot.services.money import format_usd
 from bot.telegram.ui import TelegramTurnUI
 

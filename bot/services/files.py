@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.agent.tools.base import ToolContext
 from bot.db.models import UserFile
 from bot.providers.anthropic import ClaudeGateway
-from bot.services.billing import BillingService, CallRecord, Hold
 from bot.services.blobs import BlobMissing, BlobStore
 from bot.services.chat import Attachment, IntakeResult, UserFacingError
+from bot.services.ledger import CallRecord, Hold, Ledger
 from bot.services.media import (
     ImageProcessor,
     MediaRejected,
@@ -133,7 +133,7 @@ class FileService:
         claude: ClaudeGateway,
         blobs: BlobStore,
         processor: ImageProcessor,
-        billing: BillingService,
+        billing: Ledger,
         config: FilesConfig,
         generated_processor: ImageProcessor | None = None,
     ) -> None:

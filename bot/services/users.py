@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import User
-from bot.services.billing import BillingService
+from bot.services.ledger import Ledger
 
 TOUCH_INTERVAL_SECONDS = 60.0
 MAX_CACHED_USERS = 50_000
@@ -35,7 +35,7 @@ class UserService:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
-        billing: BillingService,
+        billing: Ledger,
         *,
         starter_micros: int,
     ) -> None:

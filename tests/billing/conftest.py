@@ -12,14 +12,20 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.session import create_engine, create_sessionmaker
-from bot.services.billing import BillingService, CallRecord
+from bot.services.ledger import CallRecord, Ledger
+from bot.services.usage import UsageReports
 
 HOLD_TTL = timedelta(minutes=15)
 
 
 @pytest.fixture
-def billing(sessionmaker: async_sessionmaker[AsyncSession]) -> BillingService:
-    return BillingService(sessionmaker, markup=Decimal("1.0"), hold_ttl=HOLD_TTL)
+def usage(sessionmaker: async_sessionmaker[AsyncSession]) -> UsageReports:
+    return UsageReports(sessionmaker)
+
+
+@pytest.fixture
+def billing(sessionmaker: async_sessionmaker[AsyncSession]) -> Ledger:
+    return Ledger(sessionmaker, markup=Decimal("1.0"), hold_ttl=HOLD_TTL)
 
 
 async def create_user(
@@ -35,7 +41,7 @@ async def create_user(
 
 async def funded_user(
     sessionmaker: async_sessionmaker[AsyncSession],
-    billing: BillingService,
+    billing: Ledger,
     user_id: int,
     balance_micros: int,
 ) -> None:

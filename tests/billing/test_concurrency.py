@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services.billing import BillingService, Hold, InsufficientBalance
+from bot.services.ledger import Hold, InsufficientBalance, Ledger
 from bot.services.pricing import apply_markup
+from bot.services.usage import UsageReports
 from tests.billing.conftest import HOLD_TTL, funded_user, image_call, snapshot
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -49,7 +50,7 @@ class AvailableMonitor:
         self._stop.set()
 
 
-async def _try_hold(billing: BillingService, user_id: int, key: str, amount: int) -> Hold | None:
+async def _try_hold(billing: Ledger, user_id: int, key: str, amount: int) -> Hold | None:
     try:
         return await billing.hold(user_id, amount, key=key)
     except InsufficientBalance:
@@ -58,9 +59,9 @@ async def _try_hold(billing: BillingService, user_id: int, key: str, amount: int
 
 @pytest.mark.parametrize("run", range(5))
 async def test_200_concurrent_image_holds_against_5_dollars(
-    busy_sessionmaker: Sessions, run: int
+    usage: UsageReports, busy_sessionmaker: Sessions, run: int
 ) -> None:
-    billing = BillingService(busy_sessionmaker, markup=Decimal(1), hold_ttl=HOLD_TTL)
+    billing = Ledger(busy_sessionmaker, markup=Decimal(1), hold_ttl=HOLD_TTL)
     user_id = 1000 + run
     await funded_user(busy_sessionmaker, billing, user_id, START)
     monitor = AvailableMonitor(busy_sessionmaker, user_id)
@@ -95,13 +96,14 @@ async def test_200_concurrent_image_holds_against_5_dollars(
             text("SELECT MIN(balance_after_micros) FROM balance_operations")
         )
     assert lowest_after == 42_000
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
 async def test_one_topup_key_50_times_concurrently_credits_once(
+    usage: UsageReports,
     busy_sessionmaker: Sessions,
 ) -> None:
-    billing = BillingService(busy_sessionmaker, markup=Decimal(1), hold_ttl=HOLD_TTL)
+    billing = Ledger(busy_sessionmaker, markup=Decimal(1), hold_ttl=HOLD_TTL)
     await funded_user(busy_sessionmaker, billing, 1, 1_000)
     balances = await asyncio.gather(
         *(billing.topup(1, 2_000_000, key="topup:charge_123", admin_user_id=9) for _ in range(50))
@@ -109,13 +111,14 @@ async def test_one_topup_key_50_times_concurrently_credits_once(
     assert set(balances) == {2_001_000}
     snap = await snapshot(busy_sessionmaker, 1)
     assert (snap.balance, snap.ledger_sum, snap.ledger_rows) == (2_001_000, 2_001_000, 2)
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
 async def test_one_hold_and_charge_key_50_times_concurrently_debits_once(
+    usage: UsageReports,
     busy_sessionmaker: Sessions,
 ) -> None:
-    billing = BillingService(busy_sessionmaker, markup=Decimal(1), hold_ttl=HOLD_TTL)
+    billing = Ledger(busy_sessionmaker, markup=Decimal(1), hold_ttl=HOLD_TTL)
     await funded_user(busy_sessionmaker, billing, 1, 1_000_000)
 
     holds = await asyncio.gather(*(billing.hold(1, IMAGE, key="img:tool_1") for _ in range(50)))
@@ -138,13 +141,14 @@ async def test_one_hold_and_charge_key_50_times_concurrently_debits_once(
     async with busy_sessionmaker() as session:
         calls = await session.scalar(text("SELECT COUNT(*) FROM api_calls"))
     assert calls == 1
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
 async def test_one_charge_key_on_50_holds_concurrently_charges_once(
+    usage: UsageReports,
     busy_sessionmaker: Sessions,
 ) -> None:
-    billing = BillingService(busy_sessionmaker, markup=Decimal(1), hold_ttl=HOLD_TTL)
+    billing = Ledger(busy_sessionmaker, markup=Decimal(1), hold_ttl=HOLD_TTL)
     await funded_user(busy_sessionmaker, billing, 1, 50 * IMAGE)
     holds = [await billing.hold(1, IMAGE, key=f"hold:{n}") for n in range(50)]
     settlements = await asyncio.gather(
@@ -154,7 +158,7 @@ async def test_one_charge_key_on_50_holds_concurrently_charges_once(
     snap = await snapshot(busy_sessionmaker, 1)
     assert (snap.balance, snap.held, snap.open_holds, snap.ledger_rows) == (49 * IMAGE, 0, 0, 2)
     assert snap.charged_sum == IMAGE
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
 @dataclass
@@ -166,7 +170,7 @@ class Flow:
     charged: int = 0
 
 
-async def _hold_then_settle(billing: BillingService, user_id: int, n: int, flow: Flow) -> None:
+async def _hold_then_settle(billing: Ledger, user_id: int, n: int, flow: Flow) -> None:
     hold = await _try_hold(billing, user_id, f"hold:flow:{n}", flow.hold_micros)
     if hold is None:
         return
@@ -185,9 +189,9 @@ async def _hold_then_settle(billing: BillingService, user_id: int, n: int, flow:
 
 @pytest.mark.parametrize("markup", ["1.0", "1.5"])
 async def test_200_concurrent_hold_then_settle_flows_with_failures(
-    busy_sessionmaker: Sessions, markup: str
+    usage: UsageReports, busy_sessionmaker: Sessions, markup: str
 ) -> None:
-    billing = BillingService(busy_sessionmaker, markup=Decimal(markup), hold_ttl=HOLD_TTL)
+    billing = Ledger(busy_sessionmaker, markup=Decimal(markup), hold_ttl=HOLD_TTL)
     start = 25_000_000
     await funded_user(busy_sessionmaker, billing, 1, start)
     rng = random.Random(20261122)
@@ -231,4 +235,4 @@ async def test_200_concurrent_hold_then_settle_flows_with_failures(
         ).one()
     assert (failed_charged, over_hold) == (0, 0)
     assert capture_rows == sum(1 for f in flows if f.charged > 0)
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []

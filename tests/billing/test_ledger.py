@@ -12,21 +12,22 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
-from bot.services.billing import (
-    BillingService,
+from bot.services.ledger import (
     CallRecord,
     HoldNotOpenError,
     IdempotencyConflictError,
     InsufficientBalance,
+    Ledger,
     UnknownUserError,
 )
+from bot.services.usage import UsageReports
 from tests.billing.conftest import HOLD_TTL, create_user, funded_user, image_call, snapshot
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
 async def test_starter_balance_is_credited_once(
-    sessionmaker: Sessions, billing: BillingService
+    usage: UsageReports, sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await create_user(sessionmaker, 1)
     assert await billing.credit_starter(1, 500_000) is True
@@ -37,11 +38,11 @@ async def test_starter_balance_is_credited_once(
     assert [(op.kind, op.amount_micros, op.balance_after_micros) for op in ops] == [
         ("starter", 500_000, 500_000)
     ]
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
 async def test_topup_applies_once_per_key_and_returns_the_balance(
-    sessionmaker: Sessions, billing: BillingService
+    sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await create_user(sessionmaker, 1)
     assert await billing.topup(1, 2_000_000, key="topup:admin:7:1", admin_user_id=7) == 2_000_000
@@ -51,18 +52,18 @@ async def test_topup_applies_once_per_key_and_returns_the_balance(
     assert (snap.balance, snap.ledger_sum, snap.ledger_rows) == (3_000_000, 3_000_000, 2)
 
 
-async def test_topup_for_an_unknown_user_is_refused(billing: BillingService) -> None:
+async def test_topup_for_an_unknown_user_is_refused(usage: UsageReports, billing: Ledger) -> None:
     with pytest.raises(UnknownUserError):
         await billing.topup(404, 1_000, key="topup:x")
     with pytest.raises(UnknownUserError):
         await billing.hold(404, 1_000, key="hold:x")
     with pytest.raises(UnknownUserError):
         await billing.get_balance(404)
-    assert await billing.user_overview(404) is None
+    assert await usage.user_overview(404) is None
 
 
 async def test_negative_adjustment_needs_available_balance(
-    sessionmaker: Sessions, billing: BillingService
+    usage: UsageReports, sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 1_000_000)
     await billing.hold(1, 600_000, key="hold:1")
@@ -77,11 +78,11 @@ async def test_negative_adjustment_needs_available_balance(
     assert await billing.adjust(1, 50, key="adj:3", admin_user_id=9, description="+") == 600_050
     view = await billing.get_balance(1)
     assert (view.balance_micros, view.held_micros, view.available_micros) == (600_050, 600_000, 50)
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
 async def test_hold_reserves_available_balance_without_a_ledger_row(
-    sessionmaker: Sessions, billing: BillingService
+    usage: UsageReports, sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 300_000)
     hold = await billing.hold(1, 134_000, key="img:a")
@@ -95,12 +96,10 @@ async def test_hold_reserves_available_balance_without_a_ledger_row(
     assert str(raised.value) == "Insufficient balance: this needs $0.1340, available $0.0320."
     snap = await snapshot(sessionmaker, 1)
     assert (snap.balance, snap.held, snap.ledger_rows, snap.open_holds) == (300_000, 268_000, 1, 2)
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
-async def test_hold_key_of_another_user_is_refused(
-    sessionmaker: Sessions, billing: BillingService
-) -> None:
+async def test_hold_key_of_another_user_is_refused(sessionmaker: Sessions, billing: Ledger) -> None:
     await funded_user(sessionmaker, billing, 1, 300_000)
     await funded_user(sessionmaker, billing, 2, 300_000)
     await billing.hold(1, 1_000, key="img:shared")
@@ -110,7 +109,7 @@ async def test_hold_key_of_another_user_is_refused(
 
 
 async def test_settle_ok_captures_the_cost_and_frees_the_rest(
-    sessionmaker: Sessions, billing: BillingService
+    sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 1_000_000)
     hold = await billing.hold(1, 300_000, key="llm:hold:1")
@@ -153,7 +152,7 @@ async def test_settle_ok_captures_the_cost_and_frees_the_rest(
 
 @pytest.mark.parametrize("status", ["error", "blocked"])
 async def test_failed_or_blocked_calls_cost_nothing(
-    sessionmaker: Sessions, billing: BillingService, status: str
+    usage: UsageReports, sessionmaker: Sessions, billing: Ledger, status: str
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 500_000)
     hold = await billing.hold(1, 134_000, key="img:t1")
@@ -169,13 +168,14 @@ async def test_failed_or_blocked_calls_cost_nothing(
             )
         ).one()
     assert tuple(stored) == (status, 0, 134_000)
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
 async def test_markup_is_charged_and_both_amounts_are_stored(
+    usage: UsageReports,
     sessionmaker: Sessions,
 ) -> None:
-    billing = BillingService(sessionmaker, markup=Decimal("1.5"), hold_ttl=HOLD_TTL)
+    billing = Ledger(sessionmaker, markup=Decimal("1.5"), hold_ttl=HOLD_TTL)
     await funded_user(sessionmaker, billing, 1, 1_000_000)
     hold = await billing.hold(1, billing.user_price(134_000), key="img:m")
     assert hold.amount_micros == 201_000
@@ -189,24 +189,43 @@ async def test_markup_is_charged_and_both_amounts_are_stored(
             )
         ).one()
     assert tuple(stored) == (134_000, 201_000)
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
-async def test_a_charge_above_the_hold_is_capped_and_logged(
-    sessionmaker: Sessions, billing: BillingService
+async def test_a_charge_above_the_hold_is_taken_from_the_available_balance_and_logged(
+    sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 1_000_000)
     hold = await billing.hold(1, 100_000, key="img:cap")
     with capture_logs() as logs:
         settlement = await billing.settle(hold, image_call(1, "cap", cost=134_000))
-    assert settlement.charged_micros == 100_000
-    assert any(entry["event"] == "charge_capped_at_hold" for entry in logs)
-    assert (await snapshot(sessionmaker, 1)).balance == 900_000
+    assert (settlement.charged_micros, settlement.uncollected_micros) == (134_000, 0)
+    assert any(entry["event"] == "charge_above_hold" for entry in logs)
+    assert (await snapshot(sessionmaker, 1)).balance == 866_000
 
 
-async def test_settling_twice_changes_nothing(
-    sessionmaker: Sessions, billing: BillingService
+async def test_a_charge_beyond_the_balance_records_the_shortfall(
+    usage: UsageReports, sessionmaker: Sessions, billing: Ledger
 ) -> None:
+    await funded_user(sessionmaker, billing, 1, 120_000)
+    hold = await billing.hold(1, 100_000, key="img:short")
+    settlement = await billing.settle(hold, image_call(1, "short", cost=134_000))
+    assert (settlement.charged_micros, settlement.uncollected_micros) == (120_000, 14_000)
+    snap = await snapshot(sessionmaker, 1)
+    assert (snap.balance, snap.held, snap.open_holds) == (0, 0, 0)
+    async with sessionmaker() as session:
+        stored = (
+            await session.execute(
+                text(
+                    "SELECT provider_cost_micros, charged_micros, uncollected_micros FROM api_calls"
+                )
+            )
+        ).one()
+    assert tuple(stored) == (134_000, 120_000, 14_000)
+    assert await usage.reconcile() == []
+
+
+async def test_settling_twice_changes_nothing(sessionmaker: Sessions, billing: Ledger) -> None:
     await funded_user(sessionmaker, billing, 1, 1_000_000)
     hold = await billing.hold(1, 134_000, key="img:twice")
     first = await billing.settle(hold, image_call(1, "twice"))
@@ -222,7 +241,7 @@ async def test_settling_twice_changes_nothing(
 
 
 async def test_a_used_charge_key_releases_the_new_hold_without_charging(
-    sessionmaker: Sessions, billing: BillingService
+    usage: UsageReports, sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 1_000_000)
     first = await billing.hold(1, 134_000, key="hold:1")
@@ -232,10 +251,10 @@ async def test_a_used_charge_key_releases_the_new_hold_without_charging(
     assert not settlement.applied
     snap = await snapshot(sessionmaker, 1)
     assert (snap.balance, snap.held, snap.ledger_rows, snap.charged_sum) == (866_000, 0, 2, 134_000)
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
-async def test_release_frees_the_hold_once(sessionmaker: Sessions, billing: BillingService) -> None:
+async def test_release_frees_the_hold_once(sessionmaker: Sessions, billing: Ledger) -> None:
     await funded_user(sessionmaker, billing, 1, 500_000)
     hold = await billing.hold(1, 134_000, key="img:r")
     assert await billing.release(hold, reason="cancelled") is True
@@ -247,7 +266,7 @@ async def test_release_frees_the_hold_once(sessionmaker: Sessions, billing: Bill
 
 
 async def test_sweeper_expires_only_stale_holds_and_capture_cannot_follow(
-    sessionmaker: Sessions, billing: BillingService
+    usage: UsageReports, sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 500_000)
     hold = await billing.hold(1, 134_000, key="img:stale")
@@ -260,13 +279,13 @@ async def test_sweeper_expires_only_stale_holds_and_capture_cannot_follow(
     assert (settlement.applied, settlement.charged_micros) == (False, 0)
     snap = await snapshot(sessionmaker, 1)
     assert (snap.balance, snap.held, snap.ledger_rows, snap.charged_sum) == (500_000, 0, 1, 0)
-    assert await billing.reconcile() == []
+    assert await usage.reconcile() == []
 
 
 async def test_run_sweeper_expires_holds_until_stopped(
     sessionmaker: Sessions,
 ) -> None:
-    billing = BillingService(sessionmaker, markup=Decimal(1), hold_ttl=timedelta(0))
+    billing = Ledger(sessionmaker, markup=Decimal(1), hold_ttl=timedelta(0))
     await funded_user(sessionmaker, billing, 1, 500_000)
     await billing.hold(1, 134_000, key="img:sweep")
     stop = asyncio.Event()
@@ -281,7 +300,7 @@ async def test_run_sweeper_expires_holds_until_stopped(
 
 
 async def test_record_call_without_a_hold_charges_nothing(
-    sessionmaker: Sessions, billing: BillingService
+    sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 500_000)
     call_id = await billing.record_call(image_call(1, "early", status="error", cost=0))
@@ -295,7 +314,7 @@ async def test_record_call_without_a_hold_charges_nothing(
     assert (await snapshot(sessionmaker, 1)).balance == 500_000
 
 
-async def test_the_ledger_rejects_edits(sessionmaker: Sessions, billing: BillingService) -> None:
+async def test_the_ledger_rejects_edits(sessionmaker: Sessions, billing: Ledger) -> None:
     await funded_user(sessionmaker, billing, 1, 500_000)
     async with sessionmaker() as session:
         with pytest.raises(DBAPIError, match="append-only"):
@@ -303,7 +322,7 @@ async def test_the_ledger_rejects_edits(sessionmaker: Sessions, billing: Billing
 
 
 async def test_reads_for_balance_usage_user_and_stats(
-    sessionmaker: Sessions, billing: BillingService
+    usage: UsageReports, sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 1_000_000)
     await create_user(sessionmaker, 2)
@@ -323,7 +342,7 @@ async def test_reads_for_balance_usage_user_and_stats(
             charge_key="llm:m",
         ),
     )
-    summary = await billing.usage_summary(1)
+    summary = await usage.usage_summary(1)
     assert [(u.purpose, u.calls, u.charged_micros, u.images) for u in summary.lines] == [
         ("chat", 1, 12_345, 0),
         ("generate_image", 3, 268_000, 2),
@@ -334,7 +353,7 @@ async def test_reads_for_balance_usage_user_and_stats(
         ("charge", -12_345, 719_655),
         ("charge", -134_000, 732_000),
     ]
-    overview = await billing.user_overview(1)
+    overview = await usage.user_overview(1)
     assert overview is not None
     assert (overview.balance_micros, overview.total_topups_micros) == (719_655, 1_000_000)
     assert (overview.total_spent_micros, overview.total_provider_cost_micros) == (
@@ -342,7 +361,7 @@ async def test_reads_for_balance_usage_user_and_stats(
         414_345,
     )
     assert (overview.api_calls, overview.images_generated) == (4, 2)
-    stats = await billing.global_stats()
+    stats = await usage.global_stats()
     assert stats.users == 2
     assert [(w.label, w.calls, w.active_users, w.charged_micros) for w in stats.windows] == [
         ("today", 4, 1, 280_345),

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services.billing import BillingService
+from bot.services.ledger import Ledger
 from bot.services.money import format_usd, format_usd_exact
 from bot.services.reports import (
     admin_report,
@@ -61,7 +61,7 @@ total                                                                  4       1
 """
 
 
-async def _seed(sessionmaker: Sessions, billing: BillingService) -> None:
+async def _seed(sessionmaker: Sessions, billing: Ledger) -> None:
     await create_user(sessionmaker, 1, "alice")
     await create_user(sessionmaker, 2, "bob")
     await create_user(sessionmaker, 3, "carol")
@@ -97,9 +97,7 @@ async def _seed(sessionmaker: Sessions, billing: BillingService) -> None:
         await session.commit()
 
 
-async def test_admin_report_on_a_seeded_database(
-    sessionmaker: Sessions, billing: BillingService
-) -> None:
+async def test_admin_report_on_a_seeded_database(sessionmaker: Sessions, billing: Ledger) -> None:
     await _seed(sessionmaker, billing)
 
     report = await admin_report(sessionmaker, days=7, now=NOW)
@@ -158,7 +156,7 @@ async def test_admin_report_on_a_seeded_database(
 
 
 async def test_admin_report_of_one_day_holds_only_today(
-    sessionmaker: Sessions, billing: BillingService
+    sessionmaker: Sessions, billing: Ledger
 ) -> None:
     await _seed(sessionmaker, billing)
     report = await admin_report(sessionmaker, days=1, now=NOW)

@@ -27,12 +27,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db.session import create_engine, create_sessionmaker
-from bot.services.billing import (
-    BillingService,
+from bot.services.ledger import (
     CallRecord,
     Hold,
     HoldNotOpenError,
     InsufficientBalance,
+    Ledger,
 )
 from bot.services.pricing import apply_markup
 from tests.billing.conftest import HOLD_TTL
@@ -65,7 +65,7 @@ class Env:
     runner: LoopThread
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    billing: BillingService
+    billing: Ledger
 
 
 @dataclass
@@ -123,7 +123,7 @@ class BillingMachine(RuleBasedStateMachine):
         return self.env.runner.run(coro)
 
     @property
-    def billing(self) -> BillingService:
+    def billing(self) -> Ledger:
         return self.env.billing
 
     def key(self, prefix: str) -> str:
@@ -227,7 +227,10 @@ class BillingMachine(RuleBasedStateMachine):
         if known.status != "held":
             assert not settlement.applied
             return
-        charged = min(apply_markup(cost, MARKUP), known.amount) if status == "ok" else 0
+        # A price above the hold is charged as far as the available balance (the hold included)
+        # allows; the rest is recorded as uncollected (design section 6).
+        reachable = known.amount + self.model.available
+        charged = min(apply_markup(cost, MARKUP), reachable) if status == "ok" else 0
         if charged and charge_key in self.model.charge_keys:
             assert not settlement.applied
             self.model.close(key, "released")
@@ -294,7 +297,7 @@ def test_billing_state_machine_matches_the_model(database_url: str) -> None:
     async def open_env() -> Env:
         engine = create_engine(database_url, pool_size=5, max_overflow=5)
         sessions = create_sessionmaker(engine)
-        billing = BillingService(sessions, markup=MARKUP, hold_ttl=HOLD_TTL)
+        billing = Ledger(sessions, markup=MARKUP, hold_ttl=HOLD_TTL)
         return Env(runner=runner, engine=engine, sessionmaker=sessions, billing=billing)
 
     env = runner.run(open_env())

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.session import create_sessionmaker
-from bot.services.billing import BillingService, CallRecord
+from bot.services.ledger import CallRecord, Ledger
 from tests.e2e.conftest import Running, module_bot
 from tests.fakes.telegram import FakeTelegram, command_entities
 from tests.pg import TestPostgres
@@ -118,7 +118,7 @@ async def test_balance_shows_starter_credit_and_topup(running: Running) -> None:
 async def test_balance_shows_reserved_amount_and_charges_in_words(running: Running) -> None:
     telegram, engine = running.telegram, running.engine
     await ask(telegram, 1006, "/start")
-    billing = BillingService(
+    billing = Ledger(
         create_sessionmaker(engine), markup=Decimal("1.0"), hold_ttl=timedelta(minutes=15)
     )
     hold = await billing.hold(1006, 134_000, key="test:hold:1006")

@@ -15,9 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
-from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
 from bot.services.files import FilesConfig, FileService, parse_file_id
+from bot.services.ledger import Ledger
 from bot.services.media import ImageLimits, ImageProcessor
 from tests.fakes.anthropic import FakeAnthropic
 from tests.harness import FAKE_BOT_TOKEN
@@ -50,7 +50,7 @@ async def files(
         claude=ClaudeGateway(client, max_retries=0),
         blobs=BlobStore(tmp_path / "files"),
         processor=ImageProcessor(ImageLimits.from_megabytes(20, 40_000_000)),
-        billing=BillingService(sessionmaker, markup=Decimal(1), hold_ttl=timedelta(minutes=5)),
+        billing=Ledger(sessionmaker, markup=Decimal(1), hold_ttl=timedelta(minutes=5)),
         config=FilesConfig(
             retention=timedelta(days=30),
             blob_retention=timedelta(days=90),

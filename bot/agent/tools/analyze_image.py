@@ -16,8 +16,8 @@ from anthropic.types import Message, MessageParam
 from pydantic import Field, field_validator
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput
-from bot.services.billing import BillingService, CallRecord, Hold, InsufficientBalance
 from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
+from bot.services.ledger import CallRecord, Hold, InsufficientBalance, Ledger
 from bot.services.media import MediaRejected
 from bot.services.money import format_usd
 from bot.services.pricing import (
@@ -160,7 +160,7 @@ class AnalyzeImageTool:
         *,
         vision: VisionClient,
         files: FileService,
-        billing: BillingService,
+        billing: Ledger,
         prices: PriceTable,
     ) -> None:
         self._vision = vision

@@ -20,7 +20,6 @@ from bot.providers.gemini import (
     ImageBlocked,
     ImageUnavailable,
 )
-from bot.services.billing import BillingService, CallRecord, Hold, InsufficientBalance
 from bot.services.files import (
     BlobMissing,
     FileService,
@@ -28,6 +27,7 @@ from bot.services.files import (
     StoredFileRef,
     shown_id,
 )
+from bot.services.ledger import CallRecord, Hold, InsufficientBalance, Ledger
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
 
@@ -110,7 +110,7 @@ class GenerateImageTool:
         *,
         gateway: GeminiImageGateway,
         files: FileService,
-        billing: BillingService,
+        billing: Ledger,
         prices: PriceTable,
         rate_limit: ImageRateLimit,
     ) -> None:

@@ -17,8 +17,9 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, Update
 
 from bot.config import Settings, usd_to_micros
-from bot.services.billing import BillingService, GlobalStats, UnknownUserError, UserOverview
+from bot.services.ledger import Ledger, UnknownUserError
 from bot.services.money import MICROS_PER_USD, format_usd
+from bot.services.usage import GlobalStats, UsageReports, UserOverview
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +118,7 @@ async def topup_handler(
     message: Message,
     command: CommandObject,
     event_update: Update,
-    billing: BillingService,
+    billing: Ledger,
     bot: Bot,
 ) -> None:
     assert message.from_user is not None
@@ -155,24 +156,24 @@ async def notify_user(bot: Bot, user_id: int, text: str) -> bool:
     return True
 
 
-async def user_handler(message: Message, command: CommandObject, billing: BillingService) -> None:
+async def user_handler(message: Message, command: CommandObject, usage: UsageReports) -> None:
     parts = (command.args or "").split()
     user_id = parse_user_id(parts[0]) if len(parts) == 1 else None
     if user_id is None:
         await message.answer(USER_USAGE)
         return
-    overview = await billing.user_overview(user_id)
+    overview = await usage.user_overview(user_id)
     if overview is None:
         await message.answer(f"No user with id {user_id}.")
         return
     await message.answer(render_user(overview))
 
 
-async def stats_handler(message: Message, command: CommandObject, billing: BillingService) -> None:
+async def stats_handler(message: Message, command: CommandObject, usage: UsageReports) -> None:
     if command.args:
         await message.answer(STATS_USAGE)
         return
-    await message.answer(render_stats(await billing.global_stats()))
+    await message.answer(render_stats(await usage.global_stats()))
 
 
 def build_router() -> Router:

@@ -8,8 +8,9 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot.services.billing import BalanceView, BillingService, Operation, UsageSummary
+from bot.services.ledger import BalanceView, Ledger, Operation
 from bot.services.money import format_usd
+from bot.services.usage import UsageReports, UsageSummary
 
 RECENT_OPERATIONS = 10
 USAGE_DAYS = 30
@@ -74,7 +75,7 @@ def render_usage(summary: UsageSummary) -> str:
     return "\n".join(lines)
 
 
-async def balance_handler(message: Message, billing: BillingService) -> None:
+async def balance_handler(message: Message, billing: Ledger) -> None:
     assert message.from_user is not None
     user_id = message.from_user.id
     balance = await billing.get_balance(user_id)
@@ -82,9 +83,9 @@ async def balance_handler(message: Message, billing: BillingService) -> None:
     await message.answer(render_balance(balance, operations))
 
 
-async def usage_handler(message: Message, billing: BillingService) -> None:
+async def usage_handler(message: Message, usage: UsageReports) -> None:
     assert message.from_user is not None
-    summary = await billing.usage_summary(message.from_user.id, days=USAGE_DAYS)
+    summary = await usage.usage_summary(message.from_user.id, days=USAGE_DAYS)
     await message.answer(render_usage(summary))
 
 

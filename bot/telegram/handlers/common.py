@@ -7,8 +7,8 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 
 from bot.config import Settings
-from bot.services.billing import BillingService
 from bot.services.conversations import ConversationStore
+from bot.services.ledger import Ledger
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
 from bot.telegram.middlewares import IGNORED
@@ -20,7 +20,7 @@ UNSUPPORTED_REPLY = (
 )
 
 
-async def start_handler(message: Message, billing: BillingService) -> None:
+async def start_handler(message: Message, billing: Ledger) -> None:
     assert message.from_user is not None
     balance = await billing.get_balance(message.from_user.id)
     name = message.from_user.first_name or "there"
@@ -35,7 +35,7 @@ async def start_handler(message: Message, billing: BillingService) -> None:
 
 
 async def help_handler(
-    message: Message, prices: PriceTable, billing: BillingService, settings: Settings
+    message: Message, prices: PriceTable, billing: Ledger, settings: Settings
 ) -> None:
     chat = prices.token_price(settings.CLAUDE_MODEL)
     image_lines = [
