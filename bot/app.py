@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from aiogram import Bot
+from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
@@ -30,15 +30,18 @@ from bot.logs import configure_logging
 from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
 from bot.providers.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.services.blobs import BlobStore
-from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
+from bot.services.delivery import FileDelivery
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
+from bot.services.intake import ImageIntake
 from bot.services.ledger import Ledger
 from bot.services.media import ImageLimits, ImageProcessor
+from bot.services.metered import MeteredCalls
 from bot.services.pricing import PriceTable
 from bot.services.usage import UsageReports
 from bot.services.users import UserService
+from bot.telegram.delivery import TelegramFileSender
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
     PACING_HEADROOM,
@@ -55,6 +58,7 @@ from bot.telegram.session import BotSession
 from bot.telegram.submit import TurnSubmitter
 from bot.telegram.turns import TurnScheduler
 from bot.telegram.ui import TelegramTurnUI
+from bot.turns.chat import ChatConfig, ChatService
 
 log = structlog.get_logger(__name__)
 
@@ -124,134 +128,113 @@ class Application:
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
 
+@dataclass(frozen=True)
+class Core:
+    """The database side: sessions, prices, the ledger, the metered path, the inbox and the
+    conversations (one of each: the conversation store caches what it read)."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    prices: PriceTable
+    ledger: Ledger
+    metered: MeteredCalls
+    inbox: Inbox
+    conversations: ConversationStore
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The outside world: Telegram, Claude and the image model, sharing provider slots."""
+
+    bot: Bot
+    anthropic: AsyncAnthropic
+    claude: ClaudeGateway
+    images: GeminiImageGateway
+    provider_slots: asyncio.Semaphore
+
+
 def build_application(settings: Settings, engine: AsyncEngine) -> Application:
-    sessionmaker = create_sessionmaker(engine)
-    prices = PriceTable()
-    prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
-    billing = Ledger(
-        sessionmaker,
-        markup=settings.PRICE_MARKUP,
-        hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
-    )
-    bot = create_bot(settings)
-    anthropic = create_anthropic_client(
-        settings.ANTHROPIC_API_KEY.get_secret_value(),
-        settings.ANTHROPIC_BASE_URL,
-        settings.ANTHROPIC_TIMEOUT_SECONDS,
-    )
-    provider_slots = asyncio.Semaphore(settings.MAX_CONCURRENT_PROVIDER_CALLS)
-    claude = ClaudeGateway(
-        anthropic, max_retries=settings.ANTHROPIC_MAX_RETRIES, concurrency=provider_slots
-    )
-    inbox = Inbox(sessionmaker)
-    users = UserService(sessionmaker, billing, starter_micros=settings.starter_balance_micros)
-    conversations = ConversationStore(
-        sessionmaker, recent_files_limit=settings.RECENT_FILES_IN_CONTEXT
-    )
-    images = GeminiImageGateway(
-        functools.partial(
-            create_gemini_client,
-            settings.GOOGLE_API_KEY.get_secret_value(),
-            settings.GEMINI_BASE_URL,
-            settings.GEMINI_TIMEOUT_SECONDS,
-        ),
-        GatewayConfig(
-            model=settings.IMAGE_MODEL,
-            retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
-            retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
-        ),
-        concurrency=provider_slots,
-    )
-    files = build_file_service(settings, sessionmaker, bot, claude, billing)
-    registry = ToolRegistry(
-        build_tools(
-            settings, sessionmaker, anthropic, images, files, billing, prices, provider_slots
-        )
-    )
-    sender = MessageSender(bot)
-    loop = AgentLoop(
-        claude=claude,
-        registry=registry,
-        billing=billing,
-        prices=prices,
-        files=files,
-        config=LoopConfig(
-            model=settings.CLAUDE_MODEL,
-            max_tokens=settings.CLAUDE_MAX_TOKENS,
-            max_iterations=settings.MAX_TOOL_ITERATIONS,
-        ),
-    )
-
-    def ui_factory(chat_id: int, update_id: int) -> TelegramTurnUI:
-        return TelegramTurnUI(
-            bot,
-            sender,
-            chat_id=chat_id,
-            draft_id=update_id,
-            draft_interval=settings.DRAFT_INTERVAL_SECONDS,
-        )
-
-    chat = ChatService(
-        loop=loop,
-        conversations=conversations,
-        inbox=inbox,
-        intake=files,
-        ui_factory=ui_factory,
-        config=ChatConfig(
-            context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
-            turn_timeout=settings.TURN_TIMEOUT_SECONDS,
-        ),
-    )
+    core = build_core(settings, engine)
+    clients = build_clients(settings)
+    files = build_file_service(settings, core, clients)
+    loop = build_agent_loop(settings, core, clients, files)
+    chat = build_chat(settings, core, clients, files, loop)
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
     scheduler = TurnScheduler(max_running=2 * settings.MAX_CONCURRENT_PROVIDER_CALLS)
     turns = TurnSubmitter(scheduler, chat, merge_window=settings.MERGE_WINDOW_SECONDS)
-    dp = build_dispatcher(
-        settings,
-        inbox=inbox,
-        users=users,
-        extra_routers=[billing_handlers.build_router(), admin_handlers.build_router()],
-        billing=billing,
-        usage=UsageReports(sessionmaker),
-        prices=prices,
-        conversations=conversations,
-        turns=turns,
-    )
+    dp = build_telegram_dispatcher(settings, core, turns)
     poller = Poller(
-        bot, dp, inbox, allowed_updates=ALLOWED_UPDATES, timeout=settings.POLLING_TIMEOUT_SECONDS
+        clients.bot,
+        dp,
+        core.inbox,
+        allowed_updates=ALLOWED_UPDATES,
+        timeout=settings.POLLING_TIMEOUT_SECONDS,
     )
     return Application(
         settings=settings,
-        bot=bot,
-        anthropic=anthropic,
-        images=images,
+        bot=clients.bot,
+        anthropic=clients.anthropic,
+        images=clients.images,
         files=files,
-        sessionmaker=sessionmaker,
-        billing=billing,
-        inbox=inbox,
+        sessionmaker=core.sessionmaker,
+        billing=core.ledger,
+        inbox=core.inbox,
         scheduler=scheduler,
         poller=poller,
     )
 
 
-def build_file_service(
-    settings: Settings,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    bot: Bot,
-    claude: ClaudeGateway,
-    billing: Ledger,
-) -> FileService:
-    limits = ImageLimits.from_megabytes(settings.MAX_UPLOAD_MB, settings.MAX_IMAGE_PIXELS)
+def build_core(settings: Settings, engine: AsyncEngine) -> Core:
+    sessionmaker = create_sessionmaker(engine)
+    prices = PriceTable()
+    prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
+    ledger = Ledger(
+        sessionmaker,
+        markup=settings.PRICE_MARKUP,
+        hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
+    )
+    conversations = ConversationStore(
+        sessionmaker, recent_files_limit=settings.RECENT_FILES_IN_CONTEXT
+    )
+    return Core(
+        sessionmaker, prices, ledger, MeteredCalls(ledger), Inbox(sessionmaker), conversations
+    )
+
+
+def build_clients(settings: Settings) -> Clients:
+    anthropic = create_anthropic_client(
+        settings.ANTHROPIC_API_KEY.get_secret_value(),
+        settings.ANTHROPIC_BASE_URL,
+        settings.ANTHROPIC_TIMEOUT_SECONDS,
+    )
+    slots = asyncio.Semaphore(settings.MAX_CONCURRENT_PROVIDER_CALLS)
+    claude = ClaudeGateway(anthropic, max_retries=settings.ANTHROPIC_MAX_RETRIES, concurrency=slots)
+    return Clients(
+        create_bot(settings), anthropic, claude, build_image_gateway(settings, slots), slots
+    )
+
+
+def build_image_gateway(settings: Settings, slots: asyncio.Semaphore) -> GeminiImageGateway:
+    connect = functools.partial(
+        create_gemini_client,
+        settings.GOOGLE_API_KEY.get_secret_value(),
+        settings.GEMINI_BASE_URL,
+        settings.GEMINI_TIMEOUT_SECONDS,
+    )
+    config = GatewayConfig(
+        model=settings.IMAGE_MODEL,
+        retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
+        retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
+    )
+    return GeminiImageGateway(connect, config, concurrency=slots)
+
+
+def build_file_service(settings: Settings, core: Core, clients: Clients) -> FileService:
     return FileService(
-        sessionmaker=sessionmaker,
-        bot=bot,
-        claude=claude,
+        sessionmaker=core.sessionmaker,
+        claude=clients.claude,
         blobs=BlobStore(settings.files_dir),
-        processor=ImageProcessor(limits),
-        generated_processor=ImageProcessor(
-            ImageLimits(max_bytes=GENERATED_MAX_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
-        ),
-        billing=billing,
+        processor=upload_processor(settings),
         config=FilesConfig(
             retention=timedelta(days=settings.FILE_RETENTION_DAYS),
             blob_retention=timedelta(days=settings.BLOB_RETENTION_DAYS),
@@ -260,32 +243,99 @@ def build_file_service(
     )
 
 
+def upload_processor(settings: Settings) -> ImageProcessor:
+    limits = ImageLimits.from_megabytes(settings.MAX_UPLOAD_MB, settings.MAX_IMAGE_PIXELS)
+    return ImageProcessor(limits)
+
+
+def build_agent_loop(
+    settings: Settings, core: Core, clients: Clients, files: FileService
+) -> AgentLoop:
+    generated = ImageProcessor(
+        ImageLimits(max_bytes=GENERATED_MAX_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
+    )
+    delivery = FileDelivery(
+        files=files, sender=TelegramFileSender(clients.bot), processor=generated
+    )
+    return AgentLoop(
+        claude=clients.claude,
+        registry=ToolRegistry(build_tools(settings, core, clients, files)),
+        metered=core.metered,
+        prices=core.prices,
+        files=delivery,
+        config=LoopConfig(
+            model=settings.CLAUDE_MODEL,
+            max_tokens=settings.CLAUDE_MAX_TOKENS,
+            max_iterations=settings.MAX_TOOL_ITERATIONS,
+        ),
+    )
+
+
 def build_tools(
-    settings: Settings,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    anthropic: AsyncAnthropic,
-    images: GeminiImageGateway,
-    files: FileService,
-    billing: Ledger,
-    prices: PriceTable,
-    provider_slots: asyncio.Semaphore,
+    settings: Settings, core: Core, clients: Clients, files: FileService
 ) -> list[GenerateImageTool | AnalyzeImageTool]:
     vision = VisionClient(
-        anthropic,
+        clients.anthropic,
         model=settings.vision_model,
         max_tokens=settings.VISION_MAX_TOKENS,
-        concurrency=provider_slots,
+        concurrency=clients.provider_slots,
     )
+    rate_limit = ImageRateLimit(core.sessionmaker, per_hour=settings.RATE_LIMIT_IMAGES_PER_HOUR)
     return [
         GenerateImageTool(
-            gateway=images,
+            gateway=clients.images,
             files=files,
-            billing=billing,
-            prices=prices,
-            rate_limit=ImageRateLimit(sessionmaker, per_hour=settings.RATE_LIMIT_IMAGES_PER_HOUR),
+            metered=core.metered,
+            prices=core.prices,
+            rate_limit=rate_limit,
         ),
-        AnalyzeImageTool(vision=vision, files=files, billing=billing, prices=prices),
+        AnalyzeImageTool(vision=vision, files=files, metered=core.metered, prices=core.prices),
     ]
+
+
+def build_chat(
+    settings: Settings, core: Core, clients: Clients, files: FileService, loop: AgentLoop
+) -> ChatService:
+    sender = MessageSender(clients.bot)
+
+    def ui_factory(chat_id: int, update_id: int) -> TelegramTurnUI:
+        return TelegramTurnUI(
+            clients.bot,
+            sender,
+            chat_id=chat_id,
+            draft_id=update_id,
+            draft_interval=settings.DRAFT_INTERVAL_SECONDS,
+        )
+
+    intake = ImageIntake(bot=clients.bot, files=files, processor=upload_processor(settings))
+    return ChatService(
+        loop=loop,
+        conversations=core.conversations,
+        inbox=core.inbox,
+        intake=intake,
+        ui_factory=ui_factory,
+        config=ChatConfig(
+            context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
+            turn_timeout=settings.TURN_TIMEOUT_SECONDS,
+        ),
+    )
+
+
+def build_telegram_dispatcher(settings: Settings, core: Core, turns: TurnSubmitter) -> Dispatcher:
+    users = UserService(
+        core.sessionmaker, core.ledger, starter_micros=settings.starter_balance_micros
+    )
+    return build_dispatcher(
+        settings,
+        inbox=core.inbox,
+        users=users,
+        extra_routers=[billing_handlers.build_router(), admin_handlers.build_router()],
+        billing=core.ledger,
+        usage=UsageReports(core.sessionmaker),
+        prices=core.prices,
+        conversations=core.conversations,
+        turns=turns,
+    )
 
 
 async def run(settings: Settings) -> int:

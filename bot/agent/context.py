@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from anthropic.types import MessageParam, TextBlockParam
 
 from bot.agent.prompts import SYSTEM_PROMPT
+from bot.services.tokens import StoredMessage
 
 EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
-CHARS_PER_TOKEN = 3
-IMAGE_TOKENS = 1600
 INTERRUPTED_TOOL_RESULT = "The tool call was interrupted before it finished; nothing was delivered."
 
 
 def system_blocks() -> list[TextBlockParam]:
     return [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    role: str
-    content: list[dict[str, Any]]
-    token_estimate: int
-
-
-def estimate_tokens(content: Any) -> int:
-    """A deliberately generous estimate (used for holds and trimming, never for charging)."""
-    images = _count_images(content)
-    text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
-    return len(text) // CHARS_PER_TOKEN + images * IMAGE_TOKENS + 4
-
-
-def _count_images(content: Any) -> int:
-    if isinstance(content, dict):
-        own = 1 if content.get("type") == "image" else 0
-        return own + sum(_count_images(v) for v in content.values())
-    if isinstance(content, list):
-        return sum(_count_images(v) for v in content)
-    return 0
 
 
 def is_tool_result_message(message: StoredMessage) -> bool:

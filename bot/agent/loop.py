@@ -1,33 +1,31 @@
-"""The agent loop: Claude streams, tools run, money is held before and settled after every call."""
+"""The agent loop: Claude streams and tools run; every call goes through the metered path."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
 from anthropic.types import Message
 
-from bot.agent.context import estimate_tokens, system_blocks, with_cache_breakpoints
+from bot.agent.context import system_blocks, with_cache_breakpoints
 from bot.agent.tools.base import ToolContext
 from bot.agent.tools.registry import ToolCallResult, ToolRegistry
-from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable
-from bot.services.ledger import CallRecord, Hold, Ledger
-from bot.services.pricing import (
-    PriceTable,
-    TokenUsage,
-    token_cost_micros,
-    worst_case_token_cost_micros,
-)
+from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable, StreamedMessage
+from bot.services.delivery import ProducedFile, Recipient
+from bot.services.metered import Meter, MeteredCalls, PendingCharge, Report, claude_report
+from bot.services.pricing import PriceTable, TokenPrice, worst_case_token_cost_micros
+from bot.services.tokens import estimate_tokens
 
 log = structlog.get_logger(__name__)
 
 
 REQUEST_OVERHEAD_TOKENS = 1200
+# The hold's input estimate, raised once more: a call that reports more than its hold is rare.
+INPUT_ESTIMATE_MARGIN_PERCENT = 125
 
 
 class TurnUI(Protocol):
@@ -41,12 +39,16 @@ class TurnUI(Protocol):
 
     async def progress(self, text: str) -> None: ...
 
+    def chat_action(self, action: str) -> None:
+        """Show `action` (typing, upload_photo, ...) until text arrives."""
+        ...
+
 
 class FileSink(Protocol):
-    """Stores, records, delivers and settles the files a tool produced."""
+    """Stores, records, delivers and charges the files a tool produced."""
 
     async def deliver(
-        self, files: list[dict[str, Any]], ctx: ToolContext
+        self, produced: Sequence[ProducedFile], to: Recipient
     ) -> list[dict[str, Any]]: ...
 
 
@@ -100,15 +102,16 @@ class AgentLoop:
         *,
         claude: ClaudeGateway,
         registry: ToolRegistry,
-        billing: Ledger,
+        metered: MeteredCalls,
         prices: PriceTable,
         files: FileSink | None,
         config: LoopConfig,
     ) -> None:
         self._claude = claude
         self._registry = registry
-        self._billing = billing
+        self._metered = metered
         self._prices = prices
+        self._measure = ChatMeasure(prices.token_price(config.model))
         self._files = files
         self._config = config
         self._fixed_tokens = (
@@ -160,16 +163,16 @@ class AgentLoop:
         stats: TurnStats,
         iteration: int,
     ) -> tuple[Message, asyncio.Future[None]]:
-        """Stream one message, holding before; returns it with its settlement under way.
+        """Stream one message through the metered path; returns it with its charge under way.
 
-        Failures are settled here. A success is settled while the caller sends the answer: the
-        hold already covers the call, so the order changes nothing owed.
+        A failure is recorded and released by the metered path. A success is captured while the
+        caller sends the answer: the hold already covers the call, so the order changes nothing
+        owed.
         """
         params = with_cache_breakpoints([dict(m) for m in messages])
-        hold = await self._hold_for_call(request, context_tokens, iteration)
-        started = time.monotonic()
-        try:
-            streamed = await self._claude.stream_message(
+
+        async def call() -> StreamedMessage:
+            return await self._claude.stream_message(
                 model=self._config.model,
                 max_tokens=self._config.max_tokens,
                 system=system_blocks(),
@@ -178,75 +181,28 @@ class AgentLoop:
                 on_text=ui.text_delta,
                 deadline=request.deadline,
             )
+
+        meter = self._meter(request, context_tokens, iteration)
+        try:
+            streamed, charge = await self._metered.run(meter, call, self._measure)
         except ClaudeUnavailable as exc:
-            await self._settle_failure(hold, request, exc, started)
             raise TurnFailed(f"claude_{exc.kind}", detail=exc.detail) from None
-        except BaseException as exc:
-            await self._settle_failure(hold, request, exc, started)
-            raise
-        message = streamed.message
-        settle = self._settle_success(hold, request, message, streamed.duration_ms, stats)
-        return message, asyncio.ensure_future(settle)
+        return streamed.message, asyncio.ensure_future(_capture(charge, stats))
 
-    async def _hold_for_call(
-        self, request: TurnRequest, context_tokens: int, iteration: int
-    ) -> Hold:
-        """Hold the worst case: a generous input estimate plus max_tokens of output."""
+    def _meter(self, request: TurnRequest, context_tokens: int, iteration: int) -> Meter:
+        """The worst case: a generous input estimate plus max_tokens of output."""
         price = self._prices.token_price(self._config.model)
-        estimate = context_tokens + self._fixed_tokens
-        amount = self._billing.user_price(
-            worst_case_token_cost_micros(price, estimate, self._config.max_tokens)
-        )
-        key = f"hold:llm:{request.update_id}:{iteration}"
-        return await self._billing.hold(request.user_id, amount, key=key, description="chat")
-
-    async def _settle_success(
-        self, hold: Hold, request: TurnRequest, message: Message, duration_ms: int, stats: TurnStats
-    ) -> None:
-        usage = _usage(message)
-        price = self._prices.token_price(self._config.model)
-        cost = token_cost_micros(price, usage)
-        refused = message.stop_reason == "refusal"
-        record = CallRecord(
+        estimate = (context_tokens + self._fixed_tokens) * INPUT_ESTIMATE_MARGIN_PERCENT // 100
+        return Meter(
             user_id=request.user_id,
             provider="anthropic",
             model=self._config.model,
             purpose="chat",
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            provider_cost_micros=cost,
-            price_version=price.price_version,
-            status="blocked" if refused else "ok",
-            error="refusal" if refused else None,
-            request_id=message.id,
-            duration_ms=duration_ms,
-            charge_key=f"llm:{message.id}",
+            worst_case_micros=worst_case_token_cost_micros(
+                price, estimate, self._config.max_tokens
+            ),
+            key=f"hold:llm:{request.update_id}:{iteration}",
         )
-        settlement = await asyncio.shield(self._billing.settle(hold, record))
-        stats.input_tokens += usage.input_tokens
-        stats.output_tokens += usage.output_tokens
-        stats.cache_read_tokens += usage.cache_read_tokens
-        stats.cache_write_tokens += usage.cache_write_tokens
-        stats.charged_micros += settlement.charged_micros
-
-    async def _settle_failure(
-        self, hold: Hold, request: TurnRequest, exc: BaseException, started: float
-    ) -> None:
-        started_output = isinstance(exc, ClaudeUnavailable) and exc.response_started
-        record = CallRecord(
-            user_id=request.user_id,
-            provider="anthropic",
-            model=self._config.model,
-            purpose="chat",
-            status="error",
-            error=_failure_label(exc),
-            provider_cost_unknown=started_output or isinstance(exc, asyncio.CancelledError),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            charge_key=f"llm:failed:{hold.key}",
-        )
-        await asyncio.shield(self._billing.settle(hold, record))
 
     async def _run_tools(
         self, message: Message, request: TurnRequest, ui: TurnUI, stats: TurnStats
@@ -265,9 +221,10 @@ class AgentLoop:
                 tool_use_id=block.id,
                 deadline=request.deadline,
                 report_progress=ui.progress,
+                chat_action=ui.chat_action,
             )
             outcome = await self._registry.execute(block.name, block.input, ctx)
-            if outcome.file_contents:
+            if outcome.files:
                 outcome = await self._deliver_files(outcome, ctx)
             results.append(_tool_result_block(block.id, outcome))
         return results
@@ -276,7 +233,8 @@ class AgentLoop:
         if self._files is None:
             log.error("file_sink_missing", tool_use_id=ctx.tool_use_id)
             return ToolCallResult(payload={"error": "internal error"}, is_error=True)
-        delivered = await self._files.deliver(outcome.file_contents, ctx)
+        to = Recipient(user_id=ctx.user_id, chat_id=ctx.chat_id, tool_use_id=ctx.tool_use_id)
+        delivered = await self._files.deliver(outcome.files, to)
         payload = dict(outcome.payload)
         payload["delivered_files"] = delivered
         if not any(item.get("delivered") for item in delivered):
@@ -291,6 +249,42 @@ async def _all(*steps: Awaitable[None] | None) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def _capture(charge: PendingCharge, stats: TurnStats) -> None:
+    settlement = await charge.capture()
+    report = charge.report
+    stats.input_tokens += report.input_tokens
+    stats.output_tokens += report.output_tokens
+    stats.cache_read_tokens += report.cache_read_tokens
+    stats.cache_write_tokens += report.cache_write_tokens
+    stats.charged_micros += settlement.charged_micros
+
+
+class ChatMeasure:
+    """A streamed chat message as a Report; a refusal is recorded as blocked (not charged)."""
+
+    def __init__(self, price: TokenPrice) -> None:
+        self._price = price
+
+    def reported(self, result: StreamedMessage) -> Report:
+        message = result.message
+        refused = message.stop_reason == "refusal"
+        report = claude_report(
+            self._price,
+            message,
+            status="blocked" if refused else "ok",
+            error="refusal" if refused else None,
+        )
+        return replace(report, duration_ms=result.duration_ms, charge_key=f"llm:{message.id}")
+
+    def failed(self, exc: BaseException) -> Report:
+        started_output = isinstance(exc, ClaudeUnavailable) and exc.response_started
+        return Report(
+            status="error",
+            error=_failure_label(exc),
+            cost_unknown=started_output or isinstance(exc, asyncio.CancelledError),
+        )
 
 
 def _content_to_store(message: Message, *, drop_tool_calls: bool) -> list[dict[str, Any]]:
@@ -314,16 +308,6 @@ def _tool_result_block(tool_use_id: str, outcome: ToolCallResult) -> dict[str, A
     if outcome.is_error:
         block["is_error"] = True
     return block
-
-
-def _usage(message: Message) -> TokenUsage:
-    usage = message.usage
-    return TokenUsage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_write_tokens=usage.cache_creation_input_tokens or 0,
-        cache_read_tokens=usage.cache_read_input_tokens or 0,
-    )
 
 
 def _failure_label(exc: BaseException) -> str:

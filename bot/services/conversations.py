@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.agent.context import StoredMessage, estimate_tokens
 from bot.db.direct import DirectSQL, Row
 from bot.db.models import Conversation
 from bot.services.file_catalog import CatalogEntry
+from bot.services.tokens import StoredMessage, estimate_tokens
 
 ContentBuilder = Callable[[list[StoredMessage], list[CatalogEntry]], list[dict[str, Any]]]
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from aiogram.types import Message
 
-from bot.services.chat import Attachment, ChatService, IncomingMessage
+from bot.services.incoming import Attachment, IncomingMessage
 from bot.telegram.turns import TurnScheduler
+from bot.turns.chat import ChatService
 
 
 @dataclass

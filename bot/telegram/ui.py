@@ -56,6 +56,7 @@ class TelegramTurnUI:
         self._drafts_enabled = True
         self._action = "typing"
         self._action_task: asyncio.Task[None] | None = None
+        self._kick_task: asyncio.Task[None] | None = None
         self._text_visible = False
         self.messages_sent = 0
 
@@ -63,7 +64,7 @@ class TelegramTurnUI:
         self._action_task = asyncio.create_task(self._keep_chat_action())
 
     async def close(self) -> None:
-        for task in (self._draft_task, self._action_task):
+        for task in (self._draft_task, self._action_task, self._kick_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -99,6 +100,13 @@ class TelegramTurnUI:
 
     async def progress(self, text: str) -> None:
         self._maybe_draft(text, force=True)
+
+    def chat_action(self, action: str) -> None:
+        """Show `action` now, and keep showing it until text arrives."""
+        self._action = action
+        self._text_visible = False
+        if self._kick_task is None or self._kick_task.done():
+            self._kick_task = asyncio.create_task(self._send_chat_action())
 
     def _maybe_draft(self, text: str, *, force: bool = False) -> None:
         if not self._drafts_enabled:
@@ -148,8 +156,11 @@ class TelegramTurnUI:
     async def _keep_chat_action(self) -> None:
         while True:
             if not self._text_visible:
-                try:
-                    await self._bot.send_chat_action(chat_id=self._chat_id, action=self._action)
-                except TelegramAPIError:
-                    log.debug("chat_action_failed", chat_id=self._chat_id)
+                await self._send_chat_action()
             await asyncio.sleep(CHAT_ACTION_REFRESH_SECONDS)
+
+    async def _send_chat_action(self) -> None:
+        try:
+            await self._bot.send_chat_action(chat_id=self._chat_id, action=self._action)
+        except Exception as exc:  # any failure of a chat action is harmless to the turn
+            log.debug("chat_action_failed", chat_id=self._chat_id, error=type(exc).__name__)

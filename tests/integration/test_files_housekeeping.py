@@ -6,21 +6,17 @@ import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from aiogram import Bot
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
 from bot.services.blobs import BlobStore
 from bot.services.files import FilesConfig, FileService, parse_file_id
-from bot.services.ledger import Ledger
 from bot.services.media import ImageLimits, ImageProcessor
 from tests.fakes.anthropic import FakeAnthropic
-from tests.harness import FAKE_BOT_TOKEN
 
 USER = 9001
 OTHER = 9002
@@ -43,14 +39,11 @@ async def files(
         for user in (USER, OTHER):
             await conn.execute(text("INSERT INTO users (id) VALUES (:id)"), {"id": user})
     client = create_anthropic_client("sk-ant-test", anthropic_fake.base_url, 10)
-    bot = Bot(FAKE_BOT_TOKEN)
     service = FileService(
         sessionmaker=sessionmaker,
-        bot=bot,
         claude=ClaudeGateway(client, max_retries=0),
         blobs=BlobStore(tmp_path / "files"),
         processor=ImageProcessor(ImageLimits.from_megabytes(20, 40_000_000)),
-        billing=Ledger(sessionmaker, markup=Decimal(1), hold_ttl=timedelta(minutes=5)),
         config=FilesConfig(
             retention=timedelta(days=30),
             blob_retention=timedelta(days=90),
@@ -59,7 +52,6 @@ async def files(
     )
     yield service
     await client.close()
-    await bot.session.close()
 
 
 async def add_file(

@@ -7,11 +7,11 @@ from typing import Any
 
 from bot.agent.context import (
     INTERRUPTED_TOOL_RESULT,
-    StoredMessage,
     repair_history,
     trim_to_budget,
     with_cache_breakpoints,
 )
+from bot.services.tokens import StoredMessage
 
 
 def user(text: str, tokens: int = 10) -> StoredMessage:

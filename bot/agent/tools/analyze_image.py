@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, cast
 
 import anthropic
@@ -15,17 +15,13 @@ from anthropic import AsyncAnthropic
 from anthropic.types import Message, MessageParam
 from pydantic import Field, field_validator
 
-from bot.agent.tools.base import ToolContext, ToolError, ToolInput
+from bot.agent.tools.base import ToolContext, ToolError, ToolInput, ToolOutput
 from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
-from bot.services.ledger import CallRecord, Hold, InsufficientBalance, Ledger
+from bot.services.ledger import InsufficientBalance
 from bot.services.media import MediaRejected
+from bot.services.metered import Meter, MeteredCalls, Report, claude_report
 from bot.services.money import format_usd
-from bot.services.pricing import (
-    PriceTable,
-    TokenUsage,
-    token_cost_micros,
-    worst_case_token_cost_micros,
-)
+from bot.services.pricing import PriceTable, TokenPrice, worst_case_token_cost_micros
 
 log = structlog.get_logger(__name__)
 
@@ -160,34 +156,60 @@ class AnalyzeImageTool:
         *,
         vision: VisionClient,
         files: FileService,
-        billing: Ledger,
+        metered: MeteredCalls,
         prices: PriceTable,
     ) -> None:
         self._vision = vision
         self._files = files
-        self._billing = billing
+        self._metered = metered
         self._prices = prices
 
-    async def run(self, args: Any, ctx: ToolContext) -> dict[str, Any]:
+    async def run(self, args: Any, ctx: ToolContext) -> ToolOutput:
         assert isinstance(args, AnalyzeImageInput)
         ref = await self._files.resolve(ctx.user_id, args.file_id)
         if ref is None:
             raise ToolError(f"file not found: {shown_id(args.file_id)}")
         question = args.question or DEFAULT_QUESTION
-        hold = await self._hold(ctx, question)
-        started = time.monotonic()
+        meter = self._meter(ctx, question)
         try:
-            answer = await self._ask(ref, question, ctx.deadline)
+            done = await self._metered.call(
+                meter,
+                lambda: self._ask(ref, question, ctx.deadline),
+                VisionMeasure(self._prices.token_price(self._vision.model)),
+            )
+        except InsufficientBalance as exc:
+            amount = self._metered.user_price(meter.worst_case_micros)
+            raise ToolError(
+                f"Insufficient balance: looking at the image needs up to {format_usd(amount)} "
+                f"and the user has {format_usd(exc.available_micros)} available."
+            ) from None
         except VisionFailed as exc:
-            await self._settle_failure(hold, ctx, f"{exc.kind}: {exc.detail}", started)
             raise ToolError(_failure_message(exc)) from None
-        except BaseException as exc:
-            await asyncio.shield(self._settle_failure(hold, ctx, type(exc).__name__, started))
-            raise
-        message = answer.message
-        charged = await self._settle_success(hold, ctx, message, answer.duration_ms)
+        message = done.value.message
         text = "".join(b.text for b in message.content if b.type == "text").strip()
-        return {"file_id": str(ref.id), "answer": text or "(no answer)", "cost_usd": charged}
+        return ToolOutput(
+            payload={
+                "file_id": str(ref.id),
+                "answer": text or "(no answer)",
+                "cost_usd": format_usd(done.settlement.charged_micros),
+            }
+        )
+
+    def _meter(self, ctx: ToolContext, question: str) -> Meter:
+        """The worst case: a generous input estimate plus max_tokens of output."""
+        price = self._prices.token_price(self._vision.model)
+        estimate = IMAGE_TOKENS_ESTIMATE + len(question) // 2 + len(VISION_SYSTEM) // 2 + 100
+        return Meter(
+            user_id=ctx.user_id,
+            provider="anthropic",
+            model=self._vision.model,
+            purpose="analyze_image",
+            worst_case_micros=worst_case_token_cost_micros(
+                price, estimate, self._vision.max_tokens
+            ),
+            key=f"vision:{ctx.tool_use_id}",
+            tool_use_id=ctx.tool_use_id,
+        )
 
     async def _ask(self, ref: StoredFileRef, question: str, deadline: float) -> VisionAnswer:
         try:
@@ -203,65 +225,18 @@ class AnalyzeImageTool:
         except (BlobMissing, MediaRejected):
             raise VisionFailed("file_gone", "stored copy missing") from None
 
-    async def _hold(self, ctx: ToolContext, question: str) -> Hold:
-        price = self._prices.token_price(self._vision.model)
-        estimate = IMAGE_TOKENS_ESTIMATE + len(question) // 3 + len(VISION_SYSTEM) // 3 + 50
-        worst = worst_case_token_cost_micros(price, estimate, self._vision.max_tokens)
-        amount = self._billing.user_price(worst)
-        try:
-            return await self._billing.hold(
-                ctx.user_id, amount, key=f"vision:{ctx.tool_use_id}", description="analyze_image"
-            )
-        except InsufficientBalance as exc:
-            raise ToolError(
-                f"Insufficient balance: looking at the image needs up to {format_usd(amount)} "
-                f"and the user has {format_usd(exc.available_micros)} available."
-            ) from None
 
-    async def _settle_success(
-        self, hold: Hold, ctx: ToolContext, message: Message, duration_ms: int
-    ) -> str:
-        price = self._prices.token_price(self._vision.model)
-        usage = TokenUsage(
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
-            cache_write_tokens=message.usage.cache_creation_input_tokens or 0,
-            cache_read_tokens=message.usage.cache_read_input_tokens or 0,
-        )
-        record = CallRecord(
-            user_id=ctx.user_id,
-            provider="anthropic",
-            model=self._vision.model,
-            purpose="analyze_image",
-            status="ok",
-            provider_cost_micros=token_cost_micros(price, usage),
-            price_version=price.price_version,
-            tool_use_id=ctx.tool_use_id,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            request_id=message.id,
-            duration_ms=duration_ms,
-        )
-        settlement = await asyncio.shield(self._billing.settle(hold, record))
-        return format_usd(settlement.charged_micros)
+class VisionMeasure:
+    def __init__(self, price: TokenPrice) -> None:
+        self._price = price
 
-    async def _settle_failure(
-        self, hold: Hold, ctx: ToolContext, error: str, started: float
-    ) -> None:
-        record = CallRecord(
-            user_id=ctx.user_id,
-            provider="anthropic",
-            model=self._vision.model,
-            purpose="analyze_image",
-            status="error",
-            tool_use_id=ctx.tool_use_id,
-            error=error,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            charge_key=f"vision:failed:{ctx.tool_use_id}",
-        )
-        await self._billing.settle(hold, record)
+    def reported(self, result: VisionAnswer) -> Report:
+        return replace(claude_report(self._price, result.message), duration_ms=result.duration_ms)
+
+    def failed(self, exc: BaseException) -> Report:
+        if isinstance(exc, VisionFailed):
+            return Report(status="error", error=f"{exc.kind}: {exc.detail}")
+        return Report(status="error", error=type(exc).__name__)
 
 
 def _failure_message(exc: VisionFailed) -> str:

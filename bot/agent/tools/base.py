@@ -8,6 +8,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.services.delivery import ProducedFile
+
 
 class ToolError(Exception):
     """An expected failure the model should see and can act on (short, sanitized, no internals)."""
@@ -43,6 +45,15 @@ class ToolContext:
     chat_action: Callable[[str], None] = field(default=lambda _: None)
 
 
+@dataclass(frozen=True)
+class ToolOutput:
+    """What a tool returns: JSON for the model, and the files it produced (each with its pending
+    charge, captured only when the file reached the chat)."""
+
+    payload: dict[str, Any]
+    files: tuple[ProducedFile, ...] = ()
+
+
 class Tool(Protocol):
     """A model-callable tool: name, description for the model, input model, and `run`."""
 
@@ -50,6 +61,6 @@ class Tool(Protocol):
     description: ClassVar[str]
     input_model: ClassVar[type[ToolInput]]
 
-    async def run(self, args: Any, ctx: ToolContext) -> dict[str, Any]:
+    async def run(self, args: Any, ctx: ToolContext) -> ToolOutput:
         """Run with validated `args` (an instance of `input_model`)."""
         ...

@@ -1,5 +1,5 @@
 """The `generate_image` tool: Nano Banana Pro, charged per image, held before the call and
-captured only after the image reached the chat (by the file sink)."""
+captured only after the image reached the chat (by the file delivery)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.agent.tools.base import ToolContext, ToolError, ToolInput
+from bot.agent.tools.base import ToolContext, ToolError, ToolInput, ToolOutput
 from bot.db.models import ApiCall
 from bot.providers.gemini import (
     GeminiImageGateway,
@@ -20,14 +20,10 @@ from bot.providers.gemini import (
     ImageBlocked,
     ImageUnavailable,
 )
-from bot.services.files import (
-    BlobMissing,
-    FileService,
-    PendingCharge,
-    StoredFileRef,
-    shown_id,
-)
-from bot.services.ledger import CallRecord, Hold, InsufficientBalance, Ledger
+from bot.services.delivery import ProducedFile
+from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
+from bot.services.ledger import InsufficientBalance
+from bot.services.metered import Meter, MeteredCalls, PendingCharge, Report
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
 
@@ -110,17 +106,17 @@ class GenerateImageTool:
         *,
         gateway: GeminiImageGateway,
         files: FileService,
-        billing: Ledger,
+        metered: MeteredCalls,
         prices: PriceTable,
         rate_limit: ImageRateLimit,
     ) -> None:
         self._gateway = gateway
         self._files = files
-        self._billing = billing
+        self._metered = metered
         self._prices = prices
         self._rate_limit = rate_limit
 
-    async def run(self, args: Any, ctx: ToolContext) -> dict[str, Any]:
+    async def run(self, args: Any, ctx: ToolContext) -> ToolOutput:
         assert isinstance(args, GenerateImageInput)
         references = await self._references(args.reference_file_ids, ctx.user_id)
         if not await self._rate_limit.allows(ctx.user_id):
@@ -128,41 +124,103 @@ class GenerateImageTool:
                 f"Image limit reached: at most {self._rate_limit.per_hour} images per hour. "
                 "Tell the user to try again later."
             )
-        model = self._gateway.model
-        price = self._prices.image_price(model, args.image_size)
-        hold = await self._hold(ctx, price)
-        await ctx.report_progress(_progress_line(args))
-        ctx.chat_action("upload_photo")
-        image = await self._generate(args, references, hold, ctx, price)
-        record = self._record(ctx, args, image, price)
+        price = self._prices.image_price(self._gateway.model, args.image_size)
+        image, charge = await self._generate(args, references, ctx, price)
+        return ToolOutput(
+            payload=self._payload(args, references, price),
+            files=(self._produced(args, references, ctx, image, charge, price),),
+        )
+
+    async def _generate(
+        self,
+        args: GenerateImageInput,
+        references: list[tuple[StoredFileRef, tuple[bytes, str]]],
+        ctx: ToolContext,
+        price: int,
+    ) -> tuple[GeneratedImage, PendingCharge]:
+        meter = Meter(
+            user_id=ctx.user_id,
+            provider="google",
+            model=self._gateway.model,
+            purpose="generate_image",
+            worst_case_micros=price,
+            key=f"img:{ctx.tool_use_id}",
+            tool_use_id=ctx.tool_use_id,
+            image_size=args.image_size,
+        )
+
+        async def call() -> GeneratedImage:
+            await ctx.report_progress(_progress_line(args))
+            ctx.chat_action("upload_photo")
+            return await self._gateway.generate(
+                args.prompt,
+                aspect_ratio=args.aspect_ratio,
+                image_size=args.image_size,
+                references=[data for _, data in references],
+                deadline=ctx.deadline,
+            )
+
+        measure = ImageMeasure(price, self._prices.image_price_version(self._gateway.model))
+        try:
+            return await self._metered.run(meter, call, measure)
+        except InsufficientBalance as exc:
+            amount = self._metered.user_price(price)
+            raise ToolError(
+                f"Insufficient balance: this image costs {format_usd(amount)} and the user has "
+                f"{format_usd(exc.available_micros)} available. Nothing was generated or charged."
+            ) from None
+        except ImageBlocked as exc:
+            log.info("image_not_generated", user_id=ctx.user_id, status="blocked", error=exc.reason)
+            raise ToolError(
+                f"No image was generated: {exc.user_reason} ({exc.reason}). Nothing was charged."
+            ) from None
+        except ImageUnavailable as exc:
+            log.info("image_not_generated", user_id=ctx.user_id, status="error", error=exc.kind)
+            message = PROVIDER_MESSAGES.get(exc.kind, "the image service failed")
+            raise ToolError(f"No image was generated: {message}. Nothing was charged.") from None
+
+    def _payload(
+        self,
+        args: GenerateImageInput,
+        references: list[tuple[StoredFileRef, tuple[bytes, str]]],
+        price: int,
+    ) -> dict[str, Any]:
         return {
             "success": True,
-            "cost_usd": format_usd(self._billing.user_price(price)),
+            "cost_usd": format_usd(self._metered.user_price(price)),
             "parameters_used": {
                 "aspect_ratio": args.aspect_ratio,
                 "image_size": args.image_size,
                 "reference_file_ids": [str(r.id) for r, _ in references],
-                "model": model,
+                "model": self._gateway.model,
             },
-            "_file_contents": [
-                {
-                    "filename": "image.png",
-                    "content": image.data,
-                    "mime_type": image.mime_type,
-                    "image_size": args.image_size,
-                    "metadata": {
-                        "prompt": args.prompt,
-                        "model": image.model_version or model,
-                        "aspect_ratio": args.aspect_ratio,
-                        "image_size": args.image_size,
-                        "reference_file_ids": [r.id for r, _ in references],
-                        "cost_micros": price,
-                        "tool_use_id": ctx.tool_use_id,
-                    },
-                    "charge": PendingCharge(hold=hold, record=record),
-                }
-            ],
         }
+
+    def _produced(
+        self,
+        args: GenerateImageInput,
+        references: list[tuple[StoredFileRef, tuple[bytes, str]]],
+        ctx: ToolContext,
+        image: GeneratedImage,
+        charge: PendingCharge,
+        price: int,
+    ) -> ProducedFile:
+        return ProducedFile(
+            filename="image.png",
+            content=image.data,
+            mime_type=image.mime_type,
+            image_size=args.image_size,
+            metadata={
+                "prompt": args.prompt,
+                "model": image.model_version or self._gateway.model,
+                "aspect_ratio": args.aspect_ratio,
+                "image_size": args.image_size,
+                "reference_file_ids": [r.id for r, _ in references],
+                "cost_micros": price,
+                "tool_use_id": ctx.tool_use_id,
+            },
+            charge=charge,
+        )
 
     async def _references(
         self, raw_ids: list[str], user_id: int
@@ -187,114 +245,46 @@ class GenerateImageTool:
             )
         return loaded
 
-    async def _hold(self, ctx: ToolContext, price: int) -> Hold:
-        amount = self._billing.user_price(price)
-        try:
-            return await self._billing.hold(
-                ctx.user_id, amount, key=f"img:{ctx.tool_use_id}", description="generate_image"
-            )
-        except InsufficientBalance as exc:
-            raise ToolError(
-                f"Insufficient balance: this image costs {format_usd(amount)} and the user has "
-                f"{format_usd(exc.available_micros)} available. Nothing was generated or charged."
-            ) from None
 
-    async def _generate(
-        self,
-        args: GenerateImageInput,
-        references: list[tuple[StoredFileRef, tuple[bytes, str]]],
-        hold: Hold,
-        ctx: ToolContext,
-        price: int,
-    ) -> GeneratedImage:
-        try:
-            return await self._gateway.generate(
-                args.prompt,
-                aspect_ratio=args.aspect_ratio,
-                image_size=args.image_size,
-                references=[data for _, data in references],
-                deadline=ctx.deadline,
-            )
-        except ImageBlocked as exc:
-            await self._settle_failure(hold, ctx, args, "blocked", exc.reason, exc=exc)
-            raise ToolError(
-                f"No image was generated: {exc.user_reason} ({exc.reason}). Nothing was charged."
-            ) from None
-        except ImageUnavailable as exc:
-            await self._settle_failure(
-                hold,
-                ctx,
-                args,
-                "error",
-                f"{exc.kind}: {exc.detail}",
-                cost_unknown=exc.cost_unknown,
-                price=price if exc.cost_unknown else 0,
-            )
-            message = PROVIDER_MESSAGES.get(exc.kind, "the image service failed")
-            raise ToolError(f"No image was generated: {message}. Nothing was charged.") from None
-        except BaseException as exc:
-            # Cut off mid-request (a shutdown): the provider may still bill for the image.
-            interrupted = isinstance(exc, asyncio.CancelledError)
-            settle = self._settle_failure(
-                hold,
-                ctx,
-                args,
-                "error",
-                "interrupted" if interrupted else type(exc).__name__,
-                cost_unknown=interrupted,
-                price=price if interrupted else 0,
-            )
-            await asyncio.shield(settle)
-            raise
+class ImageMeasure:
+    """An image call as a Report: charged per image; a failure may still have cost the provider
+    (cut off mid-request), which is recorded but never charged."""
 
-    async def _settle_failure(
-        self,
-        hold: Hold,
-        ctx: ToolContext,
-        args: GenerateImageInput,
-        status: Literal["blocked", "error"],
-        error: str,
-        *,
-        exc: ImageBlocked | None = None,
-        cost_unknown: bool = False,
-        price: int = 0,
-    ) -> None:
-        record = CallRecord(
-            user_id=ctx.user_id,
-            provider="google",
-            model=self._gateway.model,
-            purpose="generate_image",
-            status=status,
-            provider_cost_micros=price,
-            price_version=self._prices.image_price_version(self._gateway.model),
-            tool_use_id=ctx.tool_use_id,
-            input_tokens=exc.input_tokens if exc else 0,
-            output_tokens=exc.output_tokens if exc else 0,
-            image_size=args.image_size,
-            error=error,
-            provider_cost_unknown=cost_unknown,
-            charge_key=f"img:failed:{ctx.tool_use_id}",
-        )
-        await self._billing.settle(hold, record)
-        log.info("image_not_generated", user_id=ctx.user_id, status=status, error=error)
+    def __init__(self, price: int, price_version: str) -> None:
+        self._price = price
+        self._version = price_version
 
-    def _record(
-        self, ctx: ToolContext, args: GenerateImageInput, image: GeneratedImage, price: int
-    ) -> CallRecord:
-        return CallRecord(
-            user_id=ctx.user_id,
-            provider="google",
-            model=self._gateway.model,
-            purpose="generate_image",
-            status="ok",
-            provider_cost_micros=price,
-            price_version=self._prices.image_price_version(self._gateway.model),
-            tool_use_id=ctx.tool_use_id,
-            input_tokens=image.input_tokens,
-            output_tokens=image.output_tokens,
+    def reported(self, result: GeneratedImage) -> Report:
+        return Report(
+            provider_cost_micros=self._price,
+            price_version=self._version,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
             image_count=1,
-            image_size=args.image_size,
-            duration_ms=image.duration_ms,
+            duration_ms=result.duration_ms,
+        )
+
+    def failed(self, exc: BaseException) -> Report:
+        if isinstance(exc, ImageBlocked):
+            return Report(
+                status="blocked",
+                price_version=self._version,
+                input_tokens=exc.input_tokens,
+                output_tokens=exc.output_tokens,
+                error=exc.reason,
+            )
+        if isinstance(exc, ImageUnavailable):
+            error, unknown = f"{exc.kind}: {exc.detail}", exc.cost_unknown
+        else:
+            # Cut off mid-request (a shutdown): the provider may still bill for the image.
+            unknown = isinstance(exc, asyncio.CancelledError)
+            error = "interrupted" if unknown else type(exc).__name__
+        return Report(
+            status="error",
+            provider_cost_micros=self._price if unknown else 0,
+            price_version=self._version,
+            error=error,
+            cost_unknown=unknown,
         )
 
 

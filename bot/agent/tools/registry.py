@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -12,6 +12,7 @@ from anthropic.types import ToolParam
 from pydantic import ValidationError
 
 from bot.agent.tools.base import Tool, ToolContext, ToolError
+from bot.services.delivery import ProducedFile
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +25,7 @@ class ToolCallResult:
 
     payload: dict[str, Any]
     is_error: bool
-    file_contents: list[dict[str, Any]] = field(default_factory=list)
+    files: tuple[ProducedFile, ...] = ()
 
     def as_text(self) -> str:
         if self.is_error:
@@ -72,15 +73,14 @@ class ToolRegistry:
         except ValidationError as exc:
             return _error(f"Invalid arguments: {_describe_validation(exc)}")
         try:
-            payload = await tool.run(args, ctx)
+            output = await tool.run(args, ctx)
         except ToolError as exc:
             log.info("tool_failed", tool=name, reason=exc.message)
             return _error(exc.message)
         except Exception:
             log.exception("tool_crashed", tool=name)
             return _error(INTERNAL_ERROR)
-        files = payload.pop("_file_contents", None) or []
-        return ToolCallResult(payload=payload, is_error=False, file_contents=list(files))
+        return ToolCallResult(payload=output.payload, is_error=False, files=output.files)
 
 
 def _error(message: str) -> ToolCallResult:

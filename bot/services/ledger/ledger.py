@@ -47,8 +47,8 @@ from bot.services.pricing import apply_markup
 
 log = structlog.get_logger(__name__)
 
-# Writes a row in the settlement's transaction (given the api_calls id); returns the row's id.
-Attach = Callable[[AsyncSession, int | None], Awaitable[int]]
+# Writes a row in the settlement's transaction (knowing the settlement); returns the row's id.
+Attach = Callable[[AsyncSession, Settlement], Awaitable[int]]
 
 
 class Ledger:
@@ -210,7 +210,7 @@ class Ledger:
         async with self._sessionmaker() as session:
             settlement = await settle_locked(session, hold, call, price)
             if attach is not None:
-                attached = await attach(session, settlement.api_call_id)
+                attached = await attach(session, settlement)
                 settlement = replace(settlement, attached_id=attached)
             await session.commit()
         return settlement

@@ -11,68 +11,41 @@ from typing import Any, Protocol
 import structlog
 
 from bot.agent.context import (
-    StoredMessage,
     repair_history,
     replace_missing_files,
     trim_to_budget,
 )
-from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats
+from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats, TurnUI
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
+from bot.services.incoming import (
+    Attachment,
+    AttachmentIntake,
+    IncomingMessage,
+    IntakeResult,
+    UserFacingError,
+)
 from bot.services.ledger import InsufficientBalance
 from bot.services.money import format_usd
-from bot.telegram.ui import TelegramTurnUI
+from bot.services.tokens import StoredMessage
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class Attachment:
-    """A Telegram file reference; nothing is downloaded until the turn runs."""
+class TurnView(TurnUI, Protocol):
+    """The person's view of a turn (the Telegram layer fills it)."""
 
-    telegram_file_id: str
-    telegram_file_unique_id: str
-    kind: str  # photo | document
-    file_size: int | None
-    filename: str | None = None
-    mime_type: str | None = None
-    width: int | None = None
-    height: int | None = None
+    messages_sent: int
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def discard(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class IncomingMessage:
-    user_id: int
-    chat_id: int
-    update_id: int
-    text: str
-    attachments: Sequence[Attachment] = ()
-    extra_update_ids: Sequence[int] = ()
-
-
-@dataclass(frozen=True)
-class IntakeResult:
-    """An attached image, stored and uploaded, ready to be shown to Claude."""
-
-    file_id: int
-    claude_file_id: str | None
-
-
-class AttachmentIntake(Protocol):
-    async def intake(self, user_id: int, attachment: Attachment) -> IntakeResult: ...
-
-
-class UserFacingError(Exception):
-    """A failure with a reply already worded for the person."""
-
-    def __init__(self, reply: str, reason: str) -> None:
-        super().__init__(reason)
-        self.reply = reply
-        self.reason = reason
-
-
-UIFactory = Callable[[int, int], TelegramTurnUI]
+UIFactory = Callable[[int, int], TurnView]
 
 
 @dataclass
@@ -179,7 +152,7 @@ class ChatService:
             await ui.close()
             await asyncio.shield(self._finish(incoming, status, turn))
 
-    async def _answer(self, incoming: IncomingMessage, ui: TelegramTurnUI) -> TurnStats:
+    async def _answer(self, incoming: IncomingMessage, ui: TurnView) -> TurnStats:
         if not incoming.text.strip() and not incoming.attachments:
             raise UserFacingError(EMPTY_REPLY, "empty_message")
         try:
@@ -236,7 +209,7 @@ class ChatService:
             raise UserFacingError(UNSUPPORTED_REPLY, "unsupported")
         return await self._intake.intake(user_id, attachment)
 
-    async def _explain_outcome(self, ui: TelegramTurnUI, stats: TurnStats) -> None:
+    async def _explain_outcome(self, ui: TurnView, stats: TurnStats) -> None:
         extra = OUTCOME_NOTES.get(stats.outcome)
         if stats.outcome == "refused" and ui.messages_sent:
             return  # Claude already said why
@@ -245,7 +218,7 @@ class ChatService:
             await ui.text_delta(extra)
             await ui.end_message(cut=False)
 
-    async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
+    async def _reply(self, ui: TurnView, incoming: IncomingMessage, text: str) -> None:
         try:
             await ui.discard()
             await ui.text_delta(text)

@@ -1,0 +1,64 @@
+"""Images to the chat: a photo when Telegram takes one, a document otherwise or as well."""
+
+from __future__ import annotations
+
+import aiohttp
+import structlog
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramEntityTooLarge
+from aiogram.types import BufferedInputFile, Message
+
+from bot.services.delivery import Delivery, SendFailed
+from bot.services.media import PreparedImage, plan_delivery
+
+log = structlog.get_logger(__name__)
+
+
+class TelegramFileSender:
+    """The delivery's FileSender."""
+
+    def __init__(self, bot: Bot) -> None:
+        self._bot = bot
+
+    async def send_image(
+        self, chat_id: int, image: PreparedImage, filename: str, image_size: str | None
+    ) -> Delivery:
+        try:
+            return await self._send(chat_id, image, filename, image_size)
+        except (TelegramAPIError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("file_send_failed", chat_id=chat_id, error=type(exc).__name__)
+            raise SendFailed(type(exc).__name__) from None
+
+    async def _send(
+        self, chat_id: int, image: PreparedImage, filename: str, image_size: str | None
+    ) -> Delivery:
+        plan = plan_delivery(image.width, image.height, image.size_bytes, image_size=image_size)
+        sent_as: list[str] = []
+        file_ids: tuple[str | None, str | None] = (None, None)
+        if plan.as_photo:
+            message = await self._send_photo(chat_id, image.original, filename)
+            if message is not None and message.photo:
+                sent_as.append("photo")
+                file_ids = (message.photo[-1].file_id, message.photo[-1].file_unique_id)
+        if plan.also_document or not sent_as:
+            message = await self._bot.send_document(
+                chat_id, BufferedInputFile(image.original, filename=filename)
+            )
+            sent_as.append("document")
+            if message.document is not None and file_ids[0] is None:
+                file_ids = (message.document.file_id, message.document.file_unique_id)
+        return Delivery(sent_as, *file_ids)
+
+    async def _send_photo(self, chat_id: int, data: bytes, filename: str) -> Message | None:
+        """A photo, or None when Telegram refuses this image as a photo (send a document)."""
+        try:
+            return await self._bot.send_photo(chat_id, BufferedInputFile(data, filename=filename))
+        except TelegramEntityTooLarge:
+            log.info("photo_refused", chat_id=chat_id, reason="too_large")
+            return None
+        except TelegramBadRequest as exc:
+            text = exc.message.upper()
+            if "PHOTO_" in text or "TOO BIG" in text or "IMAGE_PROCESS_FAILED" in text:
+                log.info("photo_refused", chat_id=chat_id, reason=exc.message[:100])
+                return None
+            raise
