@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from bot.app import run
+    from bot.runtime import run
 
     return asyncio.run(run(settings))
 
