@@ -16,13 +16,14 @@ from anthropic import AsyncAnthropic
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.agent.loop import AgentLoop, LoopConfig
-from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
+from bot.agent.tools.analyze_image import AnalyzeImageTool
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
 from bot.config import Settings
 from bot.db.session import create_sessionmaker
 from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
 from bot.providers.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
+from bot.providers.vision import VisionClient
 from bot.services.blobs import BlobStore
 from bot.services.conversations import ConversationStore
 from bot.services.delivery import FileDelivery
