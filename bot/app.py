@@ -91,6 +91,7 @@ class Application:
     billing: Ledger
     inbox: Inbox
     scheduler: TurnScheduler
+    dispatcher: Dispatcher
     poller: Poller
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
@@ -148,6 +149,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         billing=core.ledger,
         inbox=core.inbox,
         scheduler=scheduler,
+        dispatcher=dp,
         poller=poller,
     )
 
