@@ -45,6 +45,7 @@ class UserOverview:
     images_generated: int
     created_at: datetime
     last_activity_at: datetime
+    uncollected_micros: int = 0
 
     @property
     def available_micros(self) -> int:
@@ -77,11 +78,13 @@ _USER_OVERVIEW_SQL = text(
            COALESCE(c.provider_cost, 0) AS provider_cost,
            COALESCE(c.calls, 0) AS calls,
            COALESCE(c.images, 0) AS images,
+           COALESCE(c.uncollected, 0) AS uncollected,
            GREATEST(u.last_seen_at, c.last_call_at) AS last_activity_at
     FROM users u
     LEFT JOIN LATERAL (
         SELECT SUM(charged_micros) AS charged,
                SUM(provider_cost_micros) AS provider_cost,
+               SUM(uncollected_micros) AS uncollected,
                COUNT(*) AS calls,
                SUM(image_count) FILTER (WHERE purpose = 'generate_image' AND status = 'ok')
                    AS images,
@@ -156,6 +159,7 @@ class UsageReports:
             images_generated=int(row.images),
             created_at=row.created_at,
             last_activity_at=row.last_activity_at,
+            uncollected_micros=int(row.uncollected),
         )
 
     async def global_stats(self, now: datetime | None = None) -> GlobalStats:

@@ -96,6 +96,10 @@ def render_user(overview: UserOverview) -> str:
         f"Joined: {full_time(overview.created_at)}",
         f"Last activity: {full_time(overview.last_activity_at)}",
     ]
+    if overview.uncollected_micros > 0:
+        lines.append(
+            f"Uncollected (cost beyond the balance): {format_usd(overview.uncollected_micros)}"
+        )
     if overview.is_blocked:
         lines.append("Blocked: yes")
     return "\n".join(lines)
