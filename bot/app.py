@@ -16,14 +16,13 @@ from anthropic import AsyncAnthropic
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.agent.loop import AgentLoop, LoopConfig
-from bot.agent.tools.analyze_image import AnalyzeImageTool
+from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionConfig
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
 from bot.config import Settings
 from bot.db.session import create_sessionmaker
 from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
 from bot.providers.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
-from bot.providers.vision import VisionClient
 from bot.services.blobs import BlobStore
 from bot.services.conversations import ConversationStore
 from bot.services.delivery import FileDelivery
@@ -244,12 +243,7 @@ def build_agent_loop(
 def build_tools(
     settings: Settings, core: Core, clients: Clients, files: FileService
 ) -> list[GenerateImageTool | AnalyzeImageTool]:
-    vision = VisionClient(
-        clients.anthropic,
-        model=settings.vision_model,
-        max_tokens=settings.VISION_MAX_TOKENS,
-        concurrency=clients.provider_slots,
-    )
+    vision = VisionConfig(model=settings.vision_model, max_tokens=settings.VISION_MAX_TOKENS)
     rate_limit = ImageRateLimit(core.sessionmaker, per_hour=settings.RATE_LIMIT_IMAGES_PER_HOUR)
     return [
         GenerateImageTool(
@@ -259,7 +253,13 @@ def build_tools(
             prices=core.prices,
             rate_limit=rate_limit,
         ),
-        AnalyzeImageTool(vision=vision, files=files, metered=core.metered, prices=core.prices),
+        AnalyzeImageTool(
+            claude=clients.claude,
+            config=vision,
+            files=files,
+            metered=core.metered,
+            prices=core.prices,
+        ),
     ]
 
 

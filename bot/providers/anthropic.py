@@ -41,10 +41,13 @@ class ClaudeUnavailable(Exception):
         self.response_started = False
         self.retry_after: float | None = None
         self.attempts = 1
+        self.file_missing = False  # a Files API id the request named is gone
 
 
 @dataclass(frozen=True)
 class StreamedMessage:
+    """A message (streamed or not), how many attempts it took, and how long."""
+
     message: Message
     attempts: int
     duration_ms: int
@@ -88,15 +91,38 @@ class ClaudeGateway:
         deadline: float,
     ) -> StreamedMessage:
         """Stream one message. Retries only failures that happened before any output."""
+
+        async def once() -> Message:
+            return await self._stream_once(model, max_tokens, system, tools, messages, on_text)
+
+        return await self._with_retries(once, deadline)
+
+    async def create_message(
+        self,
+        *,
+        model: str,
+        max_tokens: int,
+        system: str,
+        messages: Sequence[MessageParam],
+        deadline: float,
+    ) -> StreamedMessage:
+        """One message without streaming (vision), with the same retries."""
+
+        async def once() -> Message:
+            return await self._create_once(model, max_tokens, system, messages, deadline)
+
+        return await self._with_retries(once, deadline)
+
+    async def _with_retries(
+        self, once: Callable[[], Awaitable[Message]], deadline: float
+    ) -> StreamedMessage:
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self._slot:
-                    message = await self._stream_once(
-                        model, max_tokens, system, tools, messages, on_text
-                    )
+                    message = await once()
             except ClaudeUnavailable as exc:
                 delay = self._retry_delay(exc, attempt, deadline)
                 if delay is None:
@@ -107,6 +133,29 @@ class ClaudeGateway:
                 continue
             duration = int((time.monotonic() - started) * 1000)
             return StreamedMessage(message=message, attempts=attempt, duration_ms=duration)
+
+    async def _create_once(
+        self,
+        model: str,
+        max_tokens: int,
+        system: str,
+        messages: Sequence[MessageParam],
+        deadline: float,
+    ) -> Message:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _unavailable("timeout", "no time left", started=False)
+        try:
+            async with asyncio.timeout(remaining):
+                return await self._client.messages.create(
+                    model=model, max_tokens=max_tokens, system=system, messages=list(messages)
+                )
+        except anthropic.APIStatusError as exc:
+            raise _classify_status_error(exc, False) from None
+        except (anthropic.APITimeoutError, TimeoutError):
+            raise _unavailable("timeout", "no answer in time", started=True) from None
+        except anthropic.APIConnectionError as exc:
+            raise _unavailable("connection", type(exc).__name__, started=False) from None
 
     def _retry_delay(self, exc: ClaudeUnavailable, attempt: int, deadline: float) -> float | None:
         if exc.response_started or exc.kind not in {"busy", "connection"}:
@@ -303,7 +352,12 @@ def _classify_status_error(exc: anthropic.APIStatusError, started: bool) -> Clau
         return result
     if status in (401, 403):
         return _unavailable("auth", f"status {status}", started=started, status=status)
-    return _unavailable("bad_request", f"status {status}", started=started, status=status)
+    result = _unavailable("bad_request", f"status {status}", started=started, status=status)
+    text = str(exc).lower()
+    result.file_missing = (
+        status in (400, 404) and "file" in text and ("not found" in text or "does not" in text)
+    )
+    return result
 
 
 def _retry_after_seconds(exc: anthropic.APIStatusError) -> float | None:

@@ -130,3 +130,31 @@ async def test_analyze_image_is_one_metered_vision_call(start: Start) -> None:
     assert vision["charged_micros"] == vision["provider_cost_micros"] > 0
     assert json.loads(str(tool_result(run)["content"]))["answer"] == "It is blue."
     assert await run.rows("SELECT * FROM admin_balance_mismatches") == []
+
+
+async def test_analyze_image_falls_back_to_the_stored_copy_when_the_files_api_copy_is_gone(
+    start: Start,
+) -> None:
+    run = await start(STARTER_BALANCE_USD="5.00")
+    run.anthropic.script(
+        tool_use_reply("generate_image", {"prompt": "a cat"}, id="toolu_draw2"),
+        text_reply("Here."),
+    )
+    run.gemini.script(image_reply())
+    assert await run.turn(USER, "draw a cat") == "answered"
+    [file] = await run.rows("SELECT id, claude_file_id FROM user_files")
+    del run.anthropic.files[file["claude_file_id"]]
+    run.anthropic.script(
+        tool_use_reply("analyze_image", {"file_id": str(file["id"])}, id="toolu_gone"),
+        text_reply("Green."),
+        text_reply("It is green."),
+    )
+    assert await run.turn(USER, "what colour?") == "answered"
+    [vision] = await run.rows("SELECT * FROM api_calls WHERE purpose = 'analyze_image'")
+    assert (vision["status"], vision["charged_micros"] > 0) == ("ok", True)
+    sources = [
+        body["messages"][0]["content"][0]["source"]["type"]
+        for body in run.anthropic.message_requests()
+        if len(body["messages"]) == 1 and body["messages"][0]["content"][0].get("type") == "image"
+    ]
+    assert sources == ["file", "base64"]
