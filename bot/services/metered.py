@@ -96,11 +96,10 @@ class PendingCharge:
         record = _record(self.meter, self.report)
         return await asyncio.shield(self.ledger.settle(self.hold, record, attach=attach))
 
-    async def release(self, error: str, attach: Attach | None = None) -> Settlement:
+    async def release(self, error: str) -> Settlement:
         """Record the call as failed (what it reported is kept) and charge nothing."""
         failed = replace(self.report, status="error", error=error, charge_key=None)
-        record = _record(self.meter, failed)
-        return await asyncio.shield(self.ledger.settle(self.hold, record, attach=attach))
+        return await asyncio.shield(self.ledger.settle(self.hold, _record(self.meter, failed)))
 
 
 class MeteredCalls:
