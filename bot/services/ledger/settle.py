@@ -40,10 +40,16 @@ async def release_locked(session: AsyncSession, hold_id: int, *, reason: str) ->
     status, amount = await rows.lock_hold(session, hold_id)
     if status != "held":
         return False
-    user_id = await rows.close_hold(session, hold_id, "released", captured_micros=0)
-    await rows.change_held(session, user_id, -amount)
-    log.info("hold_released", hold_id=hold_id, reason=reason)
+    await _give_back(session, hold_id, amount, reason=reason)
     return True
+
+
+async def _give_back(session: AsyncSession, hold_id: int, amount: int, *, reason: str) -> int:
+    """Close a locked open hold as released and free its amount; returns the balance."""
+    user_id = await rows.close_hold(session, hold_id, "released", captured_micros=0)
+    balance = await rows.change_held(session, user_id, -amount)
+    log.info("hold_released", hold_id=hold_id, reason=reason)
+    return balance
 
 
 async def _settle_open(
@@ -90,9 +96,7 @@ async def _release_open(
     session: AsyncSession, hold: Hold, hold_amount: int, call: CallRecord
 ) -> Settlement:
     api_call_id = await rows.insert_call(session, call, charged_micros=0)
-    balance = await rows.change_held(session, hold.user_id, -hold_amount)
-    await rows.close_hold(session, hold.id, "released", captured_micros=0)
-    log.info("hold_released", hold_id=hold.id, reason=call.status)
+    balance = await _give_back(session, hold.id, hold_amount, reason=call.status)
     return Settlement(
         api_call_id=api_call_id,
         charged_micros=0,
