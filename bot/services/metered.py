@@ -121,12 +121,12 @@ class MeteredCalls:
         started = time.monotonic()
         try:
             result = await call()
+            report = _timed(measure.reported(result), started)
         except BaseException as exc:
-            report = _timed(measure.failed(exc), started)
-            record = _record(meter, replace(report, charge_key=f"failed:{meter.key}"))
+            failed = _timed(measure.failed(exc), started)
+            record = _record(meter, replace(failed, charge_key=f"failed:{meter.key}"))
             await asyncio.shield(self._ledger.settle(hold, record))
             raise
-        report = _timed(measure.reported(result), started)
         return result, PendingCharge(self._ledger, meter, hold, report)
 
     async def call(
