@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionConfig
-from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
+from bot.agent.tools.generate_image import GenerateImageTool
 from bot.agent.tools.registry import ToolRegistry
 from bot.config import Settings
 from bot.db.session import create_sessionmaker
@@ -33,7 +33,7 @@ from bot.services.ledger import Ledger
 from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.metered import MeteredCalls
 from bot.services.pricing import PriceTable
-from bot.services.usage import UsageReports
+from bot.services.usage import ImageRateLimit, UsageReports
 from bot.services.users import UserService
 from bot.telegram.delivery import TelegramFileSender
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher

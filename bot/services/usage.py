@@ -194,3 +194,27 @@ class UsageReports:
                 text("SELECT user_id FROM admin_balance_mismatches ORDER BY user_id")
             )
             return [int(user_id) for (user_id,) in rows]
+
+
+class ImageRateLimit:
+    """Generated images per user in the last hour, counted from api_calls."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, per_hour: int) -> None:
+        self._sessionmaker = sessionmaker
+        self._per_hour = per_hour
+
+    @property
+    def per_hour(self) -> int:
+        return self._per_hour
+
+    async def allows(self, user_id: int) -> bool:
+        since = datetime.now(UTC) - timedelta(hours=1)
+        stmt = select(func.count()).where(
+            ApiCall.user_id == user_id,
+            ApiCall.purpose == "generate_image",
+            ApiCall.status == "ok",
+            ApiCall.created_at >= since,
+        )
+        async with self._sessionmaker() as session:
+            count = int(await session.scalar(stmt) or 0)
+        return count < self._per_hour

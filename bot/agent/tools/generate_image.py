@@ -4,16 +4,12 @@ captured only after the image reached the chat (by the file delivery)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
 import structlog
 from pydantic import BeforeValidator, Field
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput, ToolOutput
-from bot.db.models import ApiCall
 from bot.providers.gemini import (
     GeminiImageGateway,
     GeneratedImage,
@@ -26,6 +22,7 @@ from bot.services.ledger import InsufficientBalance
 from bot.services.metered import Meter, MeteredCalls, PendingCharge, Report
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
+from bot.services.usage import ImageRateLimit
 
 log = structlog.get_logger(__name__)
 
@@ -66,30 +63,6 @@ class GenerateImageInput(ToolInput):
             "leave empty for a new image."
         ),
     )
-
-
-class ImageRateLimit:
-    """Generated images per user in the last hour, counted from api_calls."""
-
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, per_hour: int) -> None:
-        self._sessionmaker = sessionmaker
-        self._per_hour = per_hour
-
-    @property
-    def per_hour(self) -> int:
-        return self._per_hour
-
-    async def allows(self, user_id: int) -> bool:
-        since = datetime.now(UTC) - timedelta(hours=1)
-        stmt = select(func.count()).where(
-            ApiCall.user_id == user_id,
-            ApiCall.purpose == "generate_image",
-            ApiCall.status == "ok",
-            ApiCall.created_at >= since,
-        )
-        async with self._sessionmaker() as session:
-            count = int(await session.scalar(stmt) or 0)
-        return count < self._per_hour
 
 
 class GenerateImageTool:
