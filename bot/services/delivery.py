@@ -120,22 +120,7 @@ class FileDelivery:
             metadata=item.metadata,
         )
         file_id = await self._record(row, item.charge)
-        log.info(
-            "file_delivered",
-            user_id=to.user_id,
-            file_id=file_id,
-            sent_as="+".join(delivery.sent_as),
-            bytes=prepared.size_bytes,
-            files_api=claude_file_id is not None,
-        )
-        return {
-            "file_id": str(file_id),
-            "delivered": True,
-            "sent_as": "+".join(delivery.sent_as),
-            "width": prepared.width,
-            "height": prepared.height,
-            "size_bytes": prepared.size_bytes,
-        }
+        return _delivered(file_id, row, delivery)
 
     async def _record(self, row: NewFile, charge: PendingCharge | None) -> int:
         """The file's row, in the same transaction as its charge."""
@@ -151,6 +136,27 @@ class FileDelivery:
         settlement = await charge.capture(attach=attach)
         assert settlement.attached_id is not None
         return settlement.attached_id
+
+
+def _delivered(file_id: int, row: NewFile, delivery: Delivery) -> dict[str, Any]:
+    """What the model is told about a delivered file (no bytes)."""
+    prepared = row.prepared
+    log.info(
+        "file_delivered",
+        user_id=row.user_id,
+        file_id=file_id,
+        sent_as="+".join(delivery.sent_as),
+        bytes=prepared.size_bytes,
+        files_api=row.claude_file_id is not None,
+    )
+    return {
+        "file_id": str(file_id),
+        "delivered": True,
+        "sent_as": "+".join(delivery.sent_as),
+        "width": prepared.width,
+        "height": prepared.height,
+        "size_bytes": prepared.size_bytes,
+    }
 
 
 async def _release(charge: PendingCharge | None, error: str) -> None:

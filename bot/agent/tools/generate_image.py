@@ -111,17 +111,6 @@ class GenerateImageTool:
         ctx: ToolContext,
         price: int,
     ) -> tuple[GeneratedImage, PendingCharge]:
-        meter = Meter(
-            user_id=ctx.user_id,
-            provider="google",
-            model=self._gateway.model,
-            purpose="generate_image",
-            worst_case_micros=price,
-            key=f"img:{ctx.tool_use_id}",
-            tool_use_id=ctx.tool_use_id,
-            image_size=args.image_size,
-        )
-
         async def call() -> GeneratedImage:
             await ctx.report_progress(_progress_line(args))
             ctx.chat_action("upload_photo")
@@ -135,22 +124,42 @@ class GenerateImageTool:
 
         measure = ImageMeasure(price, self._prices.image_price_version(self._gateway.model))
         try:
-            return await self._metered.run(meter, call, measure)
-        except InsufficientBalance as exc:
-            amount = self._metered.user_price(price)
-            raise ToolError(
-                f"Insufficient balance: this image costs {format_usd(amount)} and the user has "
+            return await self._metered.run(self._meter(args, ctx, price), call, measure)
+        except (InsufficientBalance, ImageBlocked, ImageUnavailable) as exc:
+            raise self._tool_error(exc, ctx, price) from None
+
+    def _meter(self, args: GenerateImageInput, ctx: ToolContext, price: int) -> Meter:
+        return Meter(
+            user_id=ctx.user_id,
+            provider="google",
+            model=self._gateway.model,
+            purpose="generate_image",
+            worst_case_micros=price,
+            key=f"img:{ctx.tool_use_id}",
+            tool_use_id=ctx.tool_use_id,
+            image_size=args.image_size,
+        )
+
+    def _tool_error(
+        self,
+        exc: InsufficientBalance | ImageBlocked | ImageUnavailable,
+        ctx: ToolContext,
+        price: int,
+    ) -> ToolError:
+        if isinstance(exc, InsufficientBalance):
+            return ToolError(
+                f"Insufficient balance: this image costs "
+                f"{format_usd(self._metered.user_price(price))} and the user has "
                 f"{format_usd(exc.available_micros)} available. Nothing was generated or charged."
-            ) from None
-        except ImageBlocked as exc:
+            )
+        if isinstance(exc, ImageBlocked):
             log.info("image_not_generated", user_id=ctx.user_id, status="blocked", error=exc.reason)
-            raise ToolError(
+            return ToolError(
                 f"No image was generated: {exc.user_reason} ({exc.reason}). Nothing was charged."
-            ) from None
-        except ImageUnavailable as exc:
-            log.info("image_not_generated", user_id=ctx.user_id, status="error", error=exc.kind)
-            message = PROVIDER_MESSAGES.get(exc.kind, "the image service failed")
-            raise ToolError(f"No image was generated: {message}. Nothing was charged.") from None
+            )
+        log.info("image_not_generated", user_id=ctx.user_id, status="error", error=exc.kind)
+        message = PROVIDER_MESSAGES.get(exc.kind, "the image service failed")
+        return ToolError(f"No image was generated: {message}. Nothing was charged.")
 
     def _payload(
         self,
