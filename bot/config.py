@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -17,6 +17,14 @@ from pydantic_settings import (
 )
 
 SECRET_NAMES = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY")
+# Secrets that only some configurations need (design section 3).
+OPTIONAL_SECRET_NAMES = (
+    "OPENAI_API_KEY",
+    "WEBHOOK_SECRET",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+)
+DEFAULT_IMAGE_MODELS = {"google": "gemini-3-pro-image", "openai": "gpt-image-2.6-sunburst"}
 DEFAULT_SECRETS_DIR = Path("secrets")
 
 
@@ -36,7 +44,7 @@ class SecretFilesSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for name in SECRET_NAMES:
+        for name in (*SECRET_NAMES, *OPTIONAL_SECRET_NAMES):
             if name not in self.settings_cls.model_fields:
                 continue
             value, _, _ = self.get_field_value(self.settings_cls.model_fields[name], name)
@@ -70,11 +78,17 @@ class OperatorSettings(BaseSettings):
     TELEGRAM_API_URL: str | None = None
     ANTHROPIC_BASE_URL: str | None = None
     GEMINI_BASE_URL: str | None = None
+    OPENAI_BASE_URL: str | None = None
 
     # Models
     CLAUDE_MODEL: str = "claude-sonnet-5-5"
     VISION_MODEL: str | None = None
-    IMAGE_MODEL: str = "gemini-3-pro-image-preview"
+    IMAGE_PROVIDER: Literal["google", "openai"] = "google"
+    # Empty means the provider's default (DEFAULT_IMAGE_MODELS).
+    IMAGE_MODEL: str = ""
+    TRANSCRIBE_MODEL: str = "gemini-3.5-flash"
+    CHAT_MODELS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    PRICES_FILE: Path | None = None
     CLAUDE_MAX_TOKENS: int = Field(default=4096, ge=256, le=64000)
     VISION_MAX_TOKENS: int = Field(default=1024, ge=128, le=16000)
     CONTEXT_TOKEN_BUDGET: int = Field(default=60_000, ge=2_000)
@@ -116,6 +130,29 @@ class OperatorSettings(BaseSettings):
     RECENT_FILES_IN_CONTEXT: int = Field(default=12, ge=0, le=50)
     FILE_HOUSEKEEPING_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
 
+    # Payments and the person's own controls (design section 10)
+    STAR_VALUE_USD: Decimal = Field(default=Decimal("0.013"), gt=0)
+    STAR_PACKAGES: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [50, 100, 250, 500, 1000]
+    )
+    REFUND_WINDOW_DAYS: int = Field(default=21, ge=0, le=90)
+    LOW_BALANCE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
+    CONFIRM_ABOVE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
+    TEXTS_DIR: Path | None = None
+
+    # Abilities
+    WEB_TOOLS: Literal["on", "off"] = "on"
+    GROUPS: Literal["off", "mention"] = "mention"
+    MAX_AUDIO_SECONDS: int = Field(default=600, ge=1, le=3600)
+
+    # Scale and operations (design section 12)
+    BOT_MODE: Literal["polling", "webhook"] = "polling"
+    WEBHOOK_URL: str | None = None
+    WEBHOOK_LISTEN: str | None = None
+    BLOB_STORE_URL: str | None = None
+    S3_ENDPOINT_URL: str | None = None
+    METRICS_LISTEN: str | None = None
+
     # Logging
     LOG_FORMAT: Literal["console", "json"] | None = None
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -125,7 +162,28 @@ class OperatorSettings(BaseSettings):
     def _parse_ids(cls, value: object) -> list[int]:
         return _split_ids(value)
 
-    @field_validator("TELEGRAM_API_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL")
+    @field_validator("CHAT_MODELS", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> list[str]:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return list(value) if isinstance(value, list | tuple) else []
+
+    @field_validator("STAR_PACKAGES", mode="before")
+    @classmethod
+    def _parse_packages(cls, value: object) -> list[int]:
+        packages = _split_ids(value)
+        if not packages or any(not 1 <= stars <= 10_000 for stars in packages):
+            raise ValueError("expected comma-separated Star amounts from 1 to 10000")
+        return packages
+
+    @model_validator(mode="after")
+    def _default_image_model(self) -> OperatorSettings:
+        if not self.IMAGE_MODEL:
+            object.__setattr__(self, "IMAGE_MODEL", DEFAULT_IMAGE_MODELS[self.IMAGE_PROVIDER])
+        return self
+
+    @field_validator("TELEGRAM_API_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL", "OPENAI_BASE_URL")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
@@ -145,6 +203,12 @@ class OperatorSettings(BaseSettings):
     @property
     def vision_model(self) -> str:
         return self.VISION_MODEL or self.CLAUDE_MODEL
+
+    @property
+    def chat_models(self) -> list[str]:
+        """The models a person may choose; the default model is always among them."""
+        models = list(self.CHAT_MODELS) or [self.CLAUDE_MODEL]
+        return models if self.CLAUDE_MODEL in models else [self.CLAUDE_MODEL, *models]
 
     @property
     def starter_balance_micros(self) -> int:
@@ -169,6 +233,10 @@ class Settings(OperatorSettings):
     TELEGRAM_BOT_TOKEN: SecretStr
     ANTHROPIC_API_KEY: SecretStr
     GOOGLE_API_KEY: SecretStr
+    OPENAI_API_KEY: SecretStr | None = None
+    WEBHOOK_SECRET: SecretStr | None = None
+    S3_ACCESS_KEY_ID: SecretStr | None = None
+    S3_SECRET_ACCESS_KEY: SecretStr | None = None
 
 
 def usd_to_micros(amount: Decimal) -> int:

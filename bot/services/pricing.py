@@ -108,6 +108,10 @@ DEFAULT_TOKEN_PRICES: Mapping[str, TokenPrice] = MappingProxyType(
 
 DEFAULT_IMAGE_PRICES: Mapping[str, ImagePrice] = MappingProxyType(
     {
+        "gemini-3-pro-image": _images({"1K": 134_000, "2K": 134_000, "4K": 240_000}),
+        "gemini-3.1-flash-image": _images(
+            {"512": 45_000, "1K": 67_000, "2K": 101_000, "4K": 151_000}
+        ),
         "gemini-3-pro-image-preview": _images({"1K": 134_000, "2K": 134_000, "4K": 240_000}),
         "gemini-3.1-flash-image-preview": _images(
             {"512": 45_000, "1K": 67_000, "2K": 67_000, "4K": 120_000}

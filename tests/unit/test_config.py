@@ -41,7 +41,16 @@ def test_defaults_match_the_design(clean_env: dict[str, str]) -> None:
         _with_env(saved)
     assert settings.CLAUDE_MODEL == "claude-sonnet-5-5"
     assert settings.vision_model == "claude-sonnet-5-5"
-    assert settings.IMAGE_MODEL == "gemini-3-pro-image-preview"
+    assert settings.IMAGE_PROVIDER == "google"
+    assert settings.IMAGE_MODEL == "gemini-3-pro-image"
+    assert settings.TRANSCRIBE_MODEL == "gemini-3.5-flash"
+    assert settings.chat_models == ["claude-sonnet-5-5"]
+    assert settings.STAR_VALUE_USD == Decimal("0.013")
+    assert settings.STAR_PACKAGES == [50, 100, 250, 500, 1000]
+    assert settings.REFUND_WINDOW_DAYS == 21
+    assert settings.LOW_BALANCE_USD == Decimal("0.20")
+    assert settings.CONFIRM_ABOVE_USD == Decimal("0.20")
+    assert (settings.WEB_TOOLS, settings.GROUPS, settings.BOT_MODE) == ("on", "mention", "polling")
     assert settings.STARTER_BALANCE_USD == Decimal("0.50")
     assert settings.starter_balance_micros == 500_000
     assert settings.PRICE_MARKUP == Decimal("1.0")
@@ -119,3 +128,26 @@ def test_bad_setting_is_one_line_too(clean_env: dict[str, str]) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("Invalid setting PRICE_MARKUP")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_image_model_follows_the_provider(clean_env: dict[str, str]) -> None:
+    saved = dict(os.environ)
+    try:
+        _with_env({**clean_env, **SECRET_ENV, "IMAGE_PROVIDER": "openai"})
+        openai = load_settings()
+        _with_env({**clean_env, **SECRET_ENV, "IMAGE_MODEL": "gemini-3.1-flash-image"})
+        chosen = load_settings()
+    finally:
+        _with_env(saved)
+    assert openai.IMAGE_MODEL == "gpt-image-2.6-sunburst"
+    assert chosen.IMAGE_MODEL == "gemini-3.1-flash-image"
+
+
+def test_chat_models_always_include_the_default(clean_env: dict[str, str]) -> None:
+    saved = dict(os.environ)
+    try:
+        _with_env({**clean_env, **SECRET_ENV, "CHAT_MODELS": "claude-haiku-5-5, claude-opus-5-5"})
+        settings = load_settings()
+    finally:
+        _with_env(saved)
+    assert settings.chat_models == ["claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-5-5"]

@@ -39,6 +39,13 @@ EXPECTED_TOKEN_RATES = {
 }
 
 EXPECTED_IMAGE_PRICES = {
+    ("gemini-3-pro-image", "1K"): 134_000,
+    ("gemini-3-pro-image", "2K"): 134_000,
+    ("gemini-3-pro-image", "4K"): 240_000,
+    ("gemini-3.1-flash-image", "512"): 45_000,
+    ("gemini-3.1-flash-image", "1K"): 67_000,
+    ("gemini-3.1-flash-image", "2K"): 101_000,
+    ("gemini-3.1-flash-image", "4K"): 151_000,
     ("gemini-3-pro-image-preview", "1K"): 134_000,
     ("gemini-3-pro-image-preview", "2K"): 134_000,
     ("gemini-3-pro-image-preview", "4K"): 240_000,
