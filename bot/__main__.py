@@ -22,9 +22,14 @@ def main(argv: list[str]) -> int:
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from bot.app import run
+    from bot.app import load_price_table, run
 
-    return asyncio.run(run(settings))
+    try:
+        prices = load_price_table(settings)
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return asyncio.run(run(settings, prices))
 
 
 if __name__ == "__main__":

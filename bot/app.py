@@ -23,7 +23,7 @@ from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
-from bot.config import Settings
+from bot.config import ConfigurationError, Settings
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
@@ -36,7 +36,7 @@ from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.media import ImageLimits, ImageProcessor
-from bot.services.pricing import PriceTable
+from bot.services.pricing import ModelUse, PriceFileError, PriceTable, UnknownModelError
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
@@ -123,10 +123,33 @@ class Application:
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
 
-def build_application(settings: Settings, engine: AsyncEngine) -> Application:
+def load_price_table(settings: Settings) -> PriceTable:
+    """The built-in prices with PRICES_FILE applied; every configured model must have a price.
+    Raises ConfigurationError with one line naming the first problem."""
+    try:
+        prices = PriceTable.load(settings.PRICES_FILE)
+        prices.check(
+            [
+                ModelUse(settings.CLAUDE_MODEL, "CLAUDE_MODEL", "tokens", "anthropic"),
+                *(
+                    ModelUse(model, "CHAT_MODELS", "tokens", "anthropic")
+                    for model in settings.chat_models
+                ),
+                ModelUse(settings.vision_model, "VISION_MODEL", "tokens", "anthropic"),
+                ModelUse(settings.IMAGE_MODEL, "IMAGE_MODEL", "image", settings.IMAGE_PROVIDER),
+                ModelUse(settings.TRANSCRIBE_MODEL, "TRANSCRIBE_MODEL", "tokens", "google"),
+            ]
+        )
+    except (PriceFileError, UnknownModelError) as exc:
+        raise ConfigurationError(str(exc).strip("'\"")) from None
+    return prices
+
+
+def build_application(
+    settings: Settings, engine: AsyncEngine, prices: PriceTable | None = None
+) -> Application:
     sessionmaker = create_sessionmaker(engine)
-    prices = PriceTable()
-    prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
+    prices = prices or load_price_table(settings)
     billing = BillingService(
         sessionmaker,
         markup=settings.PRICE_MARKUP,
@@ -286,7 +309,7 @@ def build_tools(
     ]
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, prices: PriceTable | None = None) -> int:
     configure_logging(
         log_format=settings.LOG_FORMAT, level=settings.LOG_LEVEL, secrets=secret_values(settings)
     )
@@ -294,7 +317,7 @@ async def run(settings: Settings) -> int:
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     async with database(settings) as engine:
-        app = build_application(settings, engine)
+        app = build_application(settings, engine, prices)
         try:
             await _start(app, boot_time, stop)
             _exclude_startup_objects_from_gc()

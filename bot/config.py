@@ -108,6 +108,12 @@ class OperatorSettings(BaseSettings):
     GEMINI_TIMEOUT_SECONDS: float = Field(default=150.0, gt=0)
     GEMINI_RETRY_ATTEMPTS: int = Field(default=3, ge=1, le=6)
     GEMINI_RETRY_INITIAL_DELAY: float = Field(default=1.0, ge=0)
+    OPENAI_TIMEOUT_SECONDS: float = Field(default=150.0, gt=0)
+    OPENAI_RETRY_ATTEMPTS: int = Field(default=3, ge=1, le=6)
+    OPENAI_RETRY_INITIAL_DELAY: float = Field(default=1.0, ge=0)
+    # gpt-image-2 and later take any WxH (sides divisible by 16); older models only the standard
+    # 1024x1024, 1536x1024 and 1024x1536.
+    OPENAI_IMAGE_SIZES: Literal["flexible", "standard"] = "flexible"
     SHUTDOWN_GRACE_SECONDS: float = Field(default=25.0, ge=0)
     TELEGRAM_RETRY_MAX_SECONDS: float = Field(default=60.0, ge=0)
     # Outgoing pacing under Telegram's limits (about 1 message/s per chat, 30/s overall).
@@ -254,9 +260,22 @@ class ConfigurationError(Exception):
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning a missing secret or bad value into one readable line."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
+    if settings.IMAGE_PROVIDER == "openai" and settings.OPENAI_API_KEY is None:
+        raise ConfigurationError(
+            missing_secret_message("OPENAI_API_KEY") + " It is needed with IMAGE_PROVIDER=openai."
+        )
+    return settings
+
+
+def missing_secret_message(name: str) -> str:
+    secrets_dir = os.environ.get("SECRETS_DIR") or str(DEFAULT_SECRETS_DIR)
+    return (
+        f"Missing secret {name}: put it in the file {secrets_dir}/{name.lower()} "
+        f"(or {name.lower()}.txt), or set the environment variable {name}."
+    )
 
 
 def load_operator_settings() -> OperatorSettings:
@@ -268,14 +287,10 @@ def load_operator_settings() -> OperatorSettings:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    secrets_dir = os.environ.get("SECRETS_DIR") or str(DEFAULT_SECRETS_DIR)
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "?"
         if error["type"] == "missing" and name in SECRET_NAMES:
-            return (
-                f"Missing secret {name}: put it in the file {secrets_dir}/{name.lower()} "
-                f"(or {name.lower()}.txt), or set the environment variable {name}."
-            )
+            return missing_secret_message(name)
     first = exc.errors()[0]
     name = str(first["loc"][0]) if first["loc"] else "?"
     return f"Invalid setting {name}: {first['msg']}."

@@ -43,7 +43,7 @@ class BotProcess:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("ANTHROPIC", "GOOGLE", "GEMINI", "TELEGRAM"))
+            if not k.startswith(("ANTHROPIC", "GOOGLE", "GEMINI", "TELEGRAM", "OPENAI", "IMAGE_"))
         }
         env.update(self._env)
         self._proc = await asyncio.create_subprocess_exec(
@@ -140,6 +140,7 @@ def bot_env(
         "SHUTDOWN_GRACE_SECONDS": "5",
         "DRAFT_INTERVAL_SECONDS": "0.05",
         "GEMINI_RETRY_INITIAL_DELAY": "0.01",
+        "OPENAI_RETRY_INITIAL_DELAY": "0.01",
         "MERGE_WINDOW_SECONDS": "0.3",
         "PYTHONUNBUFFERED": "1",
     }

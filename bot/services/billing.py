@@ -89,7 +89,7 @@ class CallRecord:
     """One provider call, as stored in api_calls. `charge_key` defaults to the hold's key."""
 
     user_id: int
-    provider: Literal["anthropic", "google"]
+    provider: Literal["anthropic", "google", "openai"]
     model: str
     purpose: Literal["chat", "analyze_image", "generate_image"]
     status: CallStatus
@@ -102,6 +102,7 @@ class CallRecord:
     cache_read_tokens: int = 0
     image_count: int = 0
     image_size: str | None = None
+    image_output_tokens: int = 0
     error: str | None = None
     provider_cost_unknown: bool = False
     request_id: str | None = None
@@ -204,6 +205,7 @@ _API_CALL_COLUMNS = (
     "cache_write_tokens",
     "image_count",
     "image_size",
+    "image_output_tokens",
     "provider_cost_micros",
     "price_version",
     "status",
@@ -887,6 +889,7 @@ class BillingService:
                 cache_write_tokens=call.cache_write_tokens,
                 image_count=call.image_count,
                 image_size=call.image_size,
+                image_output_tokens=call.image_output_tokens,
                 provider_cost_micros=call.provider_cost_micros,
                 charged_micros=charged_micros,
                 price_version=call.price_version,

@@ -402,6 +402,7 @@ class FileService:
             output_tokens=record.output_tokens,
             image_count=record.image_count,
             image_size=record.image_size,
+            image_output_tokens=record.image_output_tokens,
             error=error,
             request_id=record.request_id,
             duration_ms=record.duration_ms,

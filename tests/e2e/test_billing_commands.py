@@ -72,7 +72,7 @@ async def seed_call(
     age: timedelta = timedelta(0),
 ) -> None:
     provider = "anthropic" if purpose != "generate_image" else "google"
-    model = "claude-sonnet-5-5" if provider == "anthropic" else "gemini-3-pro-image-preview"
+    model = "claude-sonnet-5-5" if provider == "anthropic" else "gemini-3-pro-image"
     async with engine.begin() as conn:
         await conn.execute(
             text(

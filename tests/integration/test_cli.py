@@ -90,7 +90,7 @@ async def add_call(
             {
                 "user_id": user_id,
                 "provider": "google" if google else "anthropic",
-                "model": "gemini-3-pro-image-preview" if google else "claude-sonnet-5-5",
+                "model": "gemini-3-pro-image" if google else "claude-sonnet-5-5",
                 "purpose": purpose,
                 "status": status,
                 "images": images,
@@ -210,7 +210,7 @@ async def test_report_as_csv(database_url: str, engine: AsyncEngine, tmp_path: P
     assert body == [
         "anthropic,claude-sonnet-5-5,chat,1,0,1000,500,0,0,0,0.002000,0.002400,0.000400",
         "anthropic,claude-sonnet-5-5,chat,1,0,1000,500,0,0,0,0.010000,0.012000,0.002000",
-        "google,gemini-3-pro-image-preview,generate_image,2,1,0,0,0,0,1,0.134000,0.160800,0.026800",
+        "google,gemini-3-pro-image,generate_image,2,1,0,0,0,0,1,0.134000,0.160800,0.026800",
     ]
     assert lines[-1] == "total,,,,4,1,,,,,1,0.146000,0.175200,0.029200"
 

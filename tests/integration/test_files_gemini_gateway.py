@@ -30,7 +30,7 @@ from tests.fakes.gemini import (
     text_only,
 )
 
-MODEL = "gemini-3-pro-image-preview"
+MODEL = "gemini-3-pro-image"
 
 
 @pytest.fixture

@@ -133,7 +133,9 @@ def test_bad_setting_is_one_line_too(clean_env: dict[str, str]) -> None:
 def test_image_model_follows_the_provider(clean_env: dict[str, str]) -> None:
     saved = dict(os.environ)
     try:
-        _with_env({**clean_env, **SECRET_ENV, "IMAGE_PROVIDER": "openai"})
+        _with_env(
+            {**clean_env, **SECRET_ENV, "IMAGE_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test"}
+        )
         openai = load_settings()
         _with_env({**clean_env, **SECRET_ENV, "IMAGE_MODEL": "gemini-3.1-flash-image"})
         chosen = load_settings()
@@ -141,6 +143,71 @@ def test_image_model_follows_the_provider(clean_env: dict[str, str]) -> None:
         _with_env(saved)
     assert openai.IMAGE_MODEL == "gpt-image-2.6-sunburst"
     assert chosen.IMAGE_MODEL == "gemini-3.1-flash-image"
+
+
+def test_openai_key_is_required_only_with_the_openai_provider(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=PROJECT_ROOT,
+        env={**clean_env, **SECRET_ENV, "IMAGE_PROVIDER": "openai"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Missing secret OPENAI_API_KEY: put it in the file ")
+    assert "openai_api_key" in line
+    assert "IMAGE_PROVIDER=openai" in line
+    saved = dict(os.environ)
+    try:
+        _with_env({**clean_env, **SECRET_ENV})
+        google = load_settings()
+        secrets = tmp_path / "secrets"
+        secrets.mkdir(exist_ok=True)
+        (secrets / "openai_api_key.txt").write_text("sk-from-file\n")
+        _with_env({**clean_env, **SECRET_ENV, "IMAGE_PROVIDER": "openai"})
+        from_file = load_settings()
+    finally:
+        _with_env(saved)
+    assert google.OPENAI_API_KEY is None
+    assert from_file.OPENAI_API_KEY is not None
+    assert from_file.OPENAI_API_KEY.get_secret_value() == "sk-from-file"
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        (
+            {"IMAGE_MODEL": "gemini-3-pro-image-preview"},
+            ["'gemini-3-pro-image-preview' (IMAGE_MODEL)", "PRICES_FILE"],
+        ),
+        ({"CLAUDE_MODEL": "claude-typo-9"}, ["'claude-typo-9' (CLAUDE_MODEL)", "PRICES_FILE"]),
+        ({"PRICES_FILE": "/nonexistent/prices.toml"}, ["PRICES_FILE", "cannot be read"]),
+    ],
+)
+def test_an_unpriced_model_stops_start_up_with_one_line(
+    clean_env: dict[str, str], env: dict[str, str], words: list[str]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=PROJECT_ROOT,
+        env={
+            **clean_env,
+            **SECRET_ENV,
+            "DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1:9/x",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    for word in words:
+        assert word in line
 
 
 def test_chat_models_always_include_the_default(clean_env: dict[str, str]) -> None:

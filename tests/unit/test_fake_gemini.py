@@ -32,7 +32,7 @@ from tests.fakes.gemini import (
 )
 
 KEY = "fake-google-key-for-tests"
-MODEL = "gemini-3-pro-image-preview"
+MODEL = "gemini-3-pro-image"
 
 
 def make_client(

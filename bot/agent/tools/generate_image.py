@@ -1,5 +1,6 @@
-"""The `generate_image` tool: Nano Banana Pro, charged per image, held before the call and
-captured only after the image reached the chat (by the file sink)."""
+"""The `generate_image` tool: the configured image provider (Gemini or OpenAI Images), charged
+from the usage the provider reported (the per-image price without usage), held before the call
+(per-image price plus 25%) and captured only after the image reached the chat (by the file sink)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput
 from bot.db.models import ApiCall
-from bot.integrations.gemini import (
-    GeminiImageGateway,
-    GeneratedImage,
-    ImageBlocked,
-    ImageUnavailable,
-)
+from bot.integrations.images import ImageBlocked, ImageGateway, ImageResult, ImageUnavailable
 from bot.services.billing import BillingService, CallRecord, Hold, InsufficientBalance
 from bot.services.files import (
     BlobMissing,
@@ -28,7 +24,7 @@ from bot.services.files import (
     StoredFileRef,
     shown_id,
 )
-from bot.services.pricing import PriceTable
+from bot.services.pricing import PriceTable, image_cost_micros
 from bot.services.reports import format_usd
 
 log = structlog.get_logger(__name__)
@@ -51,6 +47,7 @@ PROVIDER_MESSAGES = {
     "timeout": "the image service did not answer in time",
     "auth": "the image service is unavailable right now",
     "bad_request": "the image service rejected this request",
+    "model_gone": "image generation is unavailable right now",
 }
 
 
@@ -99,7 +96,7 @@ class ImageRateLimit:
 class GenerateImageTool:
     name: ClassVar[str] = "generate_image"
     description: ClassVar[str] = (
-        "Generate one image with Nano Banana Pro, or edit/combine earlier images when "
+        "Generate one image, or edit/combine earlier images when "
         "reference_file_ids are given. The image is sent to the user automatically; do not "
         "describe it as a link. Costs money per image (4K costs more)."
     )
@@ -108,7 +105,7 @@ class GenerateImageTool:
     def __init__(
         self,
         *,
-        gateway: GeminiImageGateway,
+        gateway: ImageGateway,
         files: FileService,
         billing: BillingService,
         prices: PriceTable,
@@ -122,6 +119,10 @@ class GenerateImageTool:
 
     async def run(self, args: Any, ctx: ToolContext) -> dict[str, Any]:
         assert isinstance(args, GenerateImageInput)
+        if len(args.reference_file_ids) > self._gateway.max_references:
+            raise ToolError(
+                f"At most {self._gateway.max_references} reference_file_ids with this image model."
+            )
         references = await self._references(args.reference_file_ids, ctx.user_id)
         if not await self._rate_limit.allows(ctx.user_id):
             raise ToolError(
@@ -130,14 +131,15 @@ class GenerateImageTool:
             )
         model = self._gateway.model
         price = self._prices.image_price(model, args.image_size)
-        hold = await self._hold(ctx, price)
+        hold = await self._hold(ctx, price, self._prices.image_hold(model, args.image_size))
         await ctx.report_progress(_progress_line(args))
         ctx.chat_action("upload_photo")
         image = await self._generate(args, references, hold, ctx, price)
-        record = self._record(ctx, args, image, price)
+        cost = image_cost_micros(self._prices.image_prices(model), image.usage, args.image_size)
+        record = self._record(ctx, args, image, cost)
         return {
             "success": True,
-            "cost_usd": format_usd(self._billing.user_price(price)),
+            "cost_usd": format_usd(min(self._billing.user_price(cost), hold.amount_micros)),
             "parameters_used": {
                 "aspect_ratio": args.aspect_ratio,
                 "image_size": args.image_size,
@@ -156,7 +158,7 @@ class GenerateImageTool:
                         "aspect_ratio": args.aspect_ratio,
                         "image_size": args.image_size,
                         "reference_file_ids": [r.id for r, _ in references],
-                        "cost_micros": price,
+                        "cost_micros": cost,
                         "tool_use_id": ctx.tool_use_id,
                     },
                     "charge": PendingCharge(hold=hold, record=record),
@@ -187,15 +189,17 @@ class GenerateImageTool:
             )
         return loaded
 
-    async def _hold(self, ctx: ToolContext, price: int) -> Hold:
-        amount = self._billing.user_price(price)
+    async def _hold(self, ctx: ToolContext, price: int, hold: int) -> Hold:
+        amount = self._billing.user_price(hold)
         try:
             return await self._billing.hold(
                 ctx.user_id, amount, key=f"img:{ctx.tool_use_id}", description="generate_image"
             )
         except InsufficientBalance as exc:
             raise ToolError(
-                f"Insufficient balance: this image costs {format_usd(amount)} and the user has "
+                f"Insufficient balance: this image costs about "
+                f"{format_usd(self._billing.user_price(price))} ({format_usd(amount)} is reserved "
+                f"while it is made) and the user has "
                 f"{format_usd(exc.available_micros)} available. Nothing was generated or charged."
             ) from None
 
@@ -206,7 +210,7 @@ class GenerateImageTool:
         hold: Hold,
         ctx: ToolContext,
         price: int,
-    ) -> GeneratedImage:
+    ) -> ImageResult:
         try:
             return await self._gateway.generate(
                 args.prompt,
@@ -231,6 +235,11 @@ class GenerateImageTool:
                 price=price if exc.cost_unknown else 0,
             )
             message = PROVIDER_MESSAGES.get(exc.kind, "the image service failed")
+            if exc.kind == "model_gone":
+                raise ToolError(
+                    f"{message[0].upper()}{message[1:]}. Nothing was charged. Tell the user in "
+                    "plain words that image generation is unavailable right now; text chat works."
+                ) from None
             raise ToolError(f"No image was generated: {message}. Nothing was charged.") from None
         except BaseException as exc:
             # Cut off mid-request (a shutdown): the provider may still bill for the image.
@@ -261,7 +270,7 @@ class GenerateImageTool:
     ) -> None:
         record = CallRecord(
             user_id=ctx.user_id,
-            provider="google",
+            provider=self._gateway.provider,
             model=self._gateway.model,
             purpose="generate_image",
             status=status,
@@ -279,19 +288,20 @@ class GenerateImageTool:
         log.info("image_not_generated", user_id=ctx.user_id, status=status, error=error)
 
     def _record(
-        self, ctx: ToolContext, args: GenerateImageInput, image: GeneratedImage, price: int
+        self, ctx: ToolContext, args: GenerateImageInput, image: ImageResult, cost: int
     ) -> CallRecord:
         return CallRecord(
             user_id=ctx.user_id,
-            provider="google",
+            provider=self._gateway.provider,
             model=self._gateway.model,
             purpose="generate_image",
             status="ok",
-            provider_cost_micros=price,
+            provider_cost_micros=cost,
             price_version=self._prices.image_price_version(self._gateway.model),
             tool_use_id=ctx.tool_use_id,
             input_tokens=image.input_tokens,
             output_tokens=image.output_tokens,
+            image_output_tokens=image.image_output_tokens,
             image_count=1,
             image_size=args.image_size,
             duration_ms=image.duration_ms,
