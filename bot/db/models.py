@@ -147,6 +147,7 @@ class ApiCall(Base):
             "status IN ('ok', 'error', 'blocked', 'truncated', 'cancelled')", name="status_known"
         ),
         CheckConstraint("uncollected_micros >= 0", name="uncollected_non_negative"),
+        CheckConstraint("image_list_price_micros >= 0", name="image_list_price_non_negative"),
         CheckConstraint("charged_micros >= 0 AND provider_cost_micros >= 0", name="costs_positive"),
         Index("ix_api_calls_user_id_created_at", "user_id", "created_at"),
         Index("ix_api_calls_created_at", "created_at"),
@@ -165,6 +166,8 @@ class ApiCall(Base):
     image_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     image_size: Mapped[str | None] = mapped_column(String(8))
     image_output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # The per-image list price of an image call's size (admin_image_price_drift compares it).
+    image_list_price_micros: Mapped[int | None] = mapped_column(BigInteger)
     web_search_requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     web_fetch_requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     uncollected_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

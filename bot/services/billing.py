@@ -103,6 +103,7 @@ class CallRecord:
     image_count: int = 0
     image_size: str | None = None
     image_output_tokens: int = 0
+    image_list_price_micros: int | None = None
     error: str | None = None
     provider_cost_unknown: bool = False
     request_id: str | None = None
@@ -206,6 +207,7 @@ _API_CALL_COLUMNS = (
     "image_count",
     "image_size",
     "image_output_tokens",
+    "image_list_price_micros",
     "provider_cost_micros",
     "price_version",
     "status",
@@ -890,6 +892,7 @@ class BillingService:
                 image_count=call.image_count,
                 image_size=call.image_size,
                 image_output_tokens=call.image_output_tokens,
+                image_list_price_micros=call.image_list_price_micros,
                 provider_cost_micros=call.provider_cost_micros,
                 charged_micros=charged_micros,
                 price_version=call.price_version,

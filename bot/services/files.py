@@ -403,6 +403,7 @@ class FileService:
             image_count=record.image_count,
             image_size=record.image_size,
             image_output_tokens=record.image_output_tokens,
+            image_list_price_micros=record.image_list_price_micros,
             error=error,
             request_id=record.request_id,
             duration_ms=record.duration_ms,

@@ -323,6 +323,16 @@ async def test_large_and_odd_images_arrive_as_documents(
     assert expected[0] > 240_000  # 2000 image tokens at 120 USD/MTok, plus prompt and thinking
     assert [c["charged_micros"] for c in calls] == expected
     assert [c["image_output_tokens"] for c in calls] == [2000, 1120, 1120]
+    assert [c["image_list_price_micros"] for c in calls] == [240_000, 134_000, 134_000]
+    drift = await rows(
+        engine,
+        "SELECT image_size, images, usage_cost_usd, list_price_usd FROM admin_image_price_drift"
+        " ORDER BY image_size",
+    )
+    assert [(d["image_size"], d["images"]) for d in drift] == [("2K", 2), ("4K", 1)]
+    assert drift[0]["usage_cost_usd"] == Decimal(expected[1] + expected[2]) / 1_000_000
+    assert drift[0]["list_price_usd"] == Decimal("0.268")
+    assert drift[1]["usage_cost_usd"] == Decimal(expected[0]) / 1_000_000
     files = await rows(engine, "SELECT width, height FROM user_files ORDER BY id")
     assert [(f["width"], f["height"]) for f in files][1:] == [(20, 600), (9000, 1100)]
 

@@ -136,7 +136,7 @@ class GenerateImageTool:
         ctx.chat_action("upload_photo")
         image = await self._generate(args, references, hold, ctx, price)
         cost = image_cost_micros(self._prices.image_prices(model), image.usage, args.image_size)
-        record = self._record(ctx, args, image, cost)
+        record = self._record(ctx, args, image, cost, price)
         return {
             "success": True,
             "cost_usd": format_usd(min(self._billing.user_price(cost), hold.amount_micros)),
@@ -288,7 +288,12 @@ class GenerateImageTool:
         log.info("image_not_generated", user_id=ctx.user_id, status=status, error=error)
 
     def _record(
-        self, ctx: ToolContext, args: GenerateImageInput, image: ImageResult, cost: int
+        self,
+        ctx: ToolContext,
+        args: GenerateImageInput,
+        image: ImageResult,
+        cost: int,
+        list_price: int,
     ) -> CallRecord:
         return CallRecord(
             user_id=ctx.user_id,
@@ -302,6 +307,7 @@ class GenerateImageTool:
             input_tokens=image.input_tokens,
             output_tokens=image.output_tokens,
             image_output_tokens=image.image_output_tokens,
+            image_list_price_micros=list_price,
             image_count=1,
             image_size=args.image_size,
             duration_ms=image.duration_ms,
