@@ -28,6 +28,12 @@ from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
 from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
+from bot.integrations.images import ImageGateway
+from bot.integrations.openai_images import (
+    OpenAIImageGateway,
+    OpenAIImagesConfig,
+    create_openai_client,
+)
 from bot.logs import configure_logging
 from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
@@ -76,6 +82,8 @@ def secret_values(settings: Settings) -> list[str]:
         settings.ANTHROPIC_API_KEY.get_secret_value(),
         settings.GOOGLE_API_KEY.get_secret_value(),
     ]
+    if settings.OPENAI_API_KEY is not None:
+        values.append(settings.OPENAI_API_KEY.get_secret_value())
     if settings.DATABASE_URL is not None:
         from sqlalchemy.engine import make_url
 
@@ -112,7 +120,7 @@ class Application:
     settings: Settings
     bot: Bot
     anthropic: AsyncAnthropic
-    images: GeminiImageGateway
+    images: ImageGateway
     files: FileService
     sessionmaker: async_sessionmaker[AsyncSession]
     billing: BillingService
@@ -170,20 +178,7 @@ def build_application(
     conversations = ConversationStore(
         sessionmaker, recent_files_limit=settings.RECENT_FILES_IN_CONTEXT
     )
-    images = GeminiImageGateway(
-        functools.partial(
-            create_gemini_client,
-            settings.GOOGLE_API_KEY.get_secret_value(),
-            settings.GEMINI_BASE_URL,
-            settings.GEMINI_TIMEOUT_SECONDS,
-        ),
-        GatewayConfig(
-            model=settings.IMAGE_MODEL,
-            retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
-            retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
-        ),
-        concurrency=provider_slots,
-    )
+    images = build_image_gateway(settings, provider_slots)
     files = build_file_service(settings, sessionmaker, bot, claude, billing)
     registry = ToolRegistry(
         build_tools(
@@ -255,6 +250,41 @@ def build_application(
     )
 
 
+def build_image_gateway(settings: Settings, provider_slots: asyncio.Semaphore) -> ImageGateway:
+    """The image provider IMAGE_PROVIDER names; its SDK is imported on the first image."""
+    if settings.IMAGE_PROVIDER == "openai":
+        assert settings.OPENAI_API_KEY is not None  # load_settings requires it
+        return OpenAIImageGateway(
+            functools.partial(
+                create_openai_client,
+                settings.OPENAI_API_KEY.get_secret_value(),
+                settings.OPENAI_BASE_URL,
+                settings.OPENAI_TIMEOUT_SECONDS,
+            ),
+            OpenAIImagesConfig(
+                model=settings.IMAGE_MODEL,
+                retry_attempts=settings.OPENAI_RETRY_ATTEMPTS,
+                retry_initial_delay=settings.OPENAI_RETRY_INITIAL_DELAY,
+                size_mode=settings.OPENAI_IMAGE_SIZES,
+            ),
+            concurrency=provider_slots,
+        )
+    return GeminiImageGateway(
+        functools.partial(
+            create_gemini_client,
+            settings.GOOGLE_API_KEY.get_secret_value(),
+            settings.GEMINI_BASE_URL,
+            settings.GEMINI_TIMEOUT_SECONDS,
+        ),
+        GatewayConfig(
+            model=settings.IMAGE_MODEL,
+            retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
+            retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
+        ),
+        concurrency=provider_slots,
+    )
+
+
 def build_file_service(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -285,7 +315,7 @@ def build_tools(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     anthropic: AsyncAnthropic,
-    images: GeminiImageGateway,
+    images: ImageGateway,
     files: FileService,
     billing: BillingService,
     prices: PriceTable,
