@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FAKE_BOT_TOKEN = "123456789:TEST-fake-telegram-token-not-real-000"
 FAKE_ANTHROPIC_KEY = "sk-ant-" + "test-fake-anthropic-key-not-real-0000"
 FAKE_GOOGLE_KEY = "AIza" + "TEST-fake-google-key-not-real-000000"
+FAKE_OPENAI_KEY = "sk-" + "proj-TEST-fake-openai-key-not-real-00000000"
 
 
 class PolledTelegram(Protocol):

@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.e2e.conftest import StartBot
@@ -12,6 +17,7 @@ from tests.e2e.test_images import (
     STARTER_MICROS,
     STARTER_USD,
     balance,
+    blob_path,
     result_text,
     rows,
     tool_results,
@@ -19,7 +25,11 @@ from tests.e2e.test_images import (
 )
 from tests.fakes.anthropic import FakeAnthropic, text_reply, tool_use_reply
 from tests.fakes.gemini import LIVE_MODELS, FakeGemini, image_reply
+from tests.fakes.openai import FakeOpenAI, moderation_blocked, rate_limited
+from tests.fakes.openai import image_reply as openai_image
 from tests.fakes.telegram import FakeTelegram
+from tests.harness import FAKE_OPENAI_KEY
+from tests.image_charges import openai_cost
 
 UNAVAILABLE = "image generation is unavailable right now"
 
@@ -100,3 +110,110 @@ async def test_a_model_google_stopped_serving_is_unavailable_free_and_logged_onc
     update = telegram.push_text(5102, "draw a fox again")
     assert await wait_turn(engine, update) == "answered"
     assert [s.method for s in telegram.sent(5102)].count("sendPhoto") == 1
+
+
+@pytest.fixture
+async def openai_fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(api_key=FAKE_OPENAI_KEY) as fake:
+        yield fake
+
+
+async def test_openai_images_draw_edit_block_and_retry_charged_from_usage(
+    start_bot: StartBot,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
+    openai_fake: FakeOpenAI,
+    engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    await start_bot(
+        STARTER_BALANCE_USD=STARTER_USD,
+        PRICE_MARKUP="1.5",
+        IMAGE_PROVIDER="openai",
+        OPENAI_API_KEY=FAKE_OPENAI_KEY,
+        OPENAI_BASE_URL=openai_fake.base_url,
+    )
+    user = 5201
+
+    # 1. A new image: images.generate, the nearest size, charged from the reported usage.
+    anthropic_fake.script(
+        tool_use_reply(
+            "generate_image", {"prompt": "a lighthouse", "aspect_ratio": "16:9", "image_size": "2K"}
+        ),
+        text_reply("Here is your lighthouse."),
+    )
+    openai_fake.script(openai_image())
+    update = telegram.push_text(user, "draw a lighthouse")
+    assert await wait_turn(engine, update) == "answered"
+    assert [s.method for s in telegram.sent(user)].count("sendPhoto") == 1
+    [generation] = openai_fake.image_requests()
+    assert generation.endpoint == "generations"
+    assert generation.json == {
+        "model": "gpt-image-2.6-sunburst",
+        "prompt": "a lighthouse",
+        "n": 1,
+        "size": "2048x1152",
+        "output_format": "png",
+    }
+    assert gemini_fake.generate_requests() == []
+    [first] = await rows(engine, "SELECT * FROM user_files WHERE user_id = :u", u=user)
+    [call] = await rows(engine, "SELECT * FROM api_calls WHERE purpose = 'generate_image'")
+    cost = openai_cost(generation.usage, "2K")
+    assert (call["provider"], call["model"], call["status"]) == (
+        "openai",
+        "gpt-image-2.6-sunburst",
+        "ok",
+    )
+    assert call["provider_cost_micros"] == cost
+    assert call["charged_micros"] == math.ceil(Decimal(cost) * Decimal("1.5"))
+    assert generation.usage is not None
+    assert call["image_output_tokens"] == generation.usage["output_tokens"]
+    assert call["image_list_price_micros"] == 200_000
+    assert call["id"] == first["api_call_id"]
+    assert first["metadata"]["model"] == "gpt-image-2.6-sunburst"
+
+    # 2. An edit of it: images.edit with the stored bytes as an image[] part; a 429 first.
+    anthropic_fake.script(
+        tool_use_reply(
+            "generate_image",
+            {"prompt": "add a moon", "reference_file_ids": [str(first["id"])], "image_size": "1K"},
+        ),
+        text_reply("Moon added."),
+    )
+    openai_fake.script(rate_limited(), openai_image())
+    update = telegram.push_text(user, "add a moon")
+    assert await wait_turn(engine, update) == "answered"
+    limited, edit = openai_fake.image_requests()[1:]
+    assert (limited.status, edit.status, edit.endpoint) == (429, 200, "edits")
+    stored = blob_path(tmp_path / "data", first["sha256"]).read_bytes()
+    assert [(i.field_name, i.data) for i in edit.images] == [("image[]", stored)]
+    assert edit.fields["size"] == "1024x1024"
+
+    # 3. A moderation block: a tool error with the reason, nothing charged for it.
+    anthropic_fake.script(
+        tool_use_reply("generate_image", {"prompt": "something not allowed"}),
+        text_reply("I can't draw that."),
+    )
+    openai_fake.script(moderation_blocked("input"))
+    update = telegram.push_text(user, "draw something not allowed")
+    assert await wait_turn(engine, update) == "answered"
+    result = tool_results(anthropic_fake)[-1]
+    assert result.get("is_error") is True
+    assert "MODERATION_BLOCKED" in result_text(result)
+    assert "safety filter blocked this prompt" in result_text(result)
+    assert "Nothing was charged" in result_text(result)
+
+    calls = await rows(
+        engine, "SELECT * FROM api_calls WHERE purpose = 'generate_image' ORDER BY id"
+    )
+    edit_cost = openai_cost(edit.usage, "1K")
+    assert [(c["status"], c["provider_cost_micros"]) for c in calls] == [
+        ("ok", cost),
+        ("ok", edit_cost),
+        ("blocked", 0),
+    ]
+    assert calls[2]["charged_micros"] == 0
+    everything = await rows(engine, "SELECT COALESCE(SUM(charged_micros), 0) AS s FROM api_calls")
+    assert await balance(engine, user) == STARTER_MICROS - everything[0]["s"]
+    assert await rows(engine, "SELECT 1 FROM balance_holds WHERE status = 'held'") == []
