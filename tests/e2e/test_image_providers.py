@@ -217,3 +217,88 @@ async def test_openai_images_draw_edit_block_and_retry_charged_from_usage(
     everything = await rows(engine, "SELECT COALESCE(SUM(charged_micros), 0) AS s FROM api_calls")
     assert await balance(engine, user) == STARTER_MICROS - everything[0]["s"]
     assert await rows(engine, "SELECT 1 FROM balance_holds WHERE status = 'held'") == []
+
+
+PRICES = """
+[models."gemini-3-pro-image-preview"]
+provider = "google"
+price_version = "ops-test"
+text_input = 2_000_000
+image_input = 2_000_000
+text_output = 12_000_000
+image_output = 100_000_000
+per_image = { "1K" = 100_000, "2K" = 100_000, "4K" = 200_000 }
+
+[models."gemini-3.1-flash-image"]
+provider = "google"
+price_version = "ops-test-flash"
+text_input = 1_000_000
+image_input = 1_000_000
+text_output = 4_000_000
+image_output = 50_000_000
+per_image = { "1K" = 60_000, "2K" = 90_000, "4K" = 140_000 }
+"""
+
+
+async def test_prices_file_prices_a_model_and_a_retired_id_is_still_refused_by_google(
+    start_bot: StartBot,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
+    engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    """An operator who prices the shut-down -preview id in PRICES_FILE gets past start-up, and
+    Google's 404 is then the tool error; an overridden price is what an image is charged at."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    retired = await start_bot(
+        STARTER_BALANCE_USD=STARTER_USD,
+        PRICES_FILE=str(prices),
+        IMAGE_MODEL="gemini-3-pro-image-preview",
+    )
+    anthropic_fake.script(
+        tool_use_reply("generate_image", {"prompt": "a fox"}), text_reply("Not available.")
+    )
+    update = telegram.push_text(5301, "draw a fox")
+    assert await wait_turn(engine, update) == "answered"
+    assert "Image generation is unavailable right now" in result_text(
+        tool_results(anthropic_fake)[-1]
+    )
+    [request] = gemini_fake.generate_requests()
+    assert (request.model, request.status) == ("gemini-3-pro-image-preview", 404)
+    [call] = await rows(engine, "SELECT * FROM api_calls WHERE purpose = 'generate_image'")
+    assert (call["status"], call["charged_micros"], call["price_version"]) == (
+        "error",
+        0,
+        "ops-test",
+    )
+    assert await retired.stop() == 0
+
+    await start_bot(
+        STARTER_BALANCE_USD=STARTER_USD,
+        PRICES_FILE=str(prices),
+        IMAGE_MODEL="gemini-3.1-flash-image",
+    )
+    anthropic_fake.script(
+        tool_use_reply("generate_image", {"prompt": "a fox", "image_size": "1K"}),
+        text_reply("Here."),
+    )
+    gemini_fake.script(image_reply())
+    update = telegram.push_text(5301, "draw a fox again")
+    assert await wait_turn(engine, update) == "answered"
+    flash = gemini_fake.generate_requests()[-1]
+    assert flash.model == "gemini-3.1-flash-image"
+    assert flash.usage is not None
+    [_, call] = await rows(
+        engine, "SELECT * FROM api_calls WHERE purpose = 'generate_image' ORDER BY id"
+    )
+    # 2 prompt tokens at 1, 1120 image tokens at 50, 184 thoughts at 4 USD/MTok
+    assert flash.usage["promptTokenCount"] == 2
+    assert call["provider_cost_micros"] == 2 + 56_000 + 736
+    assert (call["status"], call["charged_micros"], call["price_version"]) == (
+        "ok",
+        56_738,
+        "ops-test-flash",
+    )
+    assert call["image_list_price_micros"] == 60_000

@@ -132,6 +132,7 @@ async def test_draw_edit_look_and_analyze_are_charged_exactly(
     assert len(photos) == 1
     [gen_request] = gemini_fake.generate_requests()
     assert gen_request.api_version == "v1beta"
+    assert gen_request.model == IMAGE_MODEL  # the default configuration, a live model id
     assert gen_request.texts == ["a cat"]
     assert gen_request.aspect_ratio == "16:9"
     assert gen_request.image_size == "2K"
