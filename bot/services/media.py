@@ -183,12 +183,14 @@ def check_envelope(data: bytes, limits: ImageLimits) -> str:
     return image_format
 
 
-def _decode_in_worker(data: bytes, limits: ImageLimits) -> PreparedImage:
+def _decode_in_worker(
+    data: bytes, limits: ImageLimits, keep_png_stream: bool = False
+) -> PreparedImage:
     # Pillow is imported with the first image, in this worker thread, so a bot that only
     # chats never loads it (about 5 MB) and the event loop never waits for the import.
     from bot.services.decoding import prepare_image
 
-    return prepare_image(data, limits)
+    return prepare_image(data, limits, keep_png_stream=keep_png_stream)
 
 
 class ImageProcessor:
@@ -233,7 +235,9 @@ class ImageProcessor:
         try:
             check_envelope(data, self._limits)
             async with self._slots:
-                prepared = await asyncio.to_thread(_decode_in_worker, data, self._limits)
+                prepared = await asyncio.to_thread(
+                    _decode_in_worker, data, self._limits, source == "generated"
+                )
         except MediaRejected as exc:
             log.info(
                 "image_rejected",
