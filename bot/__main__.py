@@ -22,7 +22,8 @@ def main(argv: list[str]) -> int:
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from bot.app import load_price_table, run
+    from bot.app import run
+    from bot.services.price_file import load_price_table
 
     try:
         prices = load_price_table(settings)

@@ -23,7 +23,7 @@ from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
-from bot.config import ConfigurationError, Settings
+from bot.config import Settings
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
@@ -42,7 +42,8 @@ from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.media import ImageLimits, ImageProcessor
-from bot.services.pricing import ModelUse, PriceFileError, PriceTable, UnknownModelError
+from bot.services.price_file import load_price_table
+from bot.services.pricing import PriceTable
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
@@ -129,28 +130,6 @@ class Application:
     poller: Poller
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
-
-
-def load_price_table(settings: Settings) -> PriceTable:
-    """The built-in prices with PRICES_FILE applied; every configured model must have a price.
-    Raises ConfigurationError with one line naming the first problem."""
-    try:
-        prices = PriceTable.load(settings.PRICES_FILE)
-        prices.check(
-            [
-                ModelUse(settings.CLAUDE_MODEL, "CLAUDE_MODEL", "tokens", "anthropic"),
-                *(
-                    ModelUse(model, "CHAT_MODELS", "tokens", "anthropic")
-                    for model in settings.chat_models
-                ),
-                ModelUse(settings.vision_model, "VISION_MODEL", "tokens", "anthropic"),
-                ModelUse(settings.IMAGE_MODEL, "IMAGE_MODEL", "image", settings.IMAGE_PROVIDER),
-                ModelUse(settings.TRANSCRIBE_MODEL, "TRANSCRIBE_MODEL", "tokens", "google"),
-            ]
-        )
-    except (PriceFileError, UnknownModelError) as exc:
-        raise ConfigurationError(str(exc).strip("'\"")) from None
-    return prices
 
 
 def build_application(

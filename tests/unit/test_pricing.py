@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.integrations.images import ImageUsage
+from bot.services.price_file import PriceFileError
 from bot.services.pricing import (
     DEFAULT_IMAGE_PRICES,
     DEFAULT_TOKEN_PRICES,
     ImagePrice,
     ModelUse,
-    PriceFileError,
     PriceTable,
     TokenPrice,
     TokenUsage,
@@ -45,7 +45,7 @@ EXPECTED_TOKEN_RATES = {
     "gemini-3.5-flash": ("1.50", "9", "1.50", "1.50"),
 }
 RETIRED_IMAGE_MODELS = (
-    "gemini-3-pro-image",
+    "gemini-3-pro-image-preview",
     "gemini-3.1-flash-image-preview",
     "gemini-2.5-flash-image",
 )
@@ -179,10 +179,10 @@ def test_check_models_accepts_the_defaults_and_rejects_unknown_ones() -> None:
 
 def test_an_unpriced_model_is_one_line_naming_it_the_setting_and_the_ways_to_price_it() -> None:
     with pytest.raises(UnknownModelError) as raised:
-        TABLE.check([ModelUse("gemini-3-pro-image", "IMAGE_MODEL", "image", "google")])
+        TABLE.check([ModelUse("gemini-3-pro-image-preview", "IMAGE_MODEL", "image", "google")])
     message = str(raised.value)
     assert "\n" not in message
-    assert "'gemini-3-pro-image' (IMAGE_MODEL)" in message
+    assert "'gemini-3-pro-image-preview' (IMAGE_MODEL)" in message
     assert "PRICES_FILE" in message
     assert "gemini-3-pro-image," in message  # the built-in choices
     with pytest.raises(UnknownModelError, match="priced as a google model, not openai"):
