@@ -302,3 +302,51 @@ async def test_prices_file_prices_a_model_and_a_retired_id_is_still_refused_by_g
         "ops-test-flash",
     )
     assert call["image_list_price_micros"] == 60_000
+
+
+async def test_openai_answers_without_usage_or_with_odd_images_are_charged_exactly(
+    start_bot: StartBot,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    openai_fake: FakeOpenAI,
+    engine: AsyncEngine,
+) -> None:
+    await start_bot(
+        STARTER_BALANCE_USD=STARTER_USD,
+        IMAGE_PROVIDER="openai",
+        OPENAI_API_KEY=FAKE_OPENAI_KEY,
+        OPENAI_BASE_URL=openai_fake.base_url,
+    )
+    user = 5401
+    cases = [
+        # (reply, delivered, expected provider cost, expected charge); 2K 16:9 = 2048x1152,
+        # 5754 output tokens (the fake: 4160 x (pixels / 1 MP) ** 0.4); prompt "a bay" = 2 text tokens at 5 USD/MTok.
+        (openai_image(usage_mode="none"), True, 200_000, 200_000),  # the per-image price
+        (openai_image(usage_mode="no_output_details"), True, 10 + 5754 * 30, 10 + 5754 * 30),
+        # Two images billed; the charge stops at the hold (200000 + 25%).
+        (openai_image(images=2), True, 10 + 2 * 5754 * 30, 250_000),
+        (openai_image(data=b"\x89PNG\r\n\x1a\n-truncated"), False, 10 + 5754 * 30, 0),
+    ]
+    for n, (reply, delivered, cost, charged) in enumerate(cases):
+        anthropic_fake.script(
+            tool_use_reply(
+                "generate_image", {"prompt": "a bay", "aspect_ratio": "16:9", "image_size": "2K"}
+            ),
+            text_reply("Done."),
+        )
+        openai_fake.script(reply)
+        update = telegram.push_text(user, f"draw a bay {n}")
+        assert await wait_turn(engine, update) == "answered"
+        request = openai_fake.image_requests()[-1]
+        assert openai_cost(request.usage, "2K") == cost, n
+        [call] = await rows(
+            engine,
+            "SELECT * FROM api_calls WHERE purpose = 'generate_image' ORDER BY id DESC LIMIT 1",
+        )
+        assert call["provider_cost_micros"] == cost, n
+        assert (call["status"], call["charged_micros"]) == (
+            ("ok" if delivered else "error"),
+            charged,
+        ), n
+    everything = await rows(engine, "SELECT COALESCE(SUM(charged_micros), 0) AS s FROM api_calls")
+    assert await balance(engine, user) == STARTER_MICROS - everything[0]["s"]
