@@ -71,7 +71,7 @@ Failures:
     fail(method, *, error_code, description=None, retry_after=None, times=1, chat_id=None)
     fail_raw(method, *, status, body, times=1, chat_id=None)   # any status and body, as is
     hang(method)                     # accepted, never answered
-    ignore_poll_timeout = True       # getUpdates answers at once, like a server ignoring timeout
+    answer_polls_at_once()           # getUpdates answers at once, like a server ignoring timeout
 queues scripted failures (429 gets "Too Many Requests: retry after N" and parameters.retry_after).
 ``FakeTelegram(per_chat_rate=1.0, global_rate=30.0)`` turns on Telegram-like flood limits (token
 buckets with a small burst) for sends and edits; excess calls get 429 with retry_after >= 1 s.
@@ -1261,6 +1261,12 @@ class FakeTelegram:
             ScriptedFailure(method.lower(), RawAnswer(status, body), times, chat_id)
         )
 
+    def answer_polls_at_once(self) -> None:
+        """From now on (the poll waiting now included) getUpdates answers at once, as a server
+        that ignores `timeout` does."""
+        self.ignore_poll_timeout = True
+        self._notify()
+
     def hang(self, method: str) -> None:
         """Calls of `method` are accepted and never answered."""
         self._hanging.add(method.lower())
@@ -1575,7 +1581,7 @@ class FakeTelegram:
                 )
             batch = self._take_batch(limit)
             remaining = deadline - time.monotonic()
-            if batch or self._closing or remaining <= 0:
+            if batch or self._closing or remaining <= 0 or self.ignore_poll_timeout:
                 return batch
             await self._wait_change(remaining)
 
