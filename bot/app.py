@@ -356,6 +356,9 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
             app.files.run_housekeeping(app.settings.FILE_HOUSEKEEPING_INTERVAL_SECONDS, stop)
         )
     )
+    app.background.append(
+        asyncio.create_task(app.inbox.run_purge(app.settings.INBOX_PURGE_INTERVAL_SECONDS, stop))
+    )
     app.background.append(asyncio.create_task(_announce(app, boot_time)))
 
 

@@ -126,6 +126,8 @@ class OperatorSettings(BaseSettings):
     BLOB_RETENTION_DAYS: int = Field(default=90, ge=1)
     RECENT_FILES_IN_CONTEXT: int = Field(default=12, ge=0, le=50)
     FILE_HOUSEKEEPING_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
+    # How often inbox rows older than the 7-day duplicate window are deleted.
+    INBOX_PURGE_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
 
     # Logging
     LOG_FORMAT: Literal["console", "json"] | None = None
