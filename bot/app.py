@@ -34,6 +34,7 @@ from bot.agent.tools.registry import ToolRegistry
 from bot.config import Settings, secret_source
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
+from bot.health import heartbeat_path
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
 from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.logs import configure_logging
@@ -224,7 +225,12 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         turns=turns,
     )
     poller = Poller(
-        bot, dp, inbox, allowed_updates=ALLOWED_UPDATES, timeout=settings.POLLING_TIMEOUT_SECONDS
+        bot,
+        dp,
+        inbox,
+        allowed_updates=ALLOWED_UPDATES,
+        timeout=settings.POLLING_TIMEOUT_SECONDS,
+        heartbeat=heartbeat_path(settings.DATA_DIR),
     )
     return Application(
         settings=settings,

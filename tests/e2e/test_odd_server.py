@@ -5,6 +5,11 @@ and handled, the turn ends with the answer, and nothing dies in the background."
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from tests.e2e.conftest import StartBot
 from tests.e2e.test_chat import ask, final_texts, streamed_reply
@@ -102,3 +107,25 @@ async def test_polling_survives_answers_that_do_not_decode(
         (r.method, r.error_code, r.description) for r in telegram.calls("getUpdates")
     ]
     _assert_no_dead_tasks(bot.log_text())
+
+
+async def test_the_healthcheck_follows_the_poll_loop(
+    start_bot: StartBot, telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    """`python -m bot.health` (the compose healthcheck) passes while the bot polls and fails
+    once it has stopped long enough."""
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    bot = await start_bot()
+    healthy = subprocess.run(
+        [sys.executable, "-m", "bot.health"], env=env, capture_output=True, text=True, check=False
+    )
+    assert healthy.returncode == 0, healthy.stderr
+    await bot.stop()
+    beat = data_dir / "heartbeat"
+    os.utime(beat, (time.time() - 600, time.time() - 600))
+    stale = subprocess.run(
+        [sys.executable, "-m", "bot.health"], env=env, capture_output=True, text=True, check=False
+    )
+    assert stale.returncode == 1
+    assert "stuck" in stale.stderr
