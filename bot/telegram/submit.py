@@ -71,7 +71,10 @@ class TurnSubmitter:
             return True
         if may_be_split(message.text):
             split = self._split_texts[user_id] = _Album([(update_id, message)])
-            return self._scheduler.submit(user_id, lambda: self._run_split(user_id, split))
+            if not self._scheduler.submit(user_id, lambda: self._run_split(user_id, split)):
+                del self._split_texts[user_id]  # shutting down: later parts are not merged into it
+                return False
+            return True
         incoming = to_incoming(user_id, [(update_id, message)])
         return self._scheduler.submit(user_id, lambda: self._chat.run_turn(incoming))
 
