@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+from types import FrameType
 
 from bot.config import ConfigurationError, load_settings
-from bot.integrations.anthropic_import import import_anthropic
-from bot.telegram.lazy_models import import_aiogram
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str]) -> int:
+    # Until the event loop takes the signals over, SIGTERM stops the process like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 0
+
+
+def _main(argv: list[str]) -> int:
+    from bot.integrations.anthropic_import import import_anthropic
+    from bot.telegram.lazy_models import import_aiogram
+
     import_aiogram()
     import_anthropic()
     if argv:
@@ -22,7 +39,7 @@ def main(argv: list[str]) -> int:
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from bot.app import run
+    from bot.app import StartupError, run
     from bot.services.price_file import load_price_table
 
     try:
@@ -30,7 +47,11 @@ def main(argv: list[str]) -> int:
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    return asyncio.run(run(settings, prices))
+    try:
+        return asyncio.run(run(settings, prices))
+    except StartupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import gc
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,14 @@ import structlog
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.types import BotCommand
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import BotCommand, User
 from anthropic import AsyncAnthropic
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -23,9 +31,10 @@ from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
-from bot.config import Settings
+from bot.config import Settings, secret_source
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
+from bot.health import heartbeat_path
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
 from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.integrations.images import ImageGateway
@@ -71,6 +80,9 @@ BOT_COMMANDS = [
     BotCommand(command="balance", description="Balance and recent charges"),
     BotCommand(command="usage", description="Spending over the last 30 days"),
 ]
+# Start-up: how long an unreachable Telegram is retried, and the wait for one getMe.
+CONNECT_PATIENCE_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5
 RESTART_NOTICE = (
     "I was restarted while working on your last message, so it was not finished. "
     "Nothing was charged for the unfinished part. Please send it again."
@@ -85,12 +97,9 @@ def secret_values(settings: Settings) -> list[str]:
     ]
     if settings.OPENAI_API_KEY is not None:
         values.append(settings.OPENAI_API_KEY.get_secret_value())
-    if settings.DATABASE_URL is not None:
-        from sqlalchemy.engine import make_url
-
-        password = make_url(settings.DATABASE_URL.get_secret_value()).password
-        if password:
-            values.append(str(password))
+    url = settings.database_url()
+    if url is not None and url.password:
+        values.append(str(url.password))
     return values
 
 
@@ -213,7 +222,12 @@ def build_application(
         turns=turns,
     )
     poller = Poller(
-        bot, dp, inbox, allowed_updates=ALLOWED_UPDATES, timeout=settings.POLLING_TIMEOUT_SECONDS
+        bot,
+        dp,
+        inbox,
+        allowed_updates=ALLOWED_UPDATES,
+        timeout=settings.POLLING_TIMEOUT_SECONDS,
+        heartbeat=heartbeat_path(settings.DATA_DIR),
     )
     return Application(
         settings=settings,
@@ -318,22 +332,44 @@ def build_tools(
     ]
 
 
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line for the operator."""
+
+
 async def run(settings: Settings, prices: PriceTable | None = None) -> int:
     configure_logging(
         log_format=settings.LOG_FORMAT, level=settings.LOG_LEVEL, secrets=secret_values(settings)
     )
     boot_time = datetime.now(UTC)
     stop = asyncio.Event()
-    _install_signal_handlers(stop)
-    async with database(settings) as engine:
-        app = build_application(settings, engine, prices)
-        try:
-            await _start(app, boot_time, stop)
-            _exclude_startup_objects_from_gc()
-            log.info("bot_started")
-            await app.poller.run(stop)
-        finally:
-            await _shutdown(app)
+    starting = asyncio.current_task()
+    assert starting is not None
+
+    def on_signal() -> None:
+        # During start-up a signal cancels it wherever it waits (the database, getMe); once
+        # polling runs, it asks for a graceful stop.
+        stop.set()
+        if not started:
+            starting.cancel()
+
+    started = False
+    _install_signal_handlers(on_signal)
+    try:
+        async with database(settings) as engine:
+            app = build_application(settings, engine, prices)
+            try:
+                await _start(app, boot_time, stop)
+                started = True
+                _exclude_startup_objects_from_gc()
+                log.info("bot_started")
+                await app.poller.run(stop)
+            finally:
+                await _shutdown(app)
+    except asyncio.CancelledError:
+        if started or not stop.is_set():
+            raise
+        log.info("startup_interrupted")
+        return 0
     log.info("bot_stopped")
     return 0
 
@@ -347,7 +383,7 @@ def _exclude_startup_objects_from_gc() -> None:
 
 
 async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> None:
-    me = await app.bot.get_me()
+    me = await connect_to_telegram(app.bot, app.settings)
     log.info("telegram_connected", bot_username=me.username)
     await app.billing.expire_stale_holds(
         now=boot_time + timedelta(seconds=app.settings.HOLD_TTL_SECONDS)
@@ -357,6 +393,9 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
         asyncio.create_task(
             app.files.run_housekeeping(app.settings.FILE_HOUSEKEEPING_INTERVAL_SECONDS, stop)
         )
+    )
+    app.background.append(
+        asyncio.create_task(app.inbox.run_purge(app.settings.INBOX_PURGE_INTERVAL_SECONDS, stop))
     )
     app.background.append(asyncio.create_task(_announce(app, boot_time)))
 
@@ -397,7 +436,50 @@ async def _shutdown(app: Application) -> None:
         await app.images.aclose()
 
 
-def _install_signal_handlers(stop: asyncio.Event) -> None:
+def _install_signal_handlers(callback: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, callback)
+
+
+async def connect_to_telegram(
+    bot: Bot, settings: Settings, *, patience: float = CONNECT_PATIENCE_SECONDS
+) -> User:
+    """getMe, retried for at most `patience` seconds while Telegram cannot be reached; a rejected
+    token or an unreachable server becomes a StartupError with one line for the operator."""
+    where = settings.TELEGRAM_API_URL or "https://api.telegram.org"
+    token_source = secret_source("TELEGRAM_BOT_TOKEN")
+    reason = f"no answer within {patience:g} s"
+    delay = 0.5
+    try:
+        async with asyncio.timeout(patience):
+            while True:
+                try:
+                    return await bot.get_me(request_timeout=CONNECT_TIMEOUT_SECONDS)
+                except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as exc:
+                    reason = _reason(exc)
+                    log.warning("telegram_unreachable", error=reason, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)
+    except TelegramUnauthorizedError:
+        raise StartupError(
+            "Telegram rejected the bot token (401 Unauthorized): check the token in "
+            f"{token_source}; it must be the one @BotFather gave (it may have been revoked)."
+        ) from None
+    except TelegramNotFound:
+        raise StartupError(
+            f"The Bot API server at {where} answered 404 to getMe: check the token in "
+            f"{token_source}, and TELEGRAM_API_URL if it is set."
+        ) from None
+    except TimeoutError:
+        raise StartupError(
+            f"Cannot reach Telegram at {where} ({reason}): check the network, DNS and any "
+            "proxy, and TELEGRAM_API_URL if it is set."
+        ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """A short reason without the traceback: the innermost message, on one line."""
+    text = str(exc.__cause__ or exc) if isinstance(exc, TelegramNetworkError) else str(exc)
+    text = text.removeprefix("HTTP Client says - ")
+    return " ".join(text.split())[:200] or type(exc).__name__

@@ -1,4 +1,7 @@
-"""Operator commands: `python -m bot admin report|topup` and `python -m bot migrate`."""
+"""Operator commands: `python -m bot admin report|topup` and `python -m bot migrate`.
+
+With no command at all, `python -m bot` runs the bot itself (long polling until Ctrl-C or SIGTERM).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.logs import configure_logging
 from bot.services.billing import BillingService, UnknownUserError
-from bot.services.reports import admin_report, format_usd, render_csv, render_table
+from bot.services.reports import admin_report, format_usd, render_report_csv, render_table
 
 MAX_TOPUP_USD = Decimal(10_000)
+MAX_USER_ID = 2**63 - 1  # Postgres BIGINT, the type of every Telegram id column
+MICRO_DECIMALS = 6
 
 
 class _Command(click.Command):
@@ -38,7 +43,7 @@ class _Group(_Command, click.Group):
         return list(self.commands)
 
 
-@click.group(cls=_Group, no_args_is_help=True, help=__doc__)
+@click.group(cls=_Group, no_args_is_help=True, help=__doc__.replace("\n\n", "\n\n\b\n", 1))
 def cli() -> None:
     pass
 
@@ -77,14 +82,18 @@ def admin() -> None:
     show_default=True,
     help="Window in days",
 )
-@click.option("--csv", is_flag=True, help="CSV instead of a table")
+@click.option(
+    "--csv",
+    is_flag=True,
+    help="CSV instead of a table: the per-day table, a blank line, then the per-user table",
+)
 def report(days: int, csv: bool) -> None:
     """Costs per user and per day, provider cost against what users were charged."""
 
     async def _run() -> str:
         async with database(_settings()) as engine:
             result = await admin_report(create_sessionmaker(engine), days)
-        return render_csv(result) if csv else render_table(result)
+        return render_report_csv(result) if csv else render_table(result)
 
     click.echo(asyncio.run(_run()))
 
@@ -92,10 +101,11 @@ def report(days: int, csv: bool) -> None:
 # ignore_unknown_options: an amount like "-5" must reach _parse_usd (and its message), not be
 # rejected by click as an unknown option.
 @admin.command("topup", context_settings={"ignore_unknown_options": True})
-@click.argument("user_id", type=int, help="Telegram user id")
+@click.argument("user_id", help="Telegram user id")
 @click.argument("usd", help="Amount in dollars, e.g. 5 or 2.50")
-def topup(user_id: int, usd: str) -> None:
+def topup(user_id: str, usd: str) -> None:
     """Credit a user's balance (a ledger row; the user sees it in /balance)."""
+    user = _parse_user_id(user_id)
     micros = _parse_usd(usd)
     settings = _settings()
 
@@ -107,7 +117,7 @@ def topup(user_id: int, usd: str) -> None:
                 hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
             )
             return await billing.topup(
-                user_id,
+                user,
                 micros,
                 key=f"topup:cli:{uuid.uuid4()}",
                 description="top-up from the command line",
@@ -116,24 +126,42 @@ def topup(user_id: int, usd: str) -> None:
     try:
         balance = asyncio.run(_run())
     except UnknownUserError:
-        click.echo(f"No user {user_id}: a person must write to the bot once first.", err=True)
+        click.echo(f"No user {user}: a person must write to the bot once first.", err=True)
         raise Exit(2) from None
-    click.echo(f"Credited {format_usd(micros)} to {user_id}; balance is now {format_usd(balance)}.")
+    click.echo(f"Credited {format_usd(micros)} to {user}; balance is now {format_usd(balance)}.")
+
+
+def _fail(message: str) -> Exit:
+    click.echo(message, err=True)
+    return Exit(2)
+
+
+def _parse_user_id(text: str) -> int:
+    """A Telegram user id that fits the database's BIGINT; anything else is one clear line."""
+    stripped = text.strip()
+    if not stripped.isascii() or not stripped.isdigit() or not 1 <= int(stripped) <= MAX_USER_ID:
+        raise _fail(
+            f"The user id must be a Telegram user id, a whole number from 1 to {MAX_USER_ID} "
+            f"(got {text[:40]!r})."
+        )
+    return int(stripped)
 
 
 def _parse_usd(text: str) -> int:
+    usage = f"The amount must be a positive number of dollars up to {MAX_TOPUP_USD}, e.g. 5 or 2.50"
     try:
         amount = Decimal(text.strip().removeprefix("$"))
-        if not amount.is_finite() or amount <= 0 or amount > MAX_TOPUP_USD:
-            raise ValueError
+    except InvalidOperation:
+        raise _fail(f"{usage} (got {text[:40]!r}).") from None
+    if not amount.is_finite() or amount <= 0 or amount > MAX_TOPUP_USD:
+        raise _fail(f"{usage} (got {text[:40]!r}).")
+    try:
         return usd_to_micros(amount)
-    except (InvalidOperation, ValueError):
-        click.echo(
-            f"The amount must be a positive number of dollars up to {MAX_TOPUP_USD}, "
-            "e.g. 5 or 2.50.",
-            err=True,
-        )
-        raise Exit(2) from None
+    except ValueError:
+        raise _fail(
+            f"The amount has at most {MICRO_DECIMALS} decimal places (one micro-dollar); "
+            f"got {text[:40]!r}."
+        ) from None
 
 
 def run_cli(argv: list[str]) -> int:

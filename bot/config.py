@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -16,9 +17,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 SECRET_NAMES = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY")
 # Secrets that only some configurations need (design section 3).
 OPTIONAL_SECRET_NAMES = (
+    "DATABASE_PASSWORD",
     "OPENAI_API_KEY",
     "WEBHOOK_SECRET",
     "S3_ACCESS_KEY_ID",
@@ -26,6 +31,8 @@ OPTIONAL_SECRET_NAMES = (
 )
 DEFAULT_IMAGE_MODELS = {"google": "gemini-3-pro-image", "openai": "gpt-image-2.6-sunburst"}
 DEFAULT_SECRETS_DIR = Path("secrets")
+# What aiogram accepts as a token: digits, a colon, then a non-empty rest without spaces.
+_TOKEN_SHAPE = re.compile(r"\d+:\S+")
 
 
 class SecretFilesSource(PydanticBaseSettingsSource):
@@ -74,6 +81,9 @@ class OperatorSettings(BaseSettings):
 
     # Infrastructure
     DATABASE_URL: SecretStr | None = None
+    # The password for DATABASE_URL, from the secret file `database_password` (so it never sits in
+    # an environment variable); it replaces any password in the URL.
+    DATABASE_PASSWORD: SecretStr | None = None
     DATA_DIR: Path = Path("data")
     TELEGRAM_API_URL: str | None = None
     ANTHROPIC_BASE_URL: str | None = None
@@ -135,6 +145,8 @@ class OperatorSettings(BaseSettings):
     BLOB_RETENTION_DAYS: int = Field(default=90, ge=1)
     RECENT_FILES_IN_CONTEXT: int = Field(default=12, ge=0, le=50)
     FILE_HOUSEKEEPING_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
+    # How often inbox rows older than the 7-day duplicate window are deleted.
+    INBOX_PURGE_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
 
     # Payments and the person's own controls (design section 10)
     STAR_VALUE_USD: Decimal = Field(default=Decimal("0.013"), gt=0)
@@ -206,6 +218,26 @@ class OperatorSettings(BaseSettings):
         secrets_dir = Path(os.environ.get("SECRETS_DIR") or DEFAULT_SECRETS_DIR)
         return init_settings, env_settings, SecretFilesSource(settings_cls, secrets_dir)
 
+    def database_url(self) -> URL | None:
+        """DATABASE_URL with DATABASE_PASSWORD put in (URL.create escapes `@`, `/`, `:`); None when
+        unset (the embedded Postgres)."""
+        if self.DATABASE_URL is None:
+            return None
+        from sqlalchemy.engine import URL, make_url
+
+        url = make_url(self.DATABASE_URL.get_secret_value())
+        if self.DATABASE_PASSWORD is None:
+            return url
+        return URL.create(
+            drivername=url.drivername,
+            username=url.username,
+            password=self.DATABASE_PASSWORD.get_secret_value(),
+            host=url.host,
+            port=url.port,
+            database=url.database,
+            query=url.query,
+        )
+
     @property
     def vision_model(self) -> str:
         return self.VISION_MODEL or self.CLAUDE_MODEL
@@ -244,6 +276,13 @@ class Settings(OperatorSettings):
     S3_ACCESS_KEY_ID: SecretStr | None = None
     S3_SECRET_ACCESS_KEY: SecretStr | None = None
 
+    @field_validator("TELEGRAM_BOT_TOKEN")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        if not _TOKEN_SHAPE.fullmatch(value.get_secret_value()):
+            raise ValueError("not a bot token")
+        return value
+
 
 def usd_to_micros(amount: Decimal) -> int:
     """Exact dollars to micro-USD; more than six decimals is refused rather than rounded."""
@@ -271,9 +310,8 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def missing_secret_message(name: str) -> str:
-    secrets_dir = os.environ.get("SECRETS_DIR") or str(DEFAULT_SECRETS_DIR)
     return (
-        f"Missing secret {name}: put it in the file {secrets_dir}/{name.lower()} "
+        f"Missing secret {name}: put it in the file {secrets_dir()}/{name.lower()} "
         f"(or {name.lower()}.txt), or set the environment variable {name}."
     )
 
@@ -286,11 +324,43 @@ def load_operator_settings() -> OperatorSettings:
         raise ConfigurationError(describe_validation_error(exc)) from None
 
 
+def secrets_dir() -> str:
+    return os.environ.get("SECRETS_DIR") or str(DEFAULT_SECRETS_DIR)
+
+
+def secret_source(name: str) -> str:
+    """Where a secret's value came from, the way Settings looks (environment first, then files)."""
+    if os.environ.get(name):
+        return f"the environment variable {name}"
+    for candidate in (name.lower(), f"{name.lower()}.txt"):
+        path = Path(secrets_dir()) / candidate
+        if path.is_file():
+            return f"the file {path}"
+    return f"{name} (not set)"
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "?"
-        if error["type"] == "missing" and name in SECRET_NAMES:
-            return missing_secret_message(name)
-    first = exc.errors()[0]
-    name = str(first["loc"][0]) if first["loc"] else "?"
+    """One line for the operator: every missing secret at once, else the first bad setting."""
+    errors = exc.errors()
+    names = [str(error["loc"][0]) if error["loc"] else "?" for error in errors]
+    missing = [
+        name
+        for name, error in zip(names, errors, strict=True)
+        if error["type"] == "missing" and name in SECRET_NAMES
+    ]
+    if missing:
+        files = ", ".join(f"{name.lower()}" for name in missing)
+        noun = "secret" if len(missing) == 1 else "secrets"
+        return (
+            f"Missing {noun} {', '.join(missing)}: put each in a file in {secrets_dir()}/ "
+            f"named in lower case ({files}, optionally with .txt), "
+            "or set the environment variable of the same name."
+        )
+    name, first = names[0], errors[0]
+    if name == "TELEGRAM_BOT_TOKEN":
+        return (
+            f"Invalid setting TELEGRAM_BOT_TOKEN: the value from {secret_source(name)} is not a "
+            "bot token (digits, a colon, then the rest, as @BotFather gives it); check that "
+            "file or variable."
+        )
     return f"Invalid setting {name}: {first['msg']}."

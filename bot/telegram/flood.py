@@ -57,7 +57,11 @@ PACED_METHODS: Final = frozenset(
     }
 )
 # aiogram's polling loop already backs off on failures; a retry here would only stack delays.
-NOT_RETRIED_ON_FAILURE: Final = frozenset({"getUpdates"})
+# getUpdates has its own back-off in the poller, and start-up's getMe its own deadline; a draft or
+# a chat action is cosmetic and stale a second later (the next one replaces it).
+NOT_RETRIED_ON_FAILURE: Final = frozenset(
+    {"getUpdates", "getMe", "sendMessageDraft", "sendChatAction"}
+)
 FAILURE_BACKOFF: Final = (0.5, 1.0)
 _MIN_JITTER: Final = 0.05
 

@@ -1,8 +1,10 @@
-"""Turns Telegram messages into chat turns, queued per user; album parts become one turn."""
+"""Turns Telegram messages into chat turns, queued per user; album parts become one turn, and so do
+the parts of a long text that Telegram split into several messages."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from aiogram.types import Message
@@ -10,10 +12,24 @@ from aiogram.types import Message
 from bot.services.chat import Attachment, ChatService, IncomingMessage
 from bot.telegram.turns import TurnScheduler
 
+# Telegram splits a text over 4096 UTF-16 units into messages of up to 4096, cut at a line or word
+# boundary where it can: a text this long may be the first part of one, and the text messages that
+# follow it within the merge window are its other parts.
+SPLIT_PART_MIN_UTF16 = 3800
+SPLIT_TEXT_SEPARATOR = "\n"
+
+
+def may_be_split(text: str) -> bool:
+    """Long enough to be a part of a text Telegram split (a short text is told in O(1))."""
+    return len(text) * 2 >= SPLIT_PART_MIN_UTF16 and (
+        len(text.encode("utf-16-le")) // 2 >= SPLIT_PART_MIN_UTF16
+    )
+
 
 @dataclass
 class _Album:
     messages: list[tuple[int, Message]] = field(default_factory=list)
+    last_at: float = field(default_factory=time.monotonic)
 
 
 class TurnSubmitter:
@@ -22,12 +38,15 @@ class TurnSubmitter:
         self._chat = chat
         self._merge_window = merge_window
         self._albums: dict[tuple[int, str], _Album] = {}
+        self._split_texts: dict[int, _Album] = {}
 
     def submit(self, message: Message, update_id: int) -> bool:
         assert message.from_user is not None
         user_id = message.from_user.id
         group = message.media_group_id
         if group is None:
+            if message.text is not None:
+                return self._submit_text(user_id, message, update_id)
             incoming = to_incoming(user_id, [(update_id, message)])
             return self._scheduler.submit(user_id, lambda: self._chat.run_turn(incoming))
         key = (user_id, group)
@@ -43,8 +62,36 @@ class TurnSubmitter:
         self._albums.pop(key, None)
         await self._chat.run_turn(to_incoming(key[0], album.messages))
 
+    def _submit_text(self, user_id: int, message: Message, update_id: int) -> bool:
+        assert message.text is not None
+        split = self._split_texts.get(user_id)
+        if split is not None:  # the next part of a long text that Telegram split
+            split.messages.append((update_id, message))
+            split.last_at = time.monotonic()
+            return True
+        if may_be_split(message.text):
+            split = self._split_texts[user_id] = _Album([(update_id, message)])
+            if not self._scheduler.submit(user_id, lambda: self._run_split(user_id, split)):
+                del self._split_texts[user_id]  # shutting down: later parts are not merged into it
+                return False
+            return True
+        incoming = to_incoming(user_id, [(update_id, message)])
+        return self._scheduler.submit(user_id, lambda: self._chat.run_turn(incoming))
 
-def to_incoming(user_id: int, parts: list[tuple[int, Message]]) -> IncomingMessage:
+    async def _run_split(self, user_id: int, split: _Album) -> None:
+        """Waits until no part came for a merge window, then runs the parts as one turn."""
+        left = self._merge_window
+        while left > 0:
+            await asyncio.sleep(left)
+            left = split.last_at + self._merge_window - time.monotonic()
+        self._split_texts.pop(user_id, None)
+        incoming = to_incoming(user_id, split.messages, separator=SPLIT_TEXT_SEPARATOR)
+        await self._chat.run_turn(incoming)
+
+
+def to_incoming(
+    user_id: int, parts: list[tuple[int, Message]], *, separator: str = "\n\n"
+) -> IncomingMessage:
     parts = sorted(parts, key=lambda p: p[1].message_id)
     texts = [m.text or m.caption or "" for _, m in parts]
     attachments = [a for _, m in parts if (a := attachment_of(m)) is not None]
@@ -53,7 +100,7 @@ def to_incoming(user_id: int, parts: list[tuple[int, Message]]) -> IncomingMessa
         user_id=user_id,
         chat_id=first.chat.id,
         update_id=parts[0][0],
-        text="\n\n".join(t for t in texts if t),
+        text=separator.join(t for t in texts if t),
         attachments=attachments,
         extra_update_ids=[u for u, _ in parts[1:]],
     )

@@ -9,7 +9,6 @@ from typing import Any
 
 import structlog
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
 
 from bot.telegram.rendering import render_draft
 from bot.telegram.sending import MessageSender
@@ -56,6 +55,7 @@ class TelegramTurnUI:
         self._drafts_enabled = True
         self._action = "typing"
         self._action_task: asyncio.Task[None] | None = None
+        self._action_failed = False
         self._text_visible = False
         self.messages_sent = 0
 
@@ -133,7 +133,9 @@ class TelegramTurnUI:
                 entities=chunk.entities or None,
                 parse_mode=None,
             )
-        except TelegramAPIError as exc:
+        except Exception as exc:
+            # Any failure, of any shape: no more drafts in this turn; the answer still goes out
+            # as a message.
             self._drafts_enabled = False
             log.info("drafts_disabled", chat_id=self._chat_id, error=type(exc).__name__)
 
@@ -148,8 +150,14 @@ class TelegramTurnUI:
     async def _keep_chat_action(self) -> None:
         while True:
             if not self._text_visible:
-                try:
-                    await self._bot.send_chat_action(chat_id=self._chat_id, action=self._action)
-                except TelegramAPIError:
-                    log.debug("chat_action_failed", chat_id=self._chat_id)
+                await self._send_chat_action()
             await asyncio.sleep(CHAT_ACTION_REFRESH_SECONDS)
+
+    async def _send_chat_action(self) -> None:
+        """Any failure is logged (once a turn) and the loop goes on: the action is cosmetic."""
+        try:
+            await self._bot.send_chat_action(chat_id=self._chat_id, action=self._action)
+        except Exception as exc:
+            if not self._action_failed:
+                self._action_failed = True
+                log.info("chat_action_failed", chat_id=self._chat_id, error=type(exc).__name__)

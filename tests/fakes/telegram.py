@@ -69,6 +69,9 @@ Both raise AssertionError describing what was sent (and recent errors) on timeou
 
 Failures:
     fail(method, *, error_code, description=None, retry_after=None, times=1, chat_id=None)
+    fail_raw(method, *, status, body, times=1, chat_id=None)   # any status and body, as is
+    hang(method)                     # accepted, never answered
+    answer_polls_at_once()           # getUpdates answers at once, like a server ignoring timeout
 queues scripted failures (429 gets "Too Many Requests: retry after N" and parameters.retry_after).
 ``FakeTelegram(per_chat_rate=1.0, global_rate=30.0)`` turns on Telegram-like flood limits (token
 buckets with a small burst) for sends and edits; excess calls get 429 with retry_after >= 1 s.
@@ -201,6 +204,14 @@ class TelegramError(Exception):
         if self.parameters:
             body["parameters"] = self.parameters
         return body
+
+
+class RawAnswer(TelegramError):
+    """An answer in a shape Telegram never gives (a proxy's error page, a broken result)."""
+
+    def __init__(self, code: int, raw: str) -> None:
+        super().__init__(code, f"raw answer: {raw[:100]}")
+        self.raw = raw
 
 
 def bad_request(detail: str) -> TelegramError:
@@ -1030,6 +1041,8 @@ async def read_multipart(
 
 
 def error_response(error: TelegramError) -> web.Response:
+    if isinstance(error, RawAnswer):
+        return web.Response(status=error.code, text=error.raw, content_type="application/json")
     return web.json_response(error.body(), status=error.code)
 
 
@@ -1092,6 +1105,9 @@ class FakeTelegram:
         self._global_bucket: TokenBucket | None = None
         self._changed = asyncio.Event()
         self._closing = False
+        self._hanging: set[str] = set()
+        # A server that ignores getUpdates' timeout and answers an empty list at once.
+        self.ignore_poll_timeout = False
         self._runner: web.AppRunner | None = None
         self._methods: dict[str, tuple[str, Handler]] = {
             name.lower(): (name, handler) for name, handler in self._handlers().items()
@@ -1166,6 +1182,8 @@ class FakeTelegram:
             call = await read_call(request, name)
             record.method, record.params, record.files = name, call.params, call.files
             self._notify()
+            if name.lower() in self._hanging:
+                await asyncio.Event().wait()  # accepted, never answered (ends when the fake stops)
             self._raise_scripted_failure(call)
             self._enforce_rate_limit(call)
             result = await handler(call)
@@ -1233,6 +1251,25 @@ class FakeTelegram:
         parameters = {"retry_after": retry_after} if retry_after is not None else None
         error = TelegramError(error_code, description, parameters)
         self._failures.append(ScriptedFailure(method.lower(), error, times, chat_id))
+
+    def fail_raw(
+        self, method: str, *, status: int, body: str, times: int = 1, chat_id: int | None = None
+    ) -> None:
+        """The next `times` calls of `method` get HTTP `status` with `body` as is: shapes the real
+        API never sends, such as `{"message": "..."}` with 500, or a result that is not a Message."""
+        self._failures.append(
+            ScriptedFailure(method.lower(), RawAnswer(status, body), times, chat_id)
+        )
+
+    def answer_polls_at_once(self) -> None:
+        """From now on (the poll waiting now included) getUpdates answers at once, as a server
+        that ignores `timeout` does."""
+        self.ignore_poll_timeout = True
+        self._notify()
+
+    def hang(self, method: str) -> None:
+        """Calls of `method` are accepted and never answered."""
+        self._hanging.add(method.lower())
 
     def clear_failures(self) -> None:
         self._failures.clear()
@@ -1528,6 +1565,8 @@ class FakeTelegram:
         offset = call.get_int("offset") or 0
         limit = min(max(call.get_int("limit") or 100, 1), 100)
         timeout = min(max(call.get_int("timeout") or 0, 0), MAX_POLL_TIMEOUT)
+        if self.ignore_poll_timeout:
+            timeout = 0
         self._set_allowed_updates(call.params.get("allowed_updates"))
         self._confirm(offset)
         self._poll_serial += 1
@@ -1542,7 +1581,7 @@ class FakeTelegram:
                 )
             batch = self._take_batch(limit)
             remaining = deadline - time.monotonic()
-            if batch or self._closing or remaining <= 0:
+            if batch or self._closing or remaining <= 0 or self.ignore_poll_timeout:
                 return batch
             await self._wait_change(remaining)
 

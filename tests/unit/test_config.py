@@ -112,7 +112,11 @@ def test_bot_without_secrets_exits_with_one_clear_line(clean_env: dict[str, str]
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Missing secret TELEGRAM_BOT_TOKEN")
+    # Every missing secret at once, so one run tells the operator all there is to do.
+    assert lines[0].startswith(
+        "Missing secrets TELEGRAM_BOT_TOKEN, ANTHROPIC_API_KEY, GOOGLE_API_KEY"
+    )
+    assert "environment variable" in lines[0]
     assert "Traceback" not in result.stderr
 
 
@@ -218,3 +222,32 @@ def test_chat_models_always_include_the_default(clean_env: dict[str, str]) -> No
     finally:
         _with_env(saved)
     assert settings.chat_models == ["claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-5-5"]
+
+
+def test_database_password_comes_from_its_secret_file_and_is_escaped(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    password = "p@ss/w:rd%?#"
+    (secrets / "database_password.txt").write_text(password + "\n")
+    saved = dict(os.environ)
+    try:
+        _with_env(
+            {
+                **clean_env,
+                **SECRET_ENV,
+                "DATABASE_URL": "postgresql+asyncpg://bot@postgres:5432/bot",
+            }
+        )
+        settings = load_settings()
+    finally:
+        _with_env(saved)
+    url = settings.database_url()
+    assert url is not None
+    assert url.password == password
+    assert (url.username, url.host, url.port, url.database) == ("bot", "postgres", 5432, "bot")
+    from sqlalchemy.engine import make_url
+
+    assert make_url(url.render_as_string(hide_password=False)).password == password
+    assert password not in repr(settings)

@@ -12,7 +12,6 @@ from decimal import Decimal, InvalidOperation
 
 import structlog
 from aiogram import Bot, Router
-from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, Update
 
@@ -149,7 +148,7 @@ async def topup_handler(
 async def notify_user(bot: Bot, user_id: int, text: str) -> bool:
     try:
         await bot.send_message(user_id, text)
-    except TelegramAPIError as exc:
+    except Exception as exc:  # any shape of failure: the admin still gets the confirmation
         log.warning("topup_notice_failed", user_id=user_id, error=type(exc).__name__)
         return False
     return True
