@@ -91,7 +91,7 @@ class CallRecord:
     user_id: int
     provider: Literal["anthropic", "google"]
     model: str
-    purpose: Literal["chat", "analyze_image", "generate_image"]
+    purpose: Literal["chat", "analyze_image", "generate_image", "transcribe", "read_document"]
     status: CallStatus
     provider_cost_micros: int = 0
     price_version: str | None = None
@@ -102,6 +102,8 @@ class CallRecord:
     cache_read_tokens: int = 0
     image_count: int = 0
     image_size: str | None = None
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
     error: str | None = None
     provider_cost_unknown: bool = False
     request_id: str | None = None
@@ -204,6 +206,8 @@ _API_CALL_COLUMNS = (
     "cache_write_tokens",
     "image_count",
     "image_size",
+    "web_search_requests",
+    "web_fetch_requests",
     "provider_cost_micros",
     "price_version",
     "status",
@@ -887,6 +891,8 @@ class BillingService:
                 cache_write_tokens=call.cache_write_tokens,
                 image_count=call.image_count,
                 image_size=call.image_size,
+                web_search_requests=call.web_search_requests,
+                web_fetch_requests=call.web_fetch_requests,
                 provider_cost_micros=call.provider_cost_micros,
                 charged_micros=charged_micros,
                 price_version=call.price_version,

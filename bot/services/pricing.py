@@ -103,6 +103,10 @@ DEFAULT_TOKEN_PRICES: Mapping[str, TokenPrice] = MappingProxyType(
         "claude-sonnet-4-5-20250929": _SONNET_4,
         "claude-haiku-4-5": _HAIKU_4_5,
         "claude-haiku-4-5-20251001": _HAIKU_4_5,
+        # Transcription (Gemini): audio and text input alike, no prompt caching used.
+        "gemini-3.5-flash": TokenPrice(
+            1_500_000, 9_000_000, 1_500_000, 1_500_000, GOOGLE_PRICE_VERSION
+        ),
     }
 )
 

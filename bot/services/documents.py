@@ -1,0 +1,276 @@
+"""PDFs and text files the person sends: what they are, and whether they can be read safely.
+
+PDFs are checked with pypdf before anything is uploaded or charged: an encrypted, corrupt,
+empty or oversized PDF is refused with a plain reply. The check runs in one worker thread (at
+most one PDF is parsed at a time, so a bomb cannot take both cores), under a time bound, and
+with pypdf's own limits on decompression and object sizes; deep nesting ends in RecursionError,
+which is a refusal too.
+
+Text files are decoded as UTF-8, else as the encoding charset-normalizer detects (cp1251 and the
+like); NUL bytes mean binary content in disguise and are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MEBIBYTE = 1024 * 1024
+MAX_PDF_BYTES = 20 * MEBIBYTE
+MAX_PDF_PAGES = 100  # Claude's limit for a request under a 1M-token context window
+MAX_TEXT_BYTES = 1 * MEBIBYTE
+PDF_CHECK_SECONDS = 10.0
+_DETECT_SAMPLE_BYTES = 64 * 1024
+
+PDF_MIME = "application/pdf"
+TEXT_EXTENSIONS = frozenset(
+    {
+        "txt", "md", "markdown", "csv", "tsv", "json", "jsonl", "xml", "yaml", "yml", "toml",
+        "ini", "cfg", "conf", "log", "rst", "tex", "html", "htm", "css", "scss", "sql", "srt",
+        "vtt", "py", "pyi", "js", "mjs", "cjs", "ts", "tsx", "jsx", "java", "kt", "kts", "c",
+        "h", "cc", "cpp", "cxx", "hpp", "cs", "go", "rs", "rb", "php", "swift", "m", "scala",
+        "sh", "bash", "zsh", "ps1", "bat", "lua", "pl", "r", "dart", "ex", "exs", "erl", "hs",
+        "clj", "vue", "svelte", "gradle", "dockerfile", "makefile", "env", "properties", "proto",
+        "graphql", "ipynb",
+    }
+)  # fmt: skip
+TEXT_MIME_TYPES = frozenset(
+    {
+        "application/json",
+        "application/xml",
+        "application/x-yaml",
+        "application/yaml",
+        "application/toml",
+        "application/x-sh",
+        "application/javascript",
+        "application/x-python",
+        "application/sql",
+    }
+)
+
+PDF_TOO_LARGE_REPLY = "This PDF is too large: I can read PDFs up to 20 MB."
+PDF_ENCRYPTED_REPLY = (
+    "This PDF is password-protected, so I can't read it. Send a copy without a password. "
+    "Nothing was charged."
+)
+PDF_CORRUPT_REPLY = "This PDF looks damaged and I can't read it. Nothing was charged."
+PDF_EMPTY_REPLY = "This PDF has no pages, so there is nothing to read. Nothing was charged."
+PDF_TOO_MANY_PAGES_REPLY = (
+    f"This PDF has too many pages: I can read PDFs of up to {MAX_PDF_PAGES} pages. "
+    "Nothing was charged."
+)
+PDF_TOO_COMPLEX_REPLY = "This PDF is too complex for me to open safely. Nothing was charged."
+TEXT_TOO_LARGE_REPLY = "This text file is too large: I can read text files up to 1 MB."
+TEXT_BINARY_REPLY = (
+    "This file doesn't look like text (it contains binary data), so I can't read it. "
+    "Nothing was charged."
+)
+TEXT_UNDECODABLE_REPLY = (
+    "I couldn't work out the encoding of this text file. Save it as UTF-8 and send it again. "
+    "Nothing was charged."
+)
+TEXT_EMPTY_REPLY = "This text file is empty. Nothing was charged."
+
+
+class DocumentRejected(Exception):
+    """A document that is refused, with the reply for the person and a short reason code."""
+
+    def __init__(self, reason: str, reply: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = reply
+
+
+def extension(filename: str | None) -> str:
+    name = (filename or "").rsplit("/", 1)[-1].lower()
+    if "." not in name:
+        return name if name in ("dockerfile", "makefile") else ""
+    return name.rsplit(".", 1)[-1]
+
+
+def is_pdf(filename: str | None, mime_type: str | None) -> bool:
+    return (mime_type or "").lower() == PDF_MIME or extension(filename) == "pdf"
+
+
+def is_text(filename: str | None, mime_type: str | None) -> bool:
+    mime = (mime_type or "").lower()
+    if mime.startswith("image/") or mime == PDF_MIME:
+        return False
+    return (
+        mime.startswith("text/")
+        or mime in TEXT_MIME_TYPES
+        or extension(filename) in TEXT_EXTENSIONS
+    )
+
+
+# PDFs ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PdfInfo:
+    pages: int
+
+
+_PDF_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdf-check")
+
+
+async def check_pdf(data: bytes) -> PdfInfo:
+    """The page count of a readable PDF; raises DocumentRejected for anything else."""
+    if len(data) > MAX_PDF_BYTES:
+        raise DocumentRejected("too_large", PDF_TOO_LARGE_REPLY)
+    if not data.lstrip()[:5] == b"%PDF-":
+        raise DocumentRejected("pdf_corrupt", PDF_CORRUPT_REPLY)
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(_PDF_WORKER, inspect_pdf, data)
+    try:
+        async with asyncio.timeout(PDF_CHECK_SECONDS):
+            return await asyncio.shield(future)
+    except TimeoutError:
+        # The worker thread cannot be stopped; it ends within pypdf's own limits.
+        log.warning("pdf_check_timeout", bytes=len(data))
+        raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY) from None
+
+
+def inspect_pdf(data: bytes) -> PdfInfo:
+    """Open the PDF and count its pages, refusing encrypted, broken, empty and huge ones."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError, PyPdfError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # malformed input is expected here
+    try:
+        if _raw_nesting(data) > MAX_OBJECT_DEPTH:
+            raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY)
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            raise DocumentRejected("pdf_encrypted", PDF_ENCRYPTED_REPLY)
+        declared = _declared_pages(reader)
+        if declared is not None and declared > MAX_PDF_PAGES:
+            raise DocumentRejected("pdf_too_many_pages", PDF_TOO_MANY_PAGES_REPLY)
+        pages = len(reader.pages)
+        if pages <= MAX_PDF_PAGES:
+            _check_structure(reader)
+    except DocumentRejected:
+        raise
+    except RecursionError:
+        raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY) from None
+    except MemoryError:
+        raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY) from None
+    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError):
+        raise DocumentRejected("pdf_corrupt", PDF_CORRUPT_REPLY) from None
+    except Exception:  # pypdf raises many kinds on hostile input
+        log.warning("pdf_check_failed", exc_info=True)
+        raise DocumentRejected("pdf_corrupt", PDF_CORRUPT_REPLY) from None
+    if pages == 0:
+        raise DocumentRejected("pdf_empty", PDF_EMPTY_REPLY)
+    if pages > MAX_PDF_PAGES:
+        raise DocumentRejected("pdf_too_many_pages", PDF_TOO_MANY_PAGES_REPLY)
+    return PdfInfo(pages=pages)
+
+
+MAX_OBJECT_DEPTH = 48
+MAX_OBJECT_NODES = 200_000
+
+
+def _check_structure(reader: object) -> None:
+    """Walk every page's objects (resolving references once each), refusing nesting deeper than
+    MAX_OBJECT_DEPTH or more than MAX_OBJECT_NODES nodes: the shapes of a PDF bomb. Stream
+    contents are not decoded here."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    seen: set[tuple[int, int]] = set()
+    budget = MAX_OBJECT_NODES
+    for page in reader.pages:  # type: ignore[attr-defined]
+        stack: list[tuple[object, int]] = [(page, 0)]
+        while stack:
+            node, depth = stack.pop()
+            budget -= 1
+            if budget < 0 or depth > MAX_OBJECT_DEPTH:
+                raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY)
+            if isinstance(node, IndirectObject):
+                key = (node.idnum, node.generation)
+                if key in seen:
+                    continue
+                seen.add(key)
+                node = node.get_object()
+            if isinstance(node, DictionaryObject):
+                stack.extend(
+                    (value, depth + 1) for name, value in node.items() if name != "/Parent"
+                )
+            elif isinstance(node, ArrayObject):
+                stack.extend((value, depth + 1) for value in node)
+
+
+_STREAM_DATA = re.compile(rb"stream\r?\n.*?endstream", re.DOTALL)
+_NESTING_TOKEN = re.compile(rb"\[|\]|<<|>>")
+
+
+def _raw_nesting(data: bytes) -> int:
+    """The deepest nesting of arrays and dictionaries in the file's objects, stream contents
+    left out. pypdf drops what it cannot parse, so a bomb could otherwise reach Claude."""
+    depth = deepest = 0
+    for match in _NESTING_TOKEN.finditer(_STREAM_DATA.sub(b"", data)):
+        if match.group() in (b"[", b"<<"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_OBJECT_DEPTH:
+                    break
+        else:
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _declared_pages(reader: object) -> int | None:
+    """/Count of the page tree root, read before the tree is walked (a bomb can claim millions)."""
+    try:
+        count = reader.trailer["/Root"]["/Pages"]["/Count"]  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    return int(count) if isinstance(count, int) else None
+
+
+# Text files ------------------------------------------------------------------------------------
+
+
+def decode_text(data: bytes) -> str:
+    """The text of a text file; raises DocumentRejected for binary or undecodable content."""
+    if len(data) > MAX_TEXT_BYTES:
+        raise DocumentRejected("too_large", TEXT_TOO_LARGE_REPLY)
+    if b"\x00" in data and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DocumentRejected("text_binary", TEXT_BINARY_REPLY)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = _detected(data)
+    text = text.replace("\r\n", "\n")
+    if not text.strip():
+        raise DocumentRejected("text_empty", TEXT_EMPTY_REPLY)
+    if _control_share(text) > 0.05:
+        raise DocumentRejected("text_binary", TEXT_BINARY_REPLY)
+    return text
+
+
+def _detected(data: bytes) -> str:
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data[:_DETECT_SAMPLE_BYTES]).best()
+    if best is None or best.encoding is None:
+        raise DocumentRejected("text_undecodable", TEXT_UNDECODABLE_REPLY)
+    try:
+        return data.decode(best.encoding)
+    except (UnicodeDecodeError, LookupError):
+        raise DocumentRejected("text_undecodable", TEXT_UNDECODABLE_REPLY) from None
+
+
+def _control_share(text: str) -> float:
+    sample = text[:_DETECT_SAMPLE_BYTES]
+    controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f\v")
+    return controls / max(1, len(sample))
