@@ -22,6 +22,7 @@ from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
 from bot.services.reports import format_usd
+from bot.services.transcripts import shown_transcript, spoken_text
 from bot.telegram.ui import TelegramTurnUI
 
 log = structlog.get_logger(__name__)
@@ -33,12 +34,13 @@ class Attachment:
 
     telegram_file_id: str
     telegram_file_unique_id: str
-    kind: str  # photo | document
+    kind: str  # photo | document | voice | audio
     file_size: int | None
     filename: str | None = None
     mime_type: str | None = None
     width: int | None = None
     height: int | None = None
+    duration: int | None = None  # seconds, for voice and audio
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,14 @@ class IncomingMessage:
 
 @dataclass(frozen=True)
 class IntakeResult:
-    """An attached image, stored and uploaded, ready to be shown to Claude."""
+    """An attachment, stored (and uploaded), ready to be shown to Claude. `blocks`, when given,
+    replace the image block (documents, text files, voice notes); `transcript` is what a voice
+    note or audio file said, which becomes the person's text."""
 
     file_id: int
     claude_file_id: str | None
+    blocks: tuple[dict[str, Any], ...] = ()
+    transcript: str | None = None
 
 
 class AttachmentIntake(Protocol):
@@ -96,6 +102,9 @@ def user_content(
     if files_note_text:
         blocks.append({"type": "text", "text": files_note_text})
     for image in images:
+        if image.blocks:
+            blocks.extend(image.blocks)
+            continue
         if image.claude_file_id:
             blocks.append(
                 {"type": "image", "source": {"type": "file", "file_id": image.claude_file_id}}
@@ -103,6 +112,7 @@ def user_content(
         blocks.append(
             {"type": "text", "text": f"[The user attached an image: file_id {image.file_id}]"}
         )
+    text = spoken_text([i.transcript for i in images if i.transcript], text)
     blocks.append({"type": "text", "text": text.strip() or "(The user sent only the attachment.)"})
     return blocks
 
@@ -187,6 +197,9 @@ class ChatService:
         except UserFacingError:
             await self._keep_unprocessed(incoming)
             raise
+        for taken in images:
+            if taken.transcript:
+                await ui.text_delta(shown_transcript(taken.transcript))
         budget = self._config.context_token_budget
 
         def build_content(
