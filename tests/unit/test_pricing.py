@@ -84,7 +84,15 @@ def test_every_listed_image_size_is_expected() -> None:
 
 def test_every_claude_entry_is_consistent() -> None:
     for model, price in DEFAULT_TOKEN_PRICES.items():
-        assert price.cache_read < price.input < price.cache_write < price.output, model
+        if model.startswith("claude-"):
+            assert price.cache_read < price.input < price.cache_write < price.output, model
+
+
+def test_transcription_price_is_the_designed_one() -> None:
+    # gemini-3.5-flash: 1.50 USD/MTok in (audio and text alike), 9 USD/MTok out; no caching.
+    price = TABLE.token_price("gemini-3.5-flash")
+    assert (price.input, price.output) == (1_500_000, 9_000_000)
+    assert price.cache_read == price.cache_write == price.input
 
 
 def test_unknown_models_and_sizes_fail_with_a_clear_message() -> None:
