@@ -63,6 +63,7 @@ class IntakeResult:
     claude_file_id: str | None
     blocks: tuple[dict[str, Any], ...] = ()
     transcript: str | None = None
+    charged_micros: int = 0  # what taking it cost (a transcription), charged already
 
 
 class AttachmentIntake(Protocol):
@@ -155,6 +156,8 @@ class ChatService:
         self._intake = intake
         self._ui_factory = ui_factory
         self._config = config
+        # What intake charged per running turn (transcriptions), for the failure replies.
+        self._intake_charged: dict[int, int] = {}
 
     async def run_turn(self, incoming: IncomingMessage) -> None:
         turn = TurnLog()
@@ -200,6 +203,9 @@ class ChatService:
         for taken in images:
             if taken.transcript:
                 await ui.text_delta(shown_transcript(taken.transcript))
+        charged = sum(taken.charged_micros for taken in images)
+        if charged:
+            self._intake_charged[incoming.update_id] = charged
         budget = self._config.context_token_budget
 
         def build_content(
@@ -259,6 +265,9 @@ class ChatService:
             await ui.end_message(cut=False)
 
     async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
+        charged = self._intake_charged.get(incoming.update_id, 0)
+        if charged:
+            text = with_intake_charge(text, charged)
         try:
             await ui.discard()
             await ui.text_delta(text)
@@ -267,6 +276,7 @@ class ChatService:
             log.exception("reply_failed", update_id=incoming.update_id)
 
     async def _finish(self, incoming: IncomingMessage, status: str, turn: TurnLog) -> None:
+        turn.stats.charged_micros += self._intake_charged.pop(incoming.update_id, 0)
         for update_id in (incoming.update_id, *incoming.extra_update_ids):
             await self._inbox.mark(
                 update_id, status, error=None if status == "answered" else turn.outcome
@@ -307,6 +317,18 @@ FAILURE_REPLIES = {
     "claude_auth": "The assistant is temporarily unavailable. Please try again later.",
     "claude_bad_request": "Sorry, I couldn't process that message. Try /new to start a fresh conversation.",
 }
+
+
+def with_intake_charge(text: str, charged_micros: int) -> str:
+    """A failure reply after a voice message was transcribed: that was charged, so the reply
+    says so instead of "nothing was charged"."""
+    note = (
+        f"only the transcription of your voice message was charged ({format_usd(charged_micros)})"
+    )
+    for phrase in ("nothing was charged", "Nothing was charged"):
+        if phrase in text:
+            return text.replace(phrase, note[0].upper() + note[1:] if phrase[0] == "N" else note)
+    return f"{text} (The transcription of your voice message cost {format_usd(charged_micros)}.)"
 
 
 def reply_for_failure(reason: str) -> str:

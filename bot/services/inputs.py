@@ -217,7 +217,7 @@ class InputIntake:
             raise UserFacingError(audio_too_long_reply(limit), "rejected_audio_too_long")
         if not seconds:
             seconds = limit  # unknown: hold for the longest accepted recording
-        transcript, api_call_id = await self._transcribe(user_id, data, mime, seconds)
+        transcript, api_call_id, charged = await self._transcribe(user_id, data, mime, seconds)
         sha256 = await self._blobs.put(data)
         kind = "voice" if attachment.kind == "voice" else "audio"
         filename = _filename(attachment.filename, kind, _AUDIO_EXTENSIONS.get(mime, "ogg"))
@@ -248,11 +248,12 @@ class InputIntake:
                 ),
             ),
             transcript=transcript.text,
+            charged_micros=charged,
         )
 
     async def _transcribe(
         self, user_id: int, data: bytes, mime: str, seconds: int
-    ) -> tuple[Transcript, int | None]:
+    ) -> tuple[Transcript, int | None, int]:
         model = self._transcriber.model
         price = self._prices.token_price(model)
         max_output = max(MIN_TRANSCRIPT_TOKENS, seconds * TRANSCRIPT_TOKENS_PER_SECOND)
@@ -306,7 +307,7 @@ class InputIntake:
             audio_tokens=transcript.audio_tokens,
             charged=format_usd(settlement.charged_micros),
         )
-        return transcript, settlement.api_call_id
+        return transcript, settlement.api_call_id, settlement.charged_micros
 
     async def _settle_failed(
         self, hold: Hold, user_id: int, exc: BaseException, started: float

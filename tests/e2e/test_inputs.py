@@ -14,6 +14,7 @@ from tests.e2e.conftest import StartBot
 from tests.e2e.test_images import balance, rows, wait_turn
 from tests.fakes.anthropic import (
     FakeAnthropic,
+    overloaded,
     pause_turn_reply,
     text_reply,
     tool_use_reply,
@@ -67,7 +68,7 @@ async def test_voice_note_is_transcribed_charged_and_answered(
     gemini_fake: FakeGemini,
     engine: AsyncEngine,
 ) -> None:
-    await start_bot(PRICE_MARKUP="1.5", STARTER_BALANCE_USD="5.00")
+    await start_bot(PRICE_MARKUP="1.5", STARTER_BALANCE_USD="5.00", ANTHROPIC_MAX_RETRIES="0")
     gemini_fake.script(TranscriptReply("What is the capital of France?"))
     anthropic_fake.script(text_reply("Paris."))
     update = telegram.push_voice(USER, ogg_opus(3), duration=3, caption="short answer please")
@@ -115,6 +116,18 @@ async def test_voice_note_is_transcribed_charged_and_answered(
         engine, "SELECT status FROM balance_holds WHERE user_id = :u AND status = 'held'", u=USER
     )
     assert holds == []
+
+    # Claude busy after a transcription: the reply says what the transcription cost.
+    gemini_fake.script(TranscriptReply("And of Spain?"))
+    anthropic_fake.script(overloaded())
+    update = telegram.push_voice(USER, ogg_opus(2), duration=2)
+    assert (await wait_turn(engine, update)).startswith("failed")
+    second = (await calls(engine, USER))[-2]
+    assert second["purpose"] == "transcribe" and second["charged_micros"] > 0
+    reply = [s.text or "" for s in telegram.sent(USER) if s.method == "sendMessage"][-1]
+    assert "nothing was charged" not in reply.lower()
+    assert "only the transcription of your voice message was charged (" in reply
+    assert await balance(engine, USER) == STARTER_MICROS - spent - second["charged_micros"]
 
 
 async def test_pdf_text_file_and_read_document(
