@@ -120,7 +120,7 @@ class InputIntake:
         self._config = config
 
     async def intake(self, user_id: int, attachment: Attachment) -> IntakeResult:
-        if attachment.kind in ("voice", "audio"):
+        if attachment.kind in ("voice", "audio") or _declared_audio(attachment):
             return await self._audio(user_id, attachment)
         if attachment.kind == "document" and not _declared_image(attachment):
             if is_pdf(attachment.filename, attachment.mime_type):
@@ -467,6 +467,18 @@ def ogg_seconds(data: bytes) -> float | None:
         return None
     granule = int.from_bytes(data[last + 6 : last + 14], "little", signed=True)
     return max(0.0, granule / 48000) if granule > 0 else None
+
+
+_AUDIO_FILE_EXTENSIONS = (".mp3", ".m4a", ".ogg", ".oga", ".opus", ".wav", ".flac", ".aac")
+
+
+def _declared_audio(attachment: Attachment) -> bool:
+    """An audio file sent as a document (no duration from Telegram: the file's own counts)."""
+    mime = (attachment.mime_type or "").lower()
+    name = (attachment.filename or "").lower()
+    return attachment.kind == "document" and (
+        mime.startswith("audio/") or name.endswith(_AUDIO_FILE_EXTENSIONS)
+    )
 
 
 def _declared_image(attachment: Attachment) -> bool:
