@@ -1,10 +1,12 @@
 """PDFs and text files the person sends: what they are, and whether they can be read safely.
 
 PDFs are checked with pypdf before anything is uploaded or charged: an encrypted, corrupt,
-empty or oversized PDF is refused with a plain reply. The check runs in one worker thread (at
-most one PDF is parsed at a time, so a bomb cannot take both cores), under a time bound, and
-with pypdf's own limits on decompression and object sizes; deep nesting ends in RecursionError,
-which is a refusal too.
+empty or oversized PDF is refused with a plain reply. The check runs in a child process
+(`bot.services.pdf_check`) with a CPU-time and address-space limit and a wall-clock timeout after
+which it is killed; at most one runs at a time, so PDF bombs cannot take both cores. Inside it,
+pypdf's own limits on decompression and object sizes apply, nesting deeper than
+MAX_OBJECT_DEPTH and object graphs larger than MAX_OBJECT_NODES are refused, and a page tree
+that claims more than MAX_PDF_PAGES pages is refused before it is walked.
 
 Text files are decoded as UTF-8, else as the encoding charset-normalizer detects (cp1251 and the
 like); NUL bytes mean binary content in disguise and are refused.
@@ -13,10 +15,13 @@ like); NUL bytes mean binary content in disguise and are refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
+import resource
+import sys
 from dataclasses import dataclass
 
 import structlog
@@ -27,7 +32,9 @@ MEBIBYTE = 1024 * 1024
 MAX_PDF_BYTES = 20 * MEBIBYTE
 MAX_PDF_PAGES = 100  # Claude's limit for a request under a 1M-token context window
 MAX_TEXT_BYTES = 1 * MEBIBYTE
-PDF_CHECK_SECONDS = 10.0
+PDF_CHECK_SECONDS = 15.0  # wall clock, the child's start-up included
+PDF_CHECK_CPU_SECONDS = 10
+PDF_CHECK_MEMORY_BYTES = 768 * MEBIBYTE  # address space of the child
 _DETECT_SAMPLE_BYTES = 64 * 1024
 
 PDF_MIME = "application/pdf"
@@ -119,7 +126,26 @@ class PdfInfo:
     pages: int
 
 
-_PDF_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdf-check")
+_gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _one_at_a_time() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        _gates.clear()  # one event loop in the bot; tests start a new one now and then
+        gate = _gates[loop] = asyncio.Semaphore(1)
+    return gate
+
+
+_REPLIES = {
+    "pdf_encrypted": PDF_ENCRYPTED_REPLY,
+    "pdf_corrupt": PDF_CORRUPT_REPLY,
+    "pdf_empty": PDF_EMPTY_REPLY,
+    "pdf_too_many_pages": PDF_TOO_MANY_PAGES_REPLY,
+    "pdf_too_complex": PDF_TOO_COMPLEX_REPLY,
+    "too_large": PDF_TOO_LARGE_REPLY,
+}
 
 
 async def check_pdf(data: bytes) -> PdfInfo:
@@ -128,15 +154,45 @@ async def check_pdf(data: bytes) -> PdfInfo:
         raise DocumentRejected("too_large", PDF_TOO_LARGE_REPLY)
     if not data.lstrip()[:5] == b"%PDF-":
         raise DocumentRejected("pdf_corrupt", PDF_CORRUPT_REPLY)
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(_PDF_WORKER, inspect_pdf, data)
+    async with _one_at_a_time():
+        output = await _run_child(data)
+    try:
+        result = json.loads(output)
+        if "pages" in result:
+            return PdfInfo(pages=int(result["pages"]))
+        reason = str(result["rejected"])
+    except (ValueError, KeyError, TypeError):
+        reason = "pdf_too_complex"  # killed by a limit, or no answer
+    raise DocumentRejected(reason, _REPLIES.get(reason, PDF_TOO_COMPLEX_REPLY))
+
+
+async def _run_child(data: bytes) -> bytes:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.services.pdf_check",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         async with asyncio.timeout(PDF_CHECK_SECONDS):
-            return await asyncio.shield(future)
-    except TimeoutError:
-        # The worker thread cannot be stopped; it ends within pypdf's own limits.
-        log.warning("pdf_check_timeout", bytes=len(data))
+            stdout, _ = await process.communicate(data)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await asyncio.shield(process.wait())
+        log.warning("pdf_check_killed", bytes=len(data))
         raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY) from None
+    if process.returncode != 0:
+        log.warning("pdf_check_failed", returncode=process.returncode, bytes=len(data))
+    return stdout
+
+
+def limit_this_process() -> None:
+    """Hard CPU and memory limits, set by the child on itself before it reads the PDF."""
+    resource.setrlimit(resource.RLIMIT_CPU, (PDF_CHECK_CPU_SECONDS, PDF_CHECK_CPU_SECONDS))
+    resource.setrlimit(resource.RLIMIT_AS, (PDF_CHECK_MEMORY_BYTES, PDF_CHECK_MEMORY_BYTES))
 
 
 def inspect_pdf(data: bytes) -> PdfInfo:

@@ -75,6 +75,16 @@ async def test_readable_pdf_and_size_limit() -> None:
         await check_pdf(b"PK\x03\x04 a zip named pdf")
 
 
+async def test_the_child_process_gives_the_same_verdicts() -> None:
+    for data, reason in (
+        (encrypted_pdf(), "pdf_encrypted"),
+        (nested_pdf_bomb(), "pdf_too_complex"),
+    ):
+        with pytest.raises(DocumentRejected) as caught:
+            await check_pdf(data)
+        assert caught.value.reason == reason
+
+
 def test_text_is_decoded_or_refused() -> None:
     assert decode_text("héllo\r\nworld".encode()) == "héllo\nworld"
     assert decode_text("\ufeffbom".encode()) == "bom"
