@@ -16,25 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import logging
-import re
-import resource
 import sys
 from dataclasses import dataclass
 
 import structlog
 
+from bot.services import pdf_check
+
 log = structlog.get_logger(__name__)
 
 MEBIBYTE = 1024 * 1024
 MAX_PDF_BYTES = 20 * MEBIBYTE
-MAX_PDF_PAGES = 100  # Claude's limit for a request under a 1M-token context window
+MAX_PDF_PAGES = pdf_check.MAX_PDF_PAGES
 MAX_TEXT_BYTES = 1 * MEBIBYTE
-PDF_CHECK_SECONDS = 15.0  # wall clock, the child's start-up included
-PDF_CHECK_CPU_SECONDS = 10
-PDF_CHECK_MEMORY_BYTES = 768 * MEBIBYTE  # address space of the child
+PDF_CHECK_SECONDS = 15.0  # wall clock, the child's start-up included (its CPU and memory
+# limits are in pdf_check)
 _DETECT_SAMPLE_BYTES = 64 * 1024
 
 PDF_MIME = "application/pdf"
@@ -189,108 +186,12 @@ async def _run_child(data: bytes) -> bytes:
     return stdout
 
 
-def limit_this_process() -> None:
-    """Hard CPU and memory limits, set by the child on itself before it reads the PDF."""
-    resource.setrlimit(resource.RLIMIT_CPU, (PDF_CHECK_CPU_SECONDS, PDF_CHECK_CPU_SECONDS))
-    resource.setrlimit(resource.RLIMIT_AS, (PDF_CHECK_MEMORY_BYTES, PDF_CHECK_MEMORY_BYTES))
-
-
 def inspect_pdf(data: bytes) -> PdfInfo:
-    """Open the PDF and count its pages, refusing encrypted, broken, empty and huge ones."""
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError, PyPdfError
-
-    logging.getLogger("pypdf").setLevel(logging.ERROR)  # malformed input is expected here
+    """The check the child runs, in this process (for tests and tools)."""
     try:
-        if _raw_nesting(data) > MAX_OBJECT_DEPTH:
-            raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY)
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            raise DocumentRejected("pdf_encrypted", PDF_ENCRYPTED_REPLY)
-        declared = _declared_pages(reader)
-        if declared is not None and declared > MAX_PDF_PAGES:
-            raise DocumentRejected("pdf_too_many_pages", PDF_TOO_MANY_PAGES_REPLY)
-        pages = len(reader.pages)
-        if pages <= MAX_PDF_PAGES:
-            _check_structure(reader)
-    except DocumentRejected:
-        raise
-    except RecursionError:
-        raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY) from None
-    except MemoryError:
-        raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY) from None
-    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError):
-        raise DocumentRejected("pdf_corrupt", PDF_CORRUPT_REPLY) from None
-    except Exception:  # pypdf raises many kinds on hostile input
-        log.warning("pdf_check_failed", exc_info=True)
-        raise DocumentRejected("pdf_corrupt", PDF_CORRUPT_REPLY) from None
-    if pages == 0:
-        raise DocumentRejected("pdf_empty", PDF_EMPTY_REPLY)
-    if pages > MAX_PDF_PAGES:
-        raise DocumentRejected("pdf_too_many_pages", PDF_TOO_MANY_PAGES_REPLY)
-    return PdfInfo(pages=pages)
-
-
-MAX_OBJECT_DEPTH = 48
-MAX_OBJECT_NODES = 200_000
-
-
-def _check_structure(reader: object) -> None:
-    """Walk every page's objects (resolving references once each), refusing nesting deeper than
-    MAX_OBJECT_DEPTH or more than MAX_OBJECT_NODES nodes: the shapes of a PDF bomb. Stream
-    contents are not decoded here."""
-    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
-
-    seen: set[tuple[int, int]] = set()
-    budget = MAX_OBJECT_NODES
-    for page in reader.pages:  # type: ignore[attr-defined]
-        stack: list[tuple[object, int]] = [(page, 0)]
-        while stack:
-            node, depth = stack.pop()
-            budget -= 1
-            if budget < 0 or depth > MAX_OBJECT_DEPTH:
-                raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY)
-            if isinstance(node, IndirectObject):
-                key = (node.idnum, node.generation)
-                if key in seen:
-                    continue
-                seen.add(key)
-                node = node.get_object()
-            if isinstance(node, DictionaryObject):
-                stack.extend(
-                    (value, depth + 1) for name, value in node.items() if name != "/Parent"
-                )
-            elif isinstance(node, ArrayObject):
-                stack.extend((value, depth + 1) for value in node)
-
-
-_STREAM_DATA = re.compile(rb"stream\r?\n.*?endstream", re.DOTALL)
-_NESTING_TOKEN = re.compile(rb"\[|\]|<<|>>")
-
-
-def _raw_nesting(data: bytes) -> int:
-    """The deepest nesting of arrays and dictionaries in the file's objects, stream contents
-    left out. pypdf drops what it cannot parse, so a bomb could otherwise reach Claude."""
-    depth = deepest = 0
-    for match in _NESTING_TOKEN.finditer(_STREAM_DATA.sub(b"", data)):
-        if match.group() in (b"[", b"<<"):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_OBJECT_DEPTH:
-                    break
-        else:
-            depth = max(0, depth - 1)
-    return deepest
-
-
-def _declared_pages(reader: object) -> int | None:
-    """/Count of the page tree root, read before the tree is walked (a bomb can claim millions)."""
-    try:
-        count = reader.trailer["/Root"]["/Pages"]["/Count"]  # type: ignore[attr-defined]
-    except Exception:
-        return None
-    return int(count) if isinstance(count, int) else None
+        return PdfInfo(pages=pdf_check.inspect(data))
+    except pdf_check.PdfRejected as exc:
+        raise DocumentRejected(exc.reason, _REPLIES[exc.reason]) from None
 
 
 # Text files ------------------------------------------------------------------------------------
