@@ -325,3 +325,47 @@ async def test_web_search_is_charged_per_search_and_pause_turn_continues(
     assert await wait_turn(engine, update) == "answered"
     spent = sum(c["charged_micros"] for c in await calls(engine, USER))
     assert await balance(engine, USER) == STARTER_MICROS - spent
+
+
+async def test_audio_file_and_rereading_a_text_file(
+    start_bot: StartBot,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
+    engine: AsyncEngine,
+) -> None:
+    await start_bot(STARTER_BALANCE_USD="5.00")
+    # An MP3 sent as music: transcribed like a voice note, stored as kind 'audio'.
+    mp3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(9_990)
+    gemini_fake.script(TranscriptReply("Lyrics about the sea."))
+    anthropic_fake.script(text_reply("A song about the sea."))
+    update = telegram.push_voice(
+        USER, mp3, duration=5, audio=True, mime_type="audio/mpeg", filename="song.mp3"
+    )
+    assert await wait_turn(engine, update) == "answered"
+    assert [a.mime_type for a in gemini_fake.requests[0].audio] == ["audio/mp3"]
+    [audio] = await rows(engine, "SELECT * FROM user_files WHERE kind = 'audio'")
+    assert audio["filename"] == "song.mp3"
+    assert audio["metadata"]["transcript"] == "Lyrics about the sea."
+
+    # A text file comes back through read_document as a text document.
+    code = "def add(a, b):\n    return a + b\n"
+    anthropic_fake.script(text_reply("A Python function."))
+    update = telegram.push_document(
+        USER, code.encode(), filename="add.py", mime_type="text/x-python"
+    )
+    assert await wait_turn(engine, update) == "answered"
+    [text_file] = await rows(engine, "SELECT * FROM user_files WHERE kind = 'text'")
+    anthropic_fake.script(
+        tool_use_reply("read_document", {"file_id": text_file["id"]}, id="toolu_code"),
+        text_reply("It adds two numbers."),
+        text_reply("The function adds a and b."),
+    )
+    update = telegram.push_text(USER, "what did add.py do again?")
+    assert await wait_turn(engine, update) == "answered"
+    reader = anthropic_fake.message_requests()[-2]
+    [document] = [b for b in reader["messages"][0]["content"] if b["type"] == "document"]
+    assert document["source"] == {"type": "text", "media_type": "text/plain", "data": code}
+    assert document["title"] == "add.py"
+    purposes = [c["purpose"] for c in await calls(engine, USER)]
+    assert purposes == ["transcribe", "chat", "chat", "chat", "read_document", "chat"]
