@@ -207,6 +207,7 @@ async def test_pdf_text_file_and_read_document(
 
 HOSTILE_REPLIES = {
     "voice_19_9_mb": "too long",
+    "voice_19_9_mb_claiming_30_s": "too long",
     "voice_20_1_mb": "too large",
     "voice_zero_bytes": "empty",
     "ogg_not_audio": "doesn't contain audio",
@@ -228,10 +229,13 @@ async def test_hostile_inputs_get_plain_replies_and_cost_nothing(
     await start_bot(STARTER_BALANCE_USD="5.00", MERGE_WINDOW_SECONDS="0")
     gemini_fake.set_default(TranscriptReply("never used"))
     users = {name: 9100 + i for i, name in enumerate(HOSTILE_REPLIES)}
-    big_voice = ogg_opus(4980, frame_bytes=80)[: int(19.9 * MIB)]
+    big_voice = ogg_opus(4980, frame_bytes=80)
+    assert 19 * MIB < len(big_voice) <= int(19.9 * MIB)
     pushes = {
         # 19.9 MB is about 80 minutes of Opus: refused from Telegram's duration, not downloaded.
         "voice_19_9_mb": lambda u: telegram.push_voice(u, big_voice, duration=4980),
+        # The same file claiming 30 s: downloaded, and refused by the duration in its own pages.
+        "voice_19_9_mb_claiming_30_s": lambda u: telegram.push_voice(u, big_voice, duration=30),
         "voice_20_1_mb": lambda u: telegram.push_voice(
             u, b"OggS", duration=60, file_size=int(20.1 * MIB)
         ),
