@@ -16,6 +16,7 @@ from bot.agent.context import estimate_tokens, system_blocks, with_cache_breakpo
 from bot.agent.tools.base import ToolContext
 from bot.agent.tools.registry import ToolCallResult, ToolRegistry
 from bot.agent.web_tools import (
+    ServerToolUse,
     server_tool_params,
     server_tool_use,
     sources_markdown,
@@ -81,6 +82,7 @@ class TurnStats:
     cache_write_tokens: int = 0
     charged_micros: int = 0
     outcome: str = "answered"
+    web: ServerToolUse = field(default_factory=ServerToolUse)  # server tool uses this turn
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,8 @@ class AgentLoop:
         self._prices = prices
         self._files = files
         self._config = config
-        # Server tools first: the custom tools' last definition carries the cache breakpoint.
-        self._tools: list[Any] = [*server_tool_params(config.web_tools), *registry.params()]
         self._fixed_tokens = (
-            estimate_tokens(self._tools)
+            estimate_tokens([*server_tool_params(config.web_tools), *registry.params()])
             + estimate_tokens(system_blocks())
             + REQUEST_OVERHEAD_TOKENS
         )
@@ -184,14 +184,19 @@ class AgentLoop:
         hold already covers the call, so the order changes nothing owed.
         """
         params = with_cache_breakpoints([dict(m) for m in messages])
-        hold = await self._hold_for_call(request, context_tokens, iteration)
+        hold = await self._hold_for_call(request, context_tokens, iteration, stats.web)
+        # Server tools first: the last custom tool carries the cache breakpoint.
+        tools: list[Any] = [
+            *server_tool_params(self._config.web_tools, stats.web),
+            *self._registry.params(),
+        ]
         started = time.monotonic()
         try:
             streamed = await self._claude.stream_message(
                 model=self._config.model,
                 max_tokens=self._config.max_tokens,
                 system=system_blocks(),
-                tools=self._tools,
+                tools=tools,
                 messages=params,
                 on_text=ui.text_delta,
                 deadline=request.deadline,
@@ -207,14 +212,14 @@ class AgentLoop:
         return message, asyncio.ensure_future(settle)
 
     async def _hold_for_call(
-        self, request: TurnRequest, context_tokens: int, iteration: int
+        self, request: TurnRequest, context_tokens: int, iteration: int, web: ServerToolUse
     ) -> Hold:
         """Hold the worst case: a generous input estimate plus max_tokens of output."""
         price = self._prices.token_price(self._config.model)
         estimate = context_tokens + self._fixed_tokens
         amount = self._billing.user_price(
             worst_case_token_cost_micros(price, estimate, self._config.max_tokens)
-            + worst_case_micros(self._config.web_tools)
+            + worst_case_micros(self._config.web_tools, web)
         )
         key = f"hold:llm:{request.update_id}:{iteration}"
         return await self._billing.hold(request.user_id, amount, key=key, description="chat")
@@ -252,6 +257,10 @@ class AgentLoop:
         stats.cache_read_tokens += usage.cache_read_tokens
         stats.cache_write_tokens += usage.cache_write_tokens
         stats.charged_micros += settlement.charged_micros
+        stats.web = ServerToolUse(
+            stats.web.web_search_requests + web.web_search_requests,
+            stats.web.web_fetch_requests + web.web_fetch_requests,
+        )
 
     async def _settle_failure(
         self, hold: Hold, request: TurnRequest, exc: BaseException, started: float

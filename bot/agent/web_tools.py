@@ -19,16 +19,6 @@ MAX_SOURCES = 5
 _TITLE_LIMIT = 80
 
 
-def server_tool_params(enabled: bool) -> list[dict[str, Any]]:
-    """The server tool definitions, stable byte for byte (they sit in the cached prefix)."""
-    if not enabled:
-        return []
-    return [
-        {"type": "web_search_20250305", "name": "web_search", "max_uses": MAX_USES},
-        {"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": MAX_USES},
-    ]
-
-
 @dataclass(frozen=True)
 class ServerToolUse:
     web_search_requests: int = 0
@@ -40,6 +30,24 @@ class ServerToolUse:
             self.web_search_requests * WEB_SEARCH_MICROS
             + self.web_fetch_requests * WEB_FETCH_MICROS
         )
+
+
+def server_tool_params(enabled: bool, used: ServerToolUse | None = None) -> list[dict[str, Any]]:
+    """The server tool definitions. `max_uses` counts per request at Anthropic; the budget here is
+    per turn, so a later call of a turn that already searched gets what is left (and a tool whose
+    uses are spent is left out). The first call of every turn sends the same bytes, which keeps
+    them in the cached prefix."""
+    if not enabled:
+        return []
+    used = used or ServerToolUse()
+    params = []
+    for kind, name, spent in (
+        ("web_search_20250305", "web_search", used.web_search_requests),
+        ("web_fetch_20250910", "web_fetch", used.web_fetch_requests),
+    ):
+        if spent < MAX_USES:
+            params.append({"type": kind, "name": name, "max_uses": MAX_USES - spent})
+    return params
 
 
 def server_tool_use(message: Message) -> ServerToolUse:
@@ -57,9 +65,14 @@ def server_tool_use(message: Message) -> ServerToolUse:
     )
 
 
-def worst_case_micros(enabled: bool) -> int:
-    """The most the server tools of one call can add: every allowed search."""
-    return MAX_USES * WEB_SEARCH_MICROS + MAX_USES * WEB_FETCH_MICROS if enabled else 0
+def worst_case_micros(enabled: bool, used: ServerToolUse | None = None) -> int:
+    """The most the server tools of one call can add: every search left in the turn."""
+    if not enabled:
+        return 0
+    used = used or ServerToolUse()
+    searches = max(0, MAX_USES - used.web_search_requests)
+    fetches = max(0, MAX_USES - used.web_fetch_requests)
+    return searches * WEB_SEARCH_MICROS + fetches * WEB_FETCH_MICROS
 
 
 def sources_markdown(message: Message) -> str:

@@ -318,6 +318,8 @@ async def test_web_search_is_charged_per_search_and_pause_turn_continues(
         "web_search_tool_result",
     ]
     assert paused_body["messages"][-1]["role"] == "user"
+    # Five searches per turn: the continuation may search three more times.
+    assert [t.get("max_uses") for t in continued_body["tools"][:2]] == [3, 5]
     _, paused, continued = await calls(engine, USER)
     assert (paused["web_search_requests"], continued["web_search_requests"]) == (2, 1)
     for c, searches in ((paused, 2), (continued, 1)):

@@ -14,6 +14,7 @@ from anthropic.types import Message
 from bot.agent.context import PDF_PAGE_TOKENS, estimate_tokens, pdf_tokens
 from bot.agent.web_tools import (
     WEB_SEARCH_MICROS,
+    ServerToolUse,
     server_tool_params,
     server_tool_use,
     sources_markdown,
@@ -168,6 +169,12 @@ def test_server_tools_are_priced_and_sources_are_links() -> None:
     assert server_tool_params(False) == [] and worst_case_micros(False) == 0
     assert [t["max_uses"] for t in server_tool_params(True)] == [5, 5]
     assert worst_case_micros(True) == 5 * WEB_SEARCH_MICROS
+    # The budget is per turn: later calls get what is left, a spent tool is left out.
+    spent = ServerToolUse(web_search_requests=5, web_fetch_requests=1)
+    assert server_tool_params(True, spent) == [
+        {"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 4}
+    ]
+    assert worst_case_micros(True, ServerToolUse(3, 0)) == 2 * WEB_SEARCH_MICROS
     reply = web_search_reply(
         "q", [("https://a.example/x(1)", "A [page]"), ("https://b.example", "B")], "ans", cite=2
     )
