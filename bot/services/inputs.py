@@ -406,7 +406,17 @@ def pdf_block(claude_file_id: str, filename: str, pages: int) -> dict[str, Any]:
     }
 
 
+INLINE_TEXT_CHARS = 100_000  # about 25-35k tokens: a 1 MB file would not fit the context
+
+
 def text_file_block(filename: str, text: str) -> dict[str, Any]:
+    """The file as text with its name; a long one is cut, saying so (read_document reads more)."""
+    if len(text) > INLINE_TEXT_CHARS:
+        note = (
+            f"\n[Only the first {INLINE_TEXT_CHARS:,} of {len(text):,} characters are shown; "
+            "read_document answers questions about the whole file.]"
+        )
+        text = text[:INLINE_TEXT_CHARS] + note
     return {"type": "text", "text": f'<file name="{filename}">\n{text}\n</file>'}
 
 

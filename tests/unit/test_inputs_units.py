@@ -207,3 +207,13 @@ def test_transcripts_become_the_text_and_charges_are_stated() -> None:
         "Claude is busy; only the transcription of your voice message was charged ($0.001234)."
     )
     assert "cost $0.001234" in with_intake_charge("Your balance is too low.", 1234)
+
+
+def test_a_long_text_file_is_cut_in_the_conversation_saying_so() -> None:
+    from bot.services.inputs import INLINE_TEXT_CHARS, text_file_block
+
+    short = text_file_block("a.md", "# Title\nbody")
+    assert short == {"type": "text", "text": '<file name="a.md">\n# Title\nbody\n</file>'}
+    long = text_file_block("big.csv", "x" * (INLINE_TEXT_CHARS + 5))
+    assert long["text"].count("x") == INLINE_TEXT_CHARS
+    assert "Only the first 100,000 of 100,005 characters are shown" in long["text"]
