@@ -325,6 +325,15 @@ async def test_web_search_is_charged_per_search_and_pause_turn_continues(
     for c, searches in ((paused, 2), (continued, 1)):
         assert c["charged_micros"] == apply_markup(claude_cost(c, searches=searches), MARKUP)
 
+    # /help tells what the new inputs and a search cost.
+    update = telegram.push_text(USER, "/help")
+    await telegram.wait_for(
+        lambda: any("What I can do" in (s.text or "") for s in telegram.sent(USER)), timeout=20
+    )
+    [help_text] = [s.text or "" for s in telegram.sent(USER) if "What I can do" in (s.text or "")]
+    for words in ("PDFs", "voice messages", "Search the web", "per search", "per minute of audio"):
+        assert words in help_text, words
+
     # The next turn passes the server tool blocks back unchanged (the fake refuses changes).
     anthropic_fake.script(text_reply("You're welcome."))
     update = telegram.push_text(USER, "thanks")
