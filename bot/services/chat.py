@@ -302,7 +302,9 @@ TIMEOUT_REPLY = "Sorry, that took too long and I stopped. Nothing was charged fo
 INTERNAL_ERROR_REPLY = (
     "Sorry, something went wrong on my side. Nothing was charged for it. Please try again."
 )
-EMPTY_REPLY = "Your message was empty. Send me some text, a photo or an image file."
+EMPTY_REPLY = (
+    "Your message was empty. Send me some text, a voice message, a photo, a PDF or a text file."
+)
 UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
 OUTCOME_NOTES = {
     "refused": "I can't help with that request.",

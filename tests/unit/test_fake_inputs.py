@@ -13,7 +13,16 @@ from anthropic import AsyncAnthropic
 from google import genai
 from google.genai import errors, types
 
-from tests.fakes.anthropic import FakeAnthropic, pause_turn_reply, text_reply, web_search_reply
+from tests.fakes.anthropic import (
+    FakeAnthropic,
+    Reply,
+    cited_text_block,
+    pause_turn_reply,
+    server_tool_use_block,
+    text_reply,
+    web_fetch_result_block,
+    web_search_reply,
+)
 from tests.fakes.gemini import FakeGemini, TranscriptReply
 from tests.media_samples import encrypted_pdf, ogg_not_audio, ogg_opus, pdf
 
@@ -248,3 +257,29 @@ async def test_gemini_refuses_what_is_not_audio(data: bytes, mime: str) -> None:
             )
         await client.aio.aclose()
     assert caught.value.code == 400
+
+
+async def test_web_fetch_streams_and_counts(fake: FakeAnthropic, client: AsyncAnthropic) -> None:
+    use = server_tool_use_block("web_fetch", {"url": "https://example.com/doc"})
+    fake.script(
+        Reply(
+            content=[
+                use,
+                web_fetch_result_block(use["id"], "https://example.com/doc", "The page text."),
+                cited_text_block("The page says hello.", [("https://example.com/doc", "Doc")]),
+            ]
+        ),
+        text_reply("ok"),
+    )
+    question = [{"role": "user", "content": "read https://example.com/doc"}]
+    async with client.messages.stream(
+        model=MODEL, max_tokens=200, tools=WEB_TOOLS, messages=question
+    ) as stream:
+        message = await stream.get_final_message()
+    assert [b.type for b in message.content] == ["server_tool_use", "web_fetch_tool_result", "text"]
+    assert message.content[0].input == {"url": "https://example.com/doc"}  # type: ignore[union-attr]
+    usage = message.usage.server_tool_use
+    assert usage is not None and (usage.web_search_requests, usage.web_fetch_requests) == (0, 1)
+    back = [b.to_dict() for b in message.content]
+    follow = [*question, {"role": "assistant", "content": back}, {"role": "user", "content": "ok"}]
+    await client.messages.create(model=MODEL, max_tokens=50, tools=WEB_TOOLS, messages=follow)  # type: ignore[arg-type]
