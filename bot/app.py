@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
+from bot.agent.tools.read_document import ReadDocumentTool
 from bot.agent.tools.registry import ToolRegistry
 from bot.config import Settings, secret_source
 from bot.db.lifecycle import database
@@ -37,6 +38,7 @@ from bot.db.session import create_sessionmaker
 from bot.health import heartbeat_path
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
 from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
+from bot.integrations.gemini_audio import GeminiTranscriber
 from bot.integrations.images import ImageGateway
 from bot.integrations.openai_images import (
     OpenAIImageGateway,
@@ -50,6 +52,7 @@ from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
+from bot.services.inputs import InputIntake, InputsConfig
 from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.price_file import load_price_table
 from bot.services.pricing import PriceTable
@@ -132,6 +135,7 @@ class Application:
     anthropic: AsyncAnthropic
     images: ImageGateway
     files: FileService
+    transcriber: GeminiTranscriber
     sessionmaker: async_sessionmaker[AsyncSession]
     billing: BillingService
     inbox: Inbox
@@ -168,6 +172,31 @@ def build_application(
     )
     images = build_image_gateway(settings, provider_slots)
     files = build_file_service(settings, sessionmaker, bot, claude, billing)
+    transcriber = GeminiTranscriber(
+        functools.partial(
+            create_gemini_client,
+            settings.GOOGLE_API_KEY.get_secret_value(),
+            settings.GEMINI_BASE_URL,
+            settings.GEMINI_TIMEOUT_SECONDS,
+        ),
+        model=settings.TRANSCRIBE_MODEL,
+        concurrency=provider_slots,
+    )
+    intake = InputIntake(
+        images=files,
+        sessionmaker=sessionmaker,
+        bot=bot,
+        claude=claude,
+        blobs=BlobStore(settings.files_dir),
+        billing=billing,
+        prices=prices,
+        transcriber=transcriber,
+        config=InputsConfig(
+            transcribe_model=settings.TRANSCRIBE_MODEL,
+            max_audio_seconds=settings.MAX_AUDIO_SECONDS,
+            retention=timedelta(days=settings.FILE_RETENTION_DAYS),
+        ),
+    )
     registry = ToolRegistry(
         build_tools(
             settings, sessionmaker, anthropic, images, files, billing, prices, provider_slots
@@ -184,6 +213,7 @@ def build_application(
             model=settings.CLAUDE_MODEL,
             max_tokens=settings.CLAUDE_MAX_TOKENS,
             max_iterations=settings.MAX_TOOL_ITERATIONS,
+            web_tools=settings.WEB_TOOLS == "on",
         ),
     )
 
@@ -200,7 +230,7 @@ def build_application(
         loop=loop,
         conversations=conversations,
         inbox=inbox,
-        intake=files,
+        intake=intake,
         ui_factory=ui_factory,
         config=ChatConfig(
             context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
@@ -235,6 +265,7 @@ def build_application(
         anthropic=anthropic,
         images=images,
         files=files,
+        transcriber=transcriber,
         sessionmaker=sessionmaker,
         billing=billing,
         inbox=inbox,
@@ -313,7 +344,7 @@ def build_tools(
     billing: BillingService,
     prices: PriceTable,
     provider_slots: asyncio.Semaphore,
-) -> list[GenerateImageTool | AnalyzeImageTool]:
+) -> list[GenerateImageTool | AnalyzeImageTool | ReadDocumentTool]:
     vision = VisionClient(
         anthropic,
         model=settings.vision_model,
@@ -329,6 +360,15 @@ def build_tools(
             rate_limit=ImageRateLimit(sessionmaker, per_hour=settings.RATE_LIMIT_IMAGES_PER_HOUR),
         ),
         AnalyzeImageTool(vision=vision, files=files, billing=billing, prices=prices),
+        ReadDocumentTool(
+            client=anthropic,
+            model=settings.vision_model,
+            max_tokens=settings.VISION_MAX_TOKENS,
+            files=files,
+            billing=billing,
+            prices=prices,
+            concurrency=provider_slots,
+        ),
     ]
 
 
@@ -434,6 +474,8 @@ async def _shutdown(app: Application) -> None:
     await app.anthropic.close()
     with contextlib.suppress(Exception):
         await app.images.aclose()
+    with contextlib.suppress(Exception):
+        await app.transcriber.aclose()
 
 
 def _install_signal_handlers(callback: Callable[[], None]) -> None:

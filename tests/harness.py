@@ -143,6 +143,7 @@ def bot_env(
         "GEMINI_RETRY_INITIAL_DELAY": "0.01",
         "OPENAI_RETRY_INITIAL_DELAY": "0.01",
         "MERGE_WINDOW_SECONDS": "0.3",
+        "WEB_TOOLS": "off",  # tests of web tools turn them on
         "PYTHONUNBUFFERED": "1",
     }
     env.update(overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +33,37 @@ def estimate_tokens(content: Any) -> int:
     """A deliberately generous estimate (used for holds and trimming, never for charging)."""
     images = _count_images(content)
     text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
-    return len(text) // CHARS_PER_TOKEN + images * IMAGE_TOKENS + 4
+    return len(text) // CHARS_PER_TOKEN + images * IMAGE_TOKENS + pdf_tokens(content) + 4
 
 
 def _count_images(content: Any) -> int:
+    # (PDF document blocks are counted by pdf_tokens, from the page count in their context.)
     if isinstance(content, dict):
         own = 1 if content.get("type") == "image" else 0
         return own + sum(_count_images(v) for v in content.values())
     if isinstance(content, list):
         return sum(_count_images(v) for v in content)
+    return 0
+
+
+PDF_PAGE_TOKENS = 3000  # text and page image; Anthropic gives 1,500-3,000 per page
+_PAGES = re.compile(r"\b(\d{1,4}) pages?\b")
+
+
+def pdf_tokens(content: Any) -> int:
+    """A generous estimate for the PDF document blocks in `content`: their `context` states the
+    page count ("PDF, 12 pages"); one without it counts as 100 pages."""
+    if isinstance(content, dict):
+        own = 0
+        if content.get("type") == "document" and content.get("source", {}).get("type") in (
+            "file",
+            "base64",
+        ):
+            found = _PAGES.search(str(content.get("context") or ""))
+            own = (int(found.group(1)) if found else 100) * PDF_PAGE_TOKENS
+        return own + sum(pdf_tokens(v) for v in content.values() if isinstance(v, dict | list))
+    if isinstance(content, list):
+        return sum(pdf_tokens(v) for v in content)
     return 0
 
 
@@ -171,11 +194,12 @@ def replace_missing_files(messages: list[dict[str, Any]], gone: set[str]) -> Non
         return
     for message in messages:
         for index, block in enumerate(message["content"]):
-            if block.get("type") != "image":
+            if block.get("type") not in ("image", "document"):
                 continue
             source = block.get("source") or {}
             if source.get("type") == "file" and source.get("file_id") in gone:
+                what = "An image" if block["type"] == "image" else "A document"
                 message["content"][index] = {
                     "type": "text",
-                    "text": "[An image was here; it is no longer available to view.]",
+                    "text": f"[{what} was here; it is no longer available to view.]",
                 }

@@ -15,6 +15,13 @@ from anthropic.types import Message
 from bot.agent.context import estimate_tokens, system_blocks, with_cache_breakpoints
 from bot.agent.tools.base import ToolContext
 from bot.agent.tools.registry import ToolCallResult, ToolRegistry
+from bot.agent.web_tools import (
+    ServerToolUse,
+    server_tool_params,
+    server_tool_use,
+    sources_markdown,
+    worst_case_micros,
+)
 from bot.integrations.anthropic import ClaudeGateway, ClaudeUnavailable
 from bot.services.billing import BillingService, CallRecord, Hold
 from bot.services.pricing import (
@@ -75,6 +82,7 @@ class TurnStats:
     cache_write_tokens: int = 0
     charged_micros: int = 0
     outcome: str = "answered"
+    web: ServerToolUse = field(default_factory=ServerToolUse)  # server tool uses this turn
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,7 @@ class LoopConfig:
     model: str
     max_tokens: int
     max_iterations: int
+    web_tools: bool = False
 
 
 class AgentLoop:
@@ -112,7 +121,7 @@ class AgentLoop:
         self._files = files
         self._config = config
         self._fixed_tokens = (
-            estimate_tokens(registry.params())
+            estimate_tokens([*server_tool_params(config.web_tools), *registry.params()])
             + estimate_tokens(system_blocks())
             + REQUEST_OVERHEAD_TOKENS
         )
@@ -129,6 +138,9 @@ class AgentLoop:
             )
             refused = message.stop_reason == "refusal"
             assistant_content = _content_to_store(message, drop_tool_calls=refused)
+            sources = sources_markdown(message)
+            if sources:
+                await ui.text_delta(sources)
             # The answer goes out while the call is charged and the message is stored.
             await _all(
                 settle,
@@ -136,11 +148,17 @@ class AgentLoop:
                 persist("assistant", assistant_content) if assistant_content else None,
             )
             if assistant_content:
-                messages.append({"role": "assistant", "content": assistant_content})
+                if messages and messages[-1]["role"] == "assistant":  # after a pause_turn
+                    previous = list(messages[-1]["content"])
+                    messages[-1] = {"role": "assistant", "content": previous + assistant_content}
+                else:
+                    messages.append({"role": "assistant", "content": assistant_content})
                 context_tokens += estimate_tokens(assistant_content)
             if refused:
                 stats.outcome = "refused"
                 return stats
+            if message.stop_reason == "pause_turn":
+                continue  # a long server-tool turn: resend with the partial answer to go on
             if message.stop_reason != "tool_use":
                 stats.outcome = "cut" if message.stop_reason == "max_tokens" else "answered"
                 return stats
@@ -166,14 +184,19 @@ class AgentLoop:
         hold already covers the call, so the order changes nothing owed.
         """
         params = with_cache_breakpoints([dict(m) for m in messages])
-        hold = await self._hold_for_call(request, context_tokens, iteration)
+        hold = await self._hold_for_call(request, context_tokens, iteration, stats.web)
+        # Server tools first: the last custom tool carries the cache breakpoint.
+        tools: list[Any] = [
+            *server_tool_params(self._config.web_tools, stats.web),
+            *self._registry.params(),
+        ]
         started = time.monotonic()
         try:
             streamed = await self._claude.stream_message(
                 model=self._config.model,
                 max_tokens=self._config.max_tokens,
                 system=system_blocks(),
-                tools=self._registry.params(),
+                tools=tools,
                 messages=params,
                 on_text=ui.text_delta,
                 deadline=request.deadline,
@@ -189,13 +212,14 @@ class AgentLoop:
         return message, asyncio.ensure_future(settle)
 
     async def _hold_for_call(
-        self, request: TurnRequest, context_tokens: int, iteration: int
+        self, request: TurnRequest, context_tokens: int, iteration: int, web: ServerToolUse
     ) -> Hold:
         """Hold the worst case: a generous input estimate plus max_tokens of output."""
         price = self._prices.token_price(self._config.model)
         estimate = context_tokens + self._fixed_tokens
         amount = self._billing.user_price(
             worst_case_token_cost_micros(price, estimate, self._config.max_tokens)
+            + worst_case_micros(self._config.web_tools, web)
         )
         key = f"hold:llm:{request.update_id}:{iteration}"
         return await self._billing.hold(request.user_id, amount, key=key, description="chat")
@@ -205,7 +229,8 @@ class AgentLoop:
     ) -> None:
         usage = _usage(message)
         price = self._prices.token_price(self._config.model)
-        cost = token_cost_micros(price, usage)
+        web = server_tool_use(message)
+        cost = token_cost_micros(price, usage) + web.cost_micros
         refused = message.stop_reason == "refusal"
         record = CallRecord(
             user_id=request.user_id,
@@ -216,6 +241,8 @@ class AgentLoop:
             output_tokens=usage.output_tokens,
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
+            web_search_requests=web.web_search_requests,
+            web_fetch_requests=web.web_fetch_requests,
             provider_cost_micros=cost,
             price_version=price.price_version,
             status="blocked" if refused else "ok",
@@ -230,6 +257,10 @@ class AgentLoop:
         stats.cache_read_tokens += usage.cache_read_tokens
         stats.cache_write_tokens += usage.cache_write_tokens
         stats.charged_micros += settlement.charged_micros
+        stats.web = ServerToolUse(
+            stats.web.web_search_requests + web.web_search_requests,
+            stats.web.web_fetch_requests + web.web_fetch_requests,
+        )
 
     async def _settle_failure(
         self, hold: Hold, request: TurnRequest, exc: BaseException, started: float

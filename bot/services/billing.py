@@ -91,7 +91,7 @@ class CallRecord:
     user_id: int
     provider: Literal["anthropic", "google", "openai"]
     model: str
-    purpose: Literal["chat", "analyze_image", "generate_image"]
+    purpose: Literal["chat", "analyze_image", "generate_image", "transcribe", "read_document"]
     status: CallStatus
     provider_cost_micros: int = 0
     price_version: str | None = None
@@ -104,6 +104,8 @@ class CallRecord:
     image_size: str | None = None
     image_output_tokens: int = 0
     image_list_price_micros: int | None = None
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
     error: str | None = None
     provider_cost_unknown: bool = False
     request_id: str | None = None
@@ -208,6 +210,8 @@ _API_CALL_COLUMNS = (
     "image_size",
     "image_output_tokens",
     "image_list_price_micros",
+    "web_search_requests",
+    "web_fetch_requests",
     "provider_cost_micros",
     "price_version",
     "status",
@@ -893,6 +897,8 @@ class BillingService:
                 image_size=call.image_size,
                 image_output_tokens=call.image_output_tokens,
                 image_list_price_micros=call.image_list_price_micros,
+                web_search_requests=call.web_search_requests,
+                web_fetch_requests=call.web_fetch_requests,
                 provider_cost_micros=call.provider_cost_micros,
                 charged_micros=charged_micros,
                 price_version=call.price_version,

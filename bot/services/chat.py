@@ -22,6 +22,7 @@ from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
 from bot.services.reports import format_usd
+from bot.services.transcripts import shown_transcript, spoken_text
 from bot.telegram.ui import TelegramTurnUI
 
 log = structlog.get_logger(__name__)
@@ -33,12 +34,13 @@ class Attachment:
 
     telegram_file_id: str
     telegram_file_unique_id: str
-    kind: str  # photo | document
+    kind: str  # photo | document | voice | audio
     file_size: int | None
     filename: str | None = None
     mime_type: str | None = None
     width: int | None = None
     height: int | None = None
+    duration: int | None = None  # seconds, for voice and audio
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,15 @@ class IncomingMessage:
 
 @dataclass(frozen=True)
 class IntakeResult:
-    """An attached image, stored and uploaded, ready to be shown to Claude."""
+    """An attachment, stored (and uploaded), ready to be shown to Claude. `blocks`, when given,
+    replace the image block (documents, text files, voice notes); `transcript` is what a voice
+    note or audio file said, which becomes the person's text."""
 
     file_id: int
     claude_file_id: str | None
+    blocks: tuple[dict[str, Any], ...] = ()
+    transcript: str | None = None
+    charged_micros: int = 0  # what taking it cost (a transcription), charged already
 
 
 class AttachmentIntake(Protocol):
@@ -96,6 +103,9 @@ def user_content(
     if files_note_text:
         blocks.append({"type": "text", "text": files_note_text})
     for image in images:
+        if image.blocks:
+            blocks.extend(image.blocks)
+            continue
         if image.claude_file_id:
             blocks.append(
                 {"type": "image", "source": {"type": "file", "file_id": image.claude_file_id}}
@@ -103,6 +113,7 @@ def user_content(
         blocks.append(
             {"type": "text", "text": f"[The user attached an image: file_id {image.file_id}]"}
         )
+    text = spoken_text([i.transcript for i in images if i.transcript], text)
     blocks.append({"type": "text", "text": text.strip() or "(The user sent only the attachment.)"})
     return blocks
 
@@ -145,6 +156,8 @@ class ChatService:
         self._intake = intake
         self._ui_factory = ui_factory
         self._config = config
+        # What intake charged per running turn (transcriptions), for the failure replies.
+        self._intake_charged: dict[int, int] = {}
 
     async def run_turn(self, incoming: IncomingMessage) -> None:
         turn = TurnLog()
@@ -187,6 +200,12 @@ class ChatService:
         except UserFacingError:
             await self._keep_unprocessed(incoming)
             raise
+        for taken in images:
+            if taken.transcript:
+                await ui.text_delta(shown_transcript(taken.transcript))
+        charged = sum(taken.charged_micros for taken in images)
+        if charged:
+            self._intake_charged[incoming.update_id] = charged
         budget = self._config.context_token_budget
 
         def build_content(
@@ -246,6 +265,9 @@ class ChatService:
             await ui.end_message(cut=False)
 
     async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
+        charged = self._intake_charged.get(incoming.update_id, 0)
+        if charged:
+            text = with_intake_charge(text, charged)
         try:
             await ui.discard()
             await ui.text_delta(text)
@@ -254,6 +276,7 @@ class ChatService:
             log.exception("reply_failed", update_id=incoming.update_id)
 
     async def _finish(self, incoming: IncomingMessage, status: str, turn: TurnLog) -> None:
+        turn.stats.charged_micros += self._intake_charged.pop(incoming.update_id, 0)
         for update_id in (incoming.update_id, *incoming.extra_update_ids):
             await self._inbox.mark(
                 update_id, status, error=None if status == "answered" else turn.outcome
@@ -279,7 +302,9 @@ TIMEOUT_REPLY = "Sorry, that took too long and I stopped. Nothing was charged fo
 INTERNAL_ERROR_REPLY = (
     "Sorry, something went wrong on my side. Nothing was charged for it. Please try again."
 )
-EMPTY_REPLY = "Your message was empty. Send me some text, a photo or an image file."
+EMPTY_REPLY = (
+    "Your message was empty. Send me some text, a voice message, a photo, a PDF or a text file."
+)
 UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
 OUTCOME_NOTES = {
     "refused": "I can't help with that request.",
@@ -294,6 +319,18 @@ FAILURE_REPLIES = {
     "claude_auth": "The assistant is temporarily unavailable. Please try again later.",
     "claude_bad_request": "Sorry, I couldn't process that message. Try /new to start a fresh conversation.",
 }
+
+
+def with_intake_charge(text: str, charged_micros: int) -> str:
+    """A failure reply after a voice message was transcribed: that was charged, so the reply
+    says so instead of "nothing was charged"."""
+    note = (
+        f"only the transcription of your voice message was charged ({format_usd(charged_micros)})"
+    )
+    for phrase in ("nothing was charged", "Nothing was charged"):
+        if phrase in text:
+            return text.replace(phrase, note[0].upper() + note[1:] if phrase[0] == "N" else note)
+    return f"{text} (The transcription of your voice message cost {format_usd(charged_micros)}.)"
 
 
 def reply_for_failure(reason: str) -> str:

@@ -55,7 +55,9 @@ _OPEN_TURN = """
         (
             SELECT json_agg(f ORDER BY f.id) FROM (
                 SELECT id, kind, source, mime_type, size_bytes, width, height,
-                       metadata ->> 'prompt' AS prompt,
+                       metadata ->> 'prompt' AS prompt, filename,
+                       left(metadata ->> 'transcript', 120) AS transcript,
+                       metadata ->> 'pages' AS pages,
                        extract(epoch FROM created_at) AS created_at
                 FROM user_files
                 WHERE user_id = $1 AND deleted_at IS NULL
@@ -224,6 +226,9 @@ def _catalog_entries(rows: list[Row] | None) -> list[CatalogEntry]:
             width=r["width"],
             height=r["height"],
             prompt=r["prompt"] or None,
+            filename=r.get("filename"),
+            transcript=r.get("transcript"),
+            pages=int(r["pages"]) if r.get("pages") else None,
             created_at=datetime.fromtimestamp(r["created_at"], UTC),
         )
         for r in rows or ()

@@ -127,4 +127,25 @@ def attachment_of(message: Message) -> Attachment | None:
             filename=doc.file_name,
             mime_type=doc.mime_type,
         )
+    if message.voice:
+        voice = message.voice
+        return Attachment(
+            telegram_file_id=voice.file_id,
+            telegram_file_unique_id=voice.file_unique_id,
+            kind="voice",
+            file_size=voice.file_size,
+            mime_type=voice.mime_type,
+            duration=voice.duration,
+        )
+    if message.audio:
+        audio = message.audio
+        return Attachment(
+            telegram_file_id=audio.file_id,
+            telegram_file_unique_id=audio.file_unique_id,
+            kind="audio",
+            file_size=audio.file_size,
+            filename=audio.file_name,
+            mime_type=audio.mime_type,
+            duration=audio.duration,
+        )
     return None

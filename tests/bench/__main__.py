@@ -1,6 +1,6 @@
 """Benchmark: the bot's own overhead, throughput, memory, start-up and prompt-cache efficiency.
 
-    uv run python -m tests.bench [--quick] [--images-only] [--json results.json]
+    uv run python -m tests.bench [--quick] [--images-only] [--inputs-only] [--json results.json]
 
 Starts a throwaway Postgres, the fake Telegram/Anthropic/Gemini servers (in this process) and the
 real bot process, drives simulated users through the fake Telegram, and prints the figures. Exits
@@ -40,9 +40,18 @@ from sqlalchemy.engine import make_url
 
 from tests.fakes.anthropic import FakeAnthropic, RecordedRequest, Reply, prompt_segments, text_reply
 from tests.fakes.anthropic import tool_use_block as _tool_use_block
-from tests.fakes.gemini import FakeGemini, image_reply, output_size, raw_bytes_reply
+from tests.fakes.gemini import (
+    FakeGemini,
+    GeminiRequest,
+    ImageReply,
+    TranscriptReply,
+    image_reply,
+    output_size,
+    raw_bytes_reply,
+)
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
+from tests.media_samples import ogg_opus, pdf
 from tests.pg import TestPostgres
 
 ANSWER = (
@@ -180,6 +189,16 @@ def photo_png(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
+VOICE_NOTE = ogg_opus(8)  # an 8-second voice note, about 25 KB
+PDF_FILE = pdf(5, "A page of the benchmark report with some words on it")
+TRANSCRIPT = "tell me something about this voice note"
+
+
+def gemini_responder(request: GeminiRequest) -> TranscriptReply | ImageReply:
+    """Transcripts for audio, images for everything else."""
+    return TranscriptReply(TRANSCRIPT) if request.audio else image_reply()
+
+
 class ProcessMeter:
     """CPU time and peak memory of the bot process, from /proc."""
 
@@ -211,6 +230,7 @@ class Bench:
         self.figures: dict[str, Any] = {}
         self.pg = TestPostgres()
         self.statement_log: Path | None = None
+        self.last_turns: list[Turn] = []
 
     async def _connect(self, database: str) -> asyncpg.Connection:
         url = make_url(self.pg.url_for(database))
@@ -268,13 +288,19 @@ class Bench:
             self.report()
             return 1 if any(r.lost for r in self.results) else 0
         try:
-            await self.measure_startup()
+            if not self.args.inputs_only:
+                await self.measure_startup()
             async with (
                 FakeTelegram(token=FAKE_BOT_TOKEN) as telegram,
                 FakeAnthropic(default=responder) as anthropic,
-                FakeGemini(default=image_reply()) as gemini,
+                FakeGemini(default=gemini_responder) as gemini,
             ):
+                if self.args.inputs_only:
+                    await self.inputs_phase(telegram, anthropic, gemini)
+                    self.report()
+                    return 1 if any(r.lost for r in self.results) else 0
                 await self.overhead_phases(telegram, anthropic, gemini)
+                await self.inputs_phase(telegram, anthropic, gemini)
                 await self.long_conversation(telegram, anthropic, gemini)
                 await self.memory_over_waves(telegram, anthropic, gemini)
                 await self.cache_efficiency(telegram, anthropic, gemini)
@@ -368,7 +394,18 @@ class Bench:
                     f"please draw a cat {image_size}" if kind == "image" else "tell me something"
                 )
                 turn = Turn(user=user, index=index, sent_at=time.monotonic(), kind=kind)
-                telegram.push_text(user, f"{tag(user, index)} {words}")
+                if kind == "voice":
+                    telegram.push_voice(user, VOICE_NOTE, duration=8, caption=tag(user, index))
+                elif kind == "pdf":
+                    telegram.push_document(
+                        user,
+                        PDF_FILE,
+                        filename="report.pdf",
+                        mime_type="application/pdf",
+                        caption=f"{tag(user, index)} what is this?",
+                    )
+                else:
+                    telegram.push_text(user, f"{tag(user, index)} {words}")
                 pending.append(turn)
                 if gap > 0:
                     await asyncio.sleep(gap)
@@ -447,13 +484,14 @@ class Bench:
         think: float = 0.0,
         env: dict[str, str] | None = None,
         user_base: int = 10_000,
+        warmup_kind_of: Callable[[int, int], str] = lambda u, t: "text",
     ) -> PhaseResult:
         anthropic.ttft = ttft
         bot, database = await self.start_bot(telegram, anthropic, gemini, **(env or {}))
         meter = ProcessMeter(bot.pid)
         ids = [user_base + i for i in range(users)]
         # Warm-up turn per process, not measured (first-use costs of the bot's own code paths).
-        await self.drive(telegram, anthropic, [user_base - 1], 2)
+        await self.drive(telegram, anthropic, [user_base - 1], 2, kind_of=warmup_kind_of)
         cpu0, x0 = meter.cpu_seconds(), await self.db_transactions(database)
         trips0 = self.db_round_trips(database)
         tg0 = len([r for r in telegram.requests if r.method != "getUpdates"])
@@ -466,6 +504,7 @@ class Bench:
         cpu = meter.cpu_seconds() - cpu0
         xacts = await self.db_transactions(database) - x0
         tg_calls = len([r for r in telegram.requests if r.method != "getUpdates"]) - tg0
+        self.last_turns = result_turns
         result = self.summarize(name, result_turns, wall, cpu, xacts, tg_calls)
         trips = self.db_round_trips(database)
         if trips is not None and trips0 is not None:
@@ -507,6 +546,32 @@ class Bench:
             think=THINK_SECONDS,
             user_base=900_000,
         )
+
+    async def inputs_phase(
+        self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
+    ) -> None:
+        """Voice notes and PDFs among text turns: the overhead of each kind (Gemini's time, in
+        this process, counts as the bot's), and peak memory against the text phases."""
+        kinds = ("text", "voice", "pdf", "text")
+        result = await self.phase(
+            "inputs (voice notes and 5-page PDFs among text), 20 users",
+            telegram,
+            anthropic,
+            gemini,
+            20,
+            8 if not self.args.quick else 4,
+            ttft=0.0,
+            kind_of=lambda u, t: kinds[(u + t) % len(kinds)],
+            think=THINK_SECONDS,
+            user_base=800_000,
+            # First use of google-genai (0.5 s import) and pypdf is not the steady state.
+            warmup_kind_of=lambda u, t: ("voice", "pdf")[t % 2],
+        )
+        turns = self.last_turns
+        for kind in ("voice", "pdf"):
+            done = [t for t in turns if t.kind == kind and t.replied_at is not None]
+            result.extra[f"overhead_ms_{kind}"] = percentiles([t.overhead_ms for t in done])
+        result.extra["file_bytes"] = {"voice": len(VOICE_NOTE), "pdf": len(PDF_FILE)}
 
     async def long_conversation(
         self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
@@ -798,6 +863,9 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument(
         "--images-only", action="store_true", help="only the image phases (photo-like 2K/4K)"
+    )
+    parser.add_argument(
+        "--inputs-only", action="store_true", help="only the voice and PDF phase (and no start-up)"
     )
     return asyncio.run(Bench(parser.parse_args()).run())
 

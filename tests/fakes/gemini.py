@@ -129,6 +129,31 @@ class InlineImage:
     mime_type: str
 
 
+AUDIO_MIME_TYPES = {
+    "audio/wav",
+    "audio/mp3",
+    "audio/mpeg",
+    "audio/aiff",
+    "audio/aac",
+    "audio/ogg",
+    "audio/flac",
+    "audio/mp4",
+}
+AUDIO_TOKENS_PER_SECOND = 32
+AUDIO_BYTES_PER_SECOND = 2000  # a guess for formats whose duration the fake does not parse
+
+
+@dataclass(frozen=True)
+class InlineAudio:
+    data: bytes
+    mime_type: str
+    seconds: float
+
+    @property
+    def tokens(self) -> int:
+        return max(1, math.ceil(self.seconds * AUDIO_TOKENS_PER_SECOND))
+
+
 @dataclass
 class GeminiRequest(RecordedRequest):
     """A generateContent call, with the SDK's quirks already undone (images decoded)."""
@@ -137,6 +162,7 @@ class GeminiRequest(RecordedRequest):
     model: str = ""
     texts: list[str] = field(default_factory=list)
     images: list[InlineImage] = field(default_factory=list)
+    audio: list[InlineAudio] = field(default_factory=list)
     generation_config: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] | None = None  # the usageMetadata the fake answered with
 
@@ -203,6 +229,15 @@ class CandidateReply:
     finish_reason: str
     text: str | None = None
     omit_content: bool = False
+    usage: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptReply:
+    """A transcription: the text of the audio, with usage that counts the AUDIO prompt tokens
+    (32 per second) apart from the TEXT ones."""
+
+    text: str
     usage: Mapping[str, Any] | None = None
 
 
@@ -386,6 +421,38 @@ def _check_generation_config(config: Any) -> dict[str, Any]:
     return config
 
 
+def ogg_seconds(data: bytes) -> float | None:
+    """Duration of an Ogg Opus/Vorbis stream from its last page's granule, or None when the
+    bytes are not an Ogg stream that carries audio."""
+    if not data.startswith(b"OggS") or len(data) < 28:
+        return None
+    segments = data[26]
+    first = data[27 + segments : 27 + segments + 64]
+    if first.startswith(b"OpusHead"):
+        rate, pre_skip = 48000, int.from_bytes(first[10:12], "little")
+    elif first.startswith(b"\x01vorbis"):
+        rate, pre_skip = int.from_bytes(first[12:16], "little") or 48000, 0
+    else:
+        return None
+    last = data.rfind(b"OggS")
+    granule = int.from_bytes(data[last + 6 : last + 14], "little", signed=True)
+    return max(0.0, (granule - pre_skip) / rate)
+
+
+def _parse_audio(data: bytes, mime: str, where: str) -> InlineAudio:
+    if mime not in AUDIO_MIME_TYPES:
+        raise _invalid(f"Unsupported MIME type: {mime}")
+    if not data:
+        raise _invalid(f"* GenerateContentRequest.{where}.inline_data.data: required")
+    if mime == "audio/ogg":
+        seconds = ogg_seconds(data)
+        if seconds is None:
+            raise _invalid("Request contains an invalid argument: unable to process input audio.")
+    else:
+        seconds = len(data) / AUDIO_BYTES_PER_SECOND
+    return InlineAudio(data, mime, seconds)
+
+
 def _parse_contents(contents: Any) -> tuple[list[str], list[InlineImage]]:
     if not isinstance(contents, list) or not contents:
         raise _invalid("* GenerateContentRequest.contents: contents is not specified")
@@ -406,9 +473,25 @@ def _parse_contents(contents: Any) -> tuple[list[str], list[InlineImage]]:
             inline = _either(part, "inlineData", "inline_data")
             if inline is not None:
                 images.append(_parse_inline(inline, where))
+    images = [i for i in images if not i.mime_type.startswith("audio/")]
     if len(images) > MAX_INPUT_IMAGES:
         raise _invalid(f"Too many images in the request: {len(images)} (max {MAX_INPUT_IMAGES})")
     return texts, images
+
+
+def _audio_parts(contents: Any) -> list[InlineAudio]:
+    audio = []
+    for i, content in enumerate(contents):
+        for j, part in enumerate(content.get("parts") or []):
+            inline = _either(part, "inlineData", "inline_data")
+            if inline is None:
+                continue
+            parsed = _parse_inline(inline, f"contents[{i}].parts[{j}]")
+            if parsed.mime_type.startswith("audio/"):
+                audio.append(
+                    _parse_audio(parsed.data, parsed.mime_type, f"contents[{i}].parts[{j}]")
+                )
+    return audio
 
 
 def _parse_inline(inline: Any, where: str) -> InlineImage:
@@ -438,10 +521,23 @@ def _text_tokens(texts: Sequence[str]) -> int:
 def _prompt_usage(request: GeminiRequest) -> dict[str, Any]:
     text = max(1, _text_tokens(request.texts))
     image = INPUT_IMAGE_TOKENS * len(request.images)
+    audio = sum(a.tokens for a in request.audio)
     details = [{"modality": "TEXT", "tokenCount": text}]
     if image:
         details.append({"modality": "IMAGE", "tokenCount": image})
-    return {"promptTokenCount": text + image, "promptTokensDetails": details}
+    if audio:
+        details.append({"modality": "AUDIO", "tokenCount": audio})
+    return {"promptTokenCount": text + image + audio, "promptTokensDetails": details}
+
+
+def render_transcript(reply: TranscriptReply, request: GeminiRequest) -> dict[str, Any]:
+    candidate = {
+        "content": {"role": "model", "parts": [{"text": reply.text}]},
+        "finishReason": "STOP",
+        "index": 0,
+    }
+    usage = _usage(request, 0, reply.text, 0, reply.usage)
+    return _envelope(request, candidates=[candidate], usageMetadata=usage)
 
 
 def _usage(
@@ -539,7 +635,16 @@ def render_blocked(reply: PromptBlocked, request: GeminiRequest) -> dict[str, An
 # The fake server
 # ---------------------------------------------------------------------------------------------
 
-GeminiReply = ImageReply | CandidateReply | PromptBlocked | ApiError | Delay | Hang | Responder
+GeminiReply = (
+    ImageReply
+    | CandidateReply
+    | TranscriptReply
+    | PromptBlocked
+    | ApiError
+    | Delay
+    | Hang
+    | Responder
+)
 
 
 class FakeGemini(FakeServer[GeminiRequest]):
@@ -622,7 +727,9 @@ class FakeGemini(FakeServer[GeminiRequest]):
         if not isinstance(body, dict):
             return ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
         try:
-            record.texts, record.images = _parse_contents(body.get("contents"))
+            record.texts, images = _parse_contents(body.get("contents"))
+            record.images = [i for i in images if not i.mime_type.startswith("audio/")]
+            record.audio = _audio_parts(body.get("contents"))
             config = body.get("generationConfig", body.get("generation_config"))
             record.generation_config = _check_generation_config(config)
         except _InvalidError as exc:
@@ -663,6 +770,8 @@ class FakeGemini(FakeServer[GeminiRequest]):
             return render_candidate_reply(reply, record)
         if isinstance(reply, PromptBlocked):
             return render_blocked(reply, record)
+        if isinstance(reply, TranscriptReply):
+            return render_transcript(reply, record) if record.audio else None
         return None
 
     @staticmethod

@@ -1402,8 +1402,15 @@ class FakeTelegram:
     ) -> StoredFile:
         self._file_serial += 1
         serial = self._file_serial
-        prefix = {"photo": "AgACAgIAAxkBAAI", "document": "BQACAgIAAxkBAAI"}[kind]
-        folder = {"photo": "photos", "document": "documents"}[kind]
+        prefix = {
+            "photo": "AgACAgIAAxkBAAI",
+            "document": "BQACAgIAAxkBAAI",
+            "voice": "AwACAgIAAxkBAAI",
+            "audio": "CQACAgIAAxkBAAI",
+        }[kind]
+        folder = {"photo": "photos", "document": "documents", "voice": "voice", "audio": "music"}[
+            kind
+        ]
         stored = StoredFile(
             file_id=f"{prefix}{serial:06d}FakeFileId",
             file_unique_id=f"AQAD{serial:06d}",
@@ -1797,6 +1804,54 @@ class FakeTelegram:
             forward=forward,
             edited=False,
             reply_to=reply_to,
+        )
+
+    def push_voice(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        duration: int,
+        mime_type: str = "audio/ogg",
+        caption: str | None = None,
+        file_size: int | None = None,
+        audio: bool = False,
+        filename: str | None = None,
+        chat_id: int | None = None,
+        update_id: int | None = None,
+        first_name: str = "Alice",
+        username: str | None = "alice",
+        language_code: str | None = "en",
+    ) -> int:
+        """A voice note (`voice`, path voice/file_N.oga) or, with `audio=True`, a music file."""
+        kind = "audio" if audio else "voice"
+        extension = ".oga" if kind == "voice" else "." + (filename or "a.mp3").rsplit(".", 1)[-1]
+        stored = self._new_file(
+            kind, extension, data, file_size if file_size is not None else len(data)
+        )
+        media: dict[str, Any] = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "duration": duration,
+            "mime_type": mime_type,
+            "file_size": stored.size,
+        }
+        if audio and filename:
+            media["file_name"] = filename
+        content: dict[str, Any] = {kind: media}
+        content.update(caption_fields(caption, None, None))
+        return self._push_message(
+            user_id,
+            content,
+            chat_id=chat_id,
+            update_id=update_id,
+            message_id=None,
+            first_name=first_name,
+            username=username,
+            language_code=language_code,
+            forward=False,
+            edited=False,
+            reply_to=None,
         )
 
     def push_callback(

@@ -160,6 +160,12 @@ def test_every_claude_entry_is_consistent() -> None:
         assert price.cache_read < price.input < price.cache_write < price.output, model
 
 
+def test_transcription_price_is_the_designed_one() -> None:
+    # gemini-3.5-flash: 1.50 USD/MTok in (audio and text alike), 9 USD/MTok out.
+    price = TABLE.token_price("gemini-3.5-flash")
+    assert (price.input, price.output) == (1_500_000, 9_000_000)
+
+
 def test_unknown_models_and_sizes_fail_with_a_clear_message() -> None:
     with pytest.raises(UnknownModelError, match="claude-nonexistent"):
         TABLE.token_price("claude-nonexistent")

@@ -24,8 +24,11 @@ _PURPOSE_NAMES = {
     "chat": "Chat",
     "analyze_image": "Image analysis",
     "generate_image": "Image generation",
+    "transcribe": "Voice transcription",
+    "read_document": "Document reading",
 }
-_USAGE_ORDER = ("chat", "analyze_image", "generate_image")
+_USAGE_ORDER = ("chat", "analyze_image", "generate_image", "transcribe", "read_document")
+_IMAGE_PURPOSES = ("analyze_image", "generate_image")
 
 
 def operation_name(operation: Operation) -> str:
@@ -66,7 +69,7 @@ def render_usage(summary: UsageSummary) -> str:
         line = by_purpose.get(purpose)
         spent = format_usd(line.charged_micros if line else 0)
         text = f"• {_PURPOSE_NAMES[purpose]}: {spent}"
-        if purpose != "chat":
+        if purpose in _IMAGE_PURPOSES:
             images = line.images if line else 0
             text += f" ({images} image{'' if images == 1 else 's'})"
         lines.append(text)

@@ -1,4 +1,4 @@
-"""Text, photos and image documents become chat turns."""
+"""Text, photos, documents, voice notes and audio files become chat turns."""
 
 from __future__ import annotations
 
@@ -19,14 +19,19 @@ async def chat_handler(message: Message, event_update: Update, turns: TurnSubmit
 
 
 async def is_chat_input(message: Message) -> bool:
-    """Text that is not a command, a photo, or a document.
+    """Text that is not a command, a photo, a document, a voice note or an audio file.
 
     A coroutine, not aiogram's magic filter: aiogram runs a filter that is a plain function (the
     magic filter's `resolve` is one) in a worker thread, on every message.
     """
     if message.text:
         return not message.text.startswith("/")
-    return bool(message.photo) or message.document is not None
+    return (
+        bool(message.photo)
+        or message.document is not None
+        or message.voice is not None
+        or message.audio is not None
+    )
 
 
 def build_router() -> Router:

@@ -6,17 +6,19 @@ from aiogram import Router
 from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 
+from bot.agent.web_tools import WEB_SEARCH_MICROS
 from bot.config import Settings
 from bot.services.billing import BillingService
 from bot.services.conversations import ConversationStore
 from bot.services.pricing import PriceTable
 from bot.services.reports import format_usd
+from bot.services.transcripts import AUDIO_TOKENS_PER_SECOND
 from bot.telegram.middlewares import IGNORED
 
 UNKNOWN_COMMAND_REPLY = "I don't know that command. /help lists what I can do."
 UNSUPPORTED_REPLY = (
-    "I can read text, photos and image files (JPEG, PNG, WebP, GIF). "
-    "This kind of message isn't supported."
+    "I can read text, photos and image files (JPEG, PNG, WebP, GIF), PDFs, text files, voice "
+    "messages and audio files. This kind of message isn't supported."
 )
 
 
@@ -26,7 +28,8 @@ async def start_handler(message: Message, billing: BillingService) -> None:
     name = message.from_user.first_name or "there"
     await message.answer(
         f"Hi {name}! I'm an assistant powered by Claude.\n\n"
-        "Ask me anything, send me a photo and ask about it, or ask me to draw something "
+        "Ask me anything (typed or as a voice message), send me a photo, a PDF or a text file "
+        "and ask about it, or ask me to draw something "
         '("draw a cyberpunk robot on a red skateboard, 16:9, 4K"), then ask for changes.\n\n'
         f"Your balance: {format_usd(balance.available_micros)}.\n"
         "/help explains features and prices, /new starts a fresh conversation, "
@@ -43,17 +46,41 @@ async def help_handler(
         f"{format_usd(billing.user_price(prices.image_price(settings.IMAGE_MODEL, size)))}"
         for size in ("1K", "2K", "4K")
     ]
+    voice = prices.token_price(settings.TRANSCRIBE_MODEL)
+    # A minute of speech: 32 audio tokens a second in, about 200 tokens of transcript out.
+    minute_micros = -(-(voice.input * AUDIO_TOKENS_PER_SECOND * 60 + voice.output * 200) // 10**6)
+    web_on = settings.WEB_TOOLS == "on"
+    web_line = (
+        "• Search the web and read web pages when a question needs fresh facts, with links to "
+        "the sources.\n"
+        if web_on
+        else ""
+    )
+    web_price = (
+        f"• Web search: {format_usd(billing.user_price(WEB_SEARCH_MICROS))} per search, plus "
+        "the tokens of the results; reading a web page costs its tokens only.\n"
+        if web_on
+        else ""
+    )
     await message.answer(
         "What I can do:\n"
         "• Answer questions and help with writing, code and ideas.\n"
         "• Look at photos and image files you send (JPEG, PNG, WebP, GIF, up to "
         f"{settings.MAX_UPLOAD_MB} MB) and answer questions about them.\n"
-        '• Draw images, and edit or combine earlier ones ("make it blue", "put the cat from '
+        "• Read PDFs (up to 20 MB and 100 pages) and text files (.txt, .md, .csv, .json, source "
+        "code; up to 1 MB), and come back to them later.\n"
+        "• Understand voice messages and audio files (up to 20 MB and "
+        f"{settings.MAX_AUDIO_SECONDS // 60} minutes): I transcribe them and answer.\n"
+        + web_line
+        + '• Draw images, and edit or combine earlier ones ("make it blue", "put the cat from '
         'the first photo into the second").\n\n'
         "Prices (taken from your prepaid balance):\n" + "\n".join(image_lines) + "\n• Chat: "
         f"{format_usd(billing.user_price(chat.input))} per million input tokens, "
         f"{format_usd(billing.user_price(chat.output))} per million output tokens "
-        "(a typical short answer costs well under a cent).\n\n"
+        "(a typical short answer costs well under a cent). PDFs and text files count as input "
+        "tokens (a PDF page is about 1,500-3,000).\n"
+        f"• Voice: about {format_usd(billing.user_price(minute_micros))} per minute of audio "
+        "to transcribe, then the answer as chat.\n" + web_price + "\n"
         "Commands: /new fresh conversation, /balance balance and recent charges, "
         "/usage spending over the last 30 days."
     )
