@@ -23,7 +23,7 @@ from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
-from bot.config import Settings
+from bot.config import Settings, usd_to_micros
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
@@ -36,6 +36,7 @@ from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.media import ImageLimits, ImageProcessor
+from bot.services.payments import PaymentsConfig, PaymentService
 from bot.services.pricing import PriceTable
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
@@ -47,13 +48,16 @@ from bot.telegram.flood import (
 )
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
+from bot.telegram.handlers import payments as payments_handlers
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
 from bot.telegram.session import BotSession
+from bot.telegram.stars import TelegramStars
 from bot.telegram.submit import TurnSubmitter
 from bot.telegram.turns import TurnScheduler
 from bot.telegram.ui import TelegramTurnUI
+from bot.texts import Texts
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +67,11 @@ BOT_COMMANDS = [
     BotCommand(command="new", description="Start a fresh conversation"),
     BotCommand(command="balance", description="Balance and recent charges"),
     BotCommand(command="usage", description="Spending over the last 30 days"),
+    BotCommand(command="buy", description="Top up with Telegram Stars"),
+    BotCommand(command="refund", description="Refund a Stars purchase"),
+    BotCommand(command="paysupport", description="Help with payments"),
+    BotCommand(command="terms", description="Terms of service"),
+    BotCommand(command="privacy", description="Privacy policy"),
 ]
 RESTART_NOTICE = (
     "I was restarted while working on your last message, so it was not finished. "
@@ -119,6 +128,8 @@ class Application:
     inbox: Inbox
     scheduler: TurnScheduler
     poller: Poller
+    payments: PaymentService
+    stars_api: TelegramStars
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
@@ -205,11 +216,20 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     # waiting on a provider; more would wait inside the turn, holding its memory.
     scheduler = TurnScheduler(max_running=2 * settings.MAX_CONCURRENT_PROVIDER_CALLS)
     turns = TurnSubmitter(scheduler, chat, merge_window=settings.MERGE_WINDOW_SECONDS)
+    payments = build_payments(settings, sessionmaker)
+    stars_api = TelegramStars(bot)
     dp = build_dispatcher(
         settings,
         inbox=inbox,
         users=users,
-        extra_routers=[billing_handlers.build_router(), admin_handlers.build_router()],
+        extra_routers=[
+            billing_handlers.build_router(),
+            admin_handlers.build_router(),
+            payments_handlers.build_router(),
+        ],
+        payments=payments,
+        stars_api=stars_api,
+        texts=Texts(settings.texts_dir),
         billing=billing,
         prices=prices,
         conversations=conversations,
@@ -229,6 +249,21 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         inbox=inbox,
         scheduler=scheduler,
         poller=poller,
+        payments=payments,
+        stars_api=stars_api,
+    )
+
+
+def build_payments(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> PaymentService:
+    return PaymentService(
+        sessionmaker,
+        PaymentsConfig(
+            star_value_micros=settings.star_value_micros,
+            refund_window=timedelta(days=settings.REFUND_WINDOW_DAYS),
+            low_balance_micros=usd_to_micros(settings.LOW_BALANCE_USD),
+        ),
     )
 
 
@@ -327,6 +362,13 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
         )
     )
     app.background.append(asyncio.create_task(_announce(app, boot_time)))
+    app.background.append(
+        asyncio.create_task(
+            app.payments.run_reconciler(
+                app.stars_api, app.settings.STARS_RECONCILE_INTERVAL_SECONDS, stop
+            )
+        )
+    )
 
 
 async def _announce(app: Application, boot_time: datetime) -> None:

@@ -139,6 +139,7 @@ class OperatorSettings(BaseSettings):
     LOW_BALANCE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
     CONFIRM_ABOVE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
     TEXTS_DIR: Path | None = None
+    STARS_RECONCILE_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
 
     # Abilities
     WEB_TOOLS: Literal["on", "off"] = "on"
@@ -221,6 +222,15 @@ class OperatorSettings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.DATA_DIR / "files"
+
+    @property
+    def texts_dir(self) -> Path:
+        """Where the operator's /paysupport, /terms and /privacy texts are (design section 10)."""
+        return self.TEXTS_DIR if self.TEXTS_DIR is not None else self.DATA_DIR / "texts"
+
+    @property
+    def star_value_micros(self) -> int:
+        return usd_to_micros(self.STAR_VALUE_USD)
 
     @property
     def postgres_dir(self) -> Path:

@@ -22,4 +22,4 @@ explain and suggest a different wording.
 - The generated image is delivered to the chat automatically; do not paste links or base64.
 
 If a tool reports insufficient balance, tell the person the price and their balance and that \
-they can ask an administrator to top up."""
+they can top up with Telegram Stars using /buy."""

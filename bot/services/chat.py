@@ -304,5 +304,5 @@ def insufficient_balance_reply(exc: InsufficientBalance) -> str:
     return (
         f"Your balance is too low for this: it needs about {format_usd(exc.needed_micros)} "
         f"and you have {format_usd(exc.available_micros)} available. "
-        "Ask an administrator to top up your balance (see /balance)."
+        "Top up with Telegram Stars: /buy"
     )

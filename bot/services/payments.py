@@ -26,6 +26,7 @@ of the ledger (bot/services/billing.py):
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import secrets
 from collections.abc import Sequence
@@ -646,6 +647,20 @@ class PaymentService:
             resumed_refunds=resumed,
         )
         return report
+
+    async def run_reconciler(
+        self, api: StarsApi, interval_seconds: float, stop_event: asyncio.Event
+    ) -> None:
+        """Reconcile now and then every `interval_seconds` until `stop_event` is set."""
+        while not stop_event.is_set():
+            try:
+                await self.reconcile(api)
+            except Exception:
+                log.exception("stars_reconcile_failed")
+            try:
+                await asyncio.wait_for(stop_event.wait(), timeout=interval_seconds)
+            except TimeoutError:
+                continue
 
     async def _known(self, charge_ids: tuple[str, ...]) -> dict[str, str]:
         if not charge_ids:

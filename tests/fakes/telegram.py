@@ -1070,7 +1070,7 @@ class FakeStars:
     `charges` by telegram_payment_charge_id; `transactions` in Telegram's StarTransaction shape,
     chronological (an incoming payment has a `source`, a refund a `receiver` and the same id);
     `stall_refunds` = "before" | "after" makes refundStarPayment hang before or after the refund
-    is made (to kill the bot in between)."""
+    is made (to kill the bot in between), until `released` is set."""
 
     invoices: list[SentInvoice] = field(default_factory=list)
     queries: dict[str, float] = field(default_factory=dict)
@@ -1079,6 +1079,7 @@ class FakeStars:
     transactions: list[dict[str, Any]] = field(default_factory=list)
     refund_calls: int = 0
     stall_refunds: str | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event)
     serial: int = 0
 
     def pay(self, charge_id: str, user: dict[str, Any], stars: int, payload: str) -> None:
@@ -2272,8 +2273,9 @@ class FakeTelegram:
         charge_id = call.get_str("telegram_payment_charge_id") or ""
         user_id = call.get_int("user_id")
         self.stars.refund_calls += 1
-        if self.stars.stall_refunds == "before":
-            await asyncio.Event().wait()
+        if self.stars.stall_refunds == "before":  # the request never gets processed
+            await self.stars.released.wait()
+            raise TelegramError(502, "Bad Gateway")
         charge = self.stars.charges.get(charge_id)
         if charge is None or charge["user_id"] != user_id:
             raise bad_request("CHARGE_NOT_FOUND")
@@ -2281,8 +2283,8 @@ class FakeTelegram:
             raise bad_request("CHARGE_ALREADY_REFUNDED")
         self.stars.refund(charge_id)
         self._notify()
-        if self.stars.stall_refunds == "after":
-            await asyncio.Event().wait()
+        if self.stars.stall_refunds == "after":  # processed, but the answer never arrives
+            await self.stars.released.wait()
         return True
 
     async def _get_star_transactions(self, call: Call) -> dict[str, Any]:
