@@ -23,7 +23,7 @@ from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
-from bot.config import Settings, usd_to_micros
+from bot.config import Settings
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
@@ -257,14 +257,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
 def build_payments(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> PaymentService:
-    return PaymentService(
-        sessionmaker,
-        PaymentsConfig(
-            star_value_micros=settings.star_value_micros,
-            refund_window=timedelta(days=settings.REFUND_WINDOW_DAYS),
-            low_balance_micros=usd_to_micros(settings.LOW_BALANCE_USD),
-        ),
-    )
+    return PaymentService(sessionmaker, PaymentsConfig.from_settings(settings))
 
 
 def build_file_service(

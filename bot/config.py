@@ -269,6 +269,19 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigurationError(describe_validation_error(exc)) from None
 
 
+class TelegramOperatorSettings(OperatorSettings):
+    """Operator commands that talk to Telegram (`admin stars-reconcile`) need the bot token."""
+
+    TELEGRAM_BOT_TOKEN: SecretStr
+
+
+def load_telegram_operator_settings() -> TelegramOperatorSettings:
+    try:
+        return TelegramOperatorSettings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
 def load_operator_settings() -> OperatorSettings:
     """Settings for operator commands, which need the database but no provider secrets."""
     try:

@@ -38,6 +38,8 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.config import OperatorSettings, usd_to_micros
+
 log = structlog.get_logger(__name__)
 
 MIN_STARS = 1
@@ -184,6 +186,14 @@ class PaymentsConfig:
     star_value_micros: int
     refund_window: timedelta
     low_balance_micros: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> PaymentsConfig:
+        return cls(
+            star_value_micros=usd_to_micros(settings.STAR_VALUE_USD),
+            refund_window=timedelta(days=settings.REFUND_WINDOW_DAYS),
+            low_balance_micros=usd_to_micros(settings.LOW_BALANCE_USD),
+        )
 
 
 _CREDIT_USER = text(
