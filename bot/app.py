@@ -23,7 +23,7 @@ from bot.agent.loop import AgentLoop, LoopConfig
 from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.registry import ToolRegistry
-from bot.config import Settings
+from bot.config import Settings, usd_to_micros
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
@@ -32,6 +32,7 @@ from bot.logs import configure_logging
 from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
 from bot.services.chat import ChatConfig, ChatService
+from bot.services.controls import ControlsService
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
@@ -48,7 +49,9 @@ from bot.telegram.flood import (
 )
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
+from bot.telegram.handlers import controls as controls_handlers
 from bot.telegram.handlers import payments as payments_handlers
+from bot.telegram.notices import TelegramTurnNotices
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
@@ -72,6 +75,8 @@ BOT_COMMANDS = [
     BotCommand(command="paysupport", description="Help with payments"),
     BotCommand(command="terms", description="Terms of service"),
     BotCommand(command="privacy", description="Privacy policy"),
+    BotCommand(command="limit", description="Daily spending limit"),
+    BotCommand(command="receipts", description="Cost of each answer: on or off"),
 ]
 RESTART_NOTICE = (
     "I was restarted while working on your last message, so it was not finished. "
@@ -192,6 +197,9 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         ),
     )
 
+    low_balance_micros = usd_to_micros(settings.LOW_BALANCE_USD)
+    controls = ControlsService(sessionmaker, low_balance_micros=low_balance_micros)
+
     def ui_factory(chat_id: int, update_id: int) -> TelegramTurnUI:
         return TelegramTurnUI(
             bot,
@@ -211,6 +219,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
             turn_timeout=settings.TURN_TIMEOUT_SECONDS,
         ),
+        notices=TelegramTurnNotices(bot, controls, low_balance_micros=low_balance_micros),
     )
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
@@ -226,7 +235,9 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             billing_handlers.build_router(),
             admin_handlers.build_router(),
             payments_handlers.build_router(),
+            controls_handlers.build_router(),
         ],
+        controls=controls,
         payments=payments,
         stars_api=stars_api,
         texts=Texts(settings.texts_dir),

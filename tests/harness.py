@@ -142,6 +142,8 @@ def bot_env(
         "GEMINI_RETRY_INITIAL_DELAY": "0.01",
         "MERGE_WINDOW_SECONDS": "0.3",
         "PYTHONUNBUFFERED": "1",
+        # tests that count replies would see the low-balance notice; the tests of it set this
+        "LOW_BALANCE_USD": "0",
     }
     env.update(overrides)
     return env

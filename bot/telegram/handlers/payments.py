@@ -26,6 +26,7 @@ from bot.services.payments import (
     StarsApi,
 )
 from bot.telegram import payment_texts as say
+from bot.telegram.notices import BUY_MENU_CALLBACK
 from bot.texts import Texts
 
 
@@ -86,6 +87,18 @@ async def buy_handler(
     await send_invoice(
         bot, message.chat.id, message.from_user.id, stars, payments.credit_for(stars)
     )
+
+
+async def buy_menu_button_handler(
+    query: CallbackQuery, payments: PaymentService, settings: Settings
+) -> None:
+    """The /buy button under the low-balance notice."""
+    await query.answer()
+    if query.message is not None:
+        await query.message.answer(
+            say.buy_menu(payments.credit_for(1)),
+            reply_markup=buy_keyboard(payments, settings.STAR_PACKAGES),
+        )
 
 
 async def buy_button_handler(
@@ -183,5 +196,6 @@ def build_router() -> Router:
     router.message.register(successful_payment_handler, F.successful_payment)
     router.pre_checkout_query.register(pre_checkout_handler)
     router.callback_query.register(buy_button_handler, BuyStars.filter())
+    router.callback_query.register(buy_menu_button_handler, F.data == BUY_MENU_CALLBACK)
     router.callback_query.register(refund_button_handler, RefundPurchase.filter())
     return router
