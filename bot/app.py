@@ -40,6 +40,7 @@ from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.payments import PaymentsConfig, PaymentService
 from bot.services.pricing import PriceTable
 from bot.services.users import UserService
+from bot.telegram.confirm import TelegramToolConfirmation
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
     PACING_HEADROOM,
@@ -184,6 +185,14 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         )
     )
     sender = MessageSender(bot)
+    confirmations = TelegramToolConfirmation(
+        bot,
+        prices=prices,
+        billing=billing,
+        image_model=settings.IMAGE_MODEL,
+        threshold_micros=usd_to_micros(settings.CONFIRM_ABOVE_USD),
+        timeout=settings.CONFIRM_TIMEOUT_SECONDS,
+    )
     loop = AgentLoop(
         claude=claude,
         registry=registry,
@@ -195,6 +204,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             max_tokens=settings.CLAUDE_MAX_TOKENS,
             max_iterations=settings.MAX_TOOL_ITERATIONS,
         ),
+        gate=confirmations,
     )
 
     low_balance_micros = usd_to_micros(settings.LOW_BALANCE_USD)
@@ -238,6 +248,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             controls_handlers.build_router(),
         ],
         controls=controls,
+        confirmations=confirmations,
         payments=payments,
         stars_api=stars_api,
         texts=Texts(settings.texts_dir),

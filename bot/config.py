@@ -138,6 +138,7 @@ class OperatorSettings(BaseSettings):
     REFUND_WINDOW_DAYS: int = Field(default=21, ge=0, le=90)
     LOW_BALANCE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
     CONFIRM_ABOVE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
+    CONFIRM_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=600)
     TEXTS_DIR: Path | None = None
     STARS_RECONCILE_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from aiogram import Router
+from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message
 
 from bot.config import usd_to_micros
 from bot.services.controls import MAX_DAILY_LIMIT_MICROS, ControlsService, DailyLimit
 from bot.services.reports import format_usd
+from bot.telegram.confirm import CALLBACK_PREFIX as CONFIRM_PREFIX
+from bot.telegram.confirm import TelegramToolConfirmation
 
 LIMIT_USAGE = (
     "Send /limit <dollars> to cap what you spend per day (UTC), e.g. /limit 2 or /limit 0.50; "
@@ -82,8 +84,16 @@ async def receipts_handler(
     )
 
 
+async def confirm_button_handler(
+    query: CallbackQuery, confirmations: TelegramToolConfirmation
+) -> None:
+    taken = confirmations.resolve(query.data or "", query.from_user.id)
+    await query.answer(None if taken else "This question has expired.")
+
+
 def build_router() -> Router:
     router = Router(name="controls")
     router.message.register(limit_handler, Command("limit"))
     router.message.register(receipts_handler, Command("receipts"))
+    router.callback_query.register(confirm_button_handler, F.data.startswith(f"{CONFIRM_PREFIX}:"))
     return router
