@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.e2e.conftest import StartBot, assert_no_leaks
@@ -234,4 +235,29 @@ async def test_a_payment_whose_update_was_lost_is_credited_by_reconciliation(
     await bot.wait_for_log('"stars_reconciled"', timeout=20)
 
     assert await balance(engine, user) == 77 * STAR
+    assert await mismatches(engine) == []
+
+
+async def test_a_blocked_person_is_refused_at_checkout_but_a_payment_is_still_credited(
+    start_bot: StartBot, telegram: FakeTelegram, engine: AsyncEngine
+) -> None:
+    await start_bot(STARTER_BALANCE_USD="0")
+    user = 8601
+    await ask(telegram, user, "/terms")
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE users SET is_blocked = true WHERE id = :u"), {"u": user})
+    payload = f"stars:{user}:10:blk1"
+
+    query = telegram.push_pre_checkout(user, 10, payload)
+    await telegram.wait_for(lambda: query in telegram.stars.answers)
+    answer = telegram.stars.answers[query]
+    assert not answer.ok and "can't make purchases" in (answer.error_message or "")
+
+    # Telegram took the Stars anyway (the person was blocked after paying): credit it
+    telegram.push_successful_payment(user, 10, payload)
+
+    async def credited() -> bool:
+        return await balance(engine, user) == 10 * STAR
+
+    await poll_until(credited, 15)
     assert await mismatches(engine) == []
