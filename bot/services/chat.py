@@ -321,5 +321,5 @@ def insufficient_balance_reply(exc: InsufficientBalance) -> str:
     return (
         f"Your balance is too low for this: it needs about {format_usd(exc.needed_micros)} "
         f"and you have {format_usd(exc.available_micros)} available. "
-        "Top up with Telegram Stars: /buy"
+        "You can top up with Telegram Stars: /buy"
     )

@@ -77,10 +77,17 @@ _TURN_END = text(
         WHERE id = :user_id AND NOT low_balance_notified
           AND balance_micros - held_micros < :low AND (SELECT micros FROM spent) > 0
         RETURNING id
+    ), rearmed AS (
+        -- a top-up lifted the balance above the threshold since: tell them again next time
+        -- (exclusive with `claimed`, so the row is updated at most once)
+        UPDATE users SET low_balance_notified = false
+        WHERE id = :user_id AND low_balance_notified AND balance_micros - held_micros >= :low
+        RETURNING id
     )
     SELECT u.receipts, u.balance_micros - u.held_micros AS available,
            (SELECT micros FROM spent) AS charged,
-           EXISTS (SELECT 1 FROM claimed) AS low_balance
+           EXISTS (SELECT 1 FROM claimed) AS low_balance,
+           EXISTS (SELECT 1 FROM rearmed) AS rearmed
     FROM users u WHERE u.id = :user_id
     """
 )
