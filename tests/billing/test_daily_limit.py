@@ -77,3 +77,30 @@ async def test_concurrent_holds_never_pass_the_daily_limit(
 
     assert sum(placed) == 1_000_000 // 134_000  # 7
     assert (await snapshot(busy_sessionmaker, USER)).held == 7 * 134_000
+
+
+async def test_the_low_balance_notice_is_claimed_once_per_crossing(
+    sessionmaker: Sessions, billing: BillingService, controls: ControlsService
+) -> None:
+    await funded_user(sessionmaker, billing, USER, 300_000)
+    mark = await controls.turn_mark(USER)
+    hold = await billing.hold(USER, 134_000, key="img:a")
+    await billing.settle(hold, image_call(USER, "a"))  # 0.166 left: below 0.20
+
+    first = await controls.turn_end(USER, mark)
+    again = await controls.turn_end(USER, mark)
+
+    assert (first.charged_micros, first.available_micros, first.low_balance) == (
+        134_000,
+        166_000,
+        True,
+    )
+    assert again.low_balance is False  # told once
+    await billing.topup(USER, 100_000, key="topup:more")  # 0.266: above again
+    assert (await controls.turn_end(USER, await controls.turn_mark(USER))).low_balance is False
+    mark = await controls.turn_mark(USER)
+    hold = await billing.hold(USER, 134_000, key="img:b")
+    await billing.settle(hold, image_call(USER, "b"))  # 0.132: crossed again
+    assert (await controls.turn_end(USER, mark)).low_balance is True
+    receipts_off = await controls.turn_end(USER, mark)
+    assert receipts_off.receipts is False and receipts_off.charged_micros == 134_000
