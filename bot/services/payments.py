@@ -226,6 +226,9 @@ class PaymentService:
     ) -> None:
         self._sessionmaker = sessionmaker
         self._config = config
+        # Where the next reconciliation starts: transactions are chronological and only ever
+        # appended, so a pass re-reads only the last page it saw (0 after a restart: one full pass)
+        self._reconcile_from = 0
 
     @property
     def config(self) -> PaymentsConfig:
@@ -621,9 +624,10 @@ class PaymentService:
 
     async def reconcile(self, api: StarsApi) -> ReconcileReport:
         """Page through Telegram's Star transactions: credit payments the database lacks, record
-        refunds made outside the bot, then settle refunds left in progress."""
+        refunds made outside the bot, then settle refunds left in progress. The first pass of a
+        process reads every transaction; later ones start one page before where the last ended."""
         seen = credited = external = 0
-        offset = 0
+        offset = self._reconcile_from
         while True:
             page = await api.transactions(offset, TRANSACTIONS_PAGE)
             seen += page.size
@@ -647,6 +651,7 @@ class PaymentService:
             if page.size < TRANSACTIONS_PAGE:
                 break
             offset += page.size
+        self._reconcile_from = max(0, offset + page.size - TRANSACTIONS_PAGE)
         resumed = await self.resume_refunds(api)
         report = ReconcileReport(seen, credited, external, resumed)
         log.info(

@@ -383,3 +383,23 @@ async def test_an_outside_refund_never_takes_the_balance_below_zero(
     assert (state.balance, state.held) == (1_000_000, 1_000_000)  # took what was available
     assert await payment_status(sessionmaker, charge_id) == "refunded"
     assert await mismatches(sessionmaker) == []
+
+
+async def test_later_reconciliations_start_one_page_before_where_the_last_ended(
+    sessionmaker: Sessions, payments: PaymentService, tg: FakeTelegram, stars: TelegramStars
+) -> None:
+    await create_user(sessionmaker, USER)
+    for n in range(250):
+        tg.push_successful_payment(USER, 1, f"stars:{USER}:1:a{n}", deliver=False)
+    first = await payments.reconcile(stars)
+    late = tg.push_successful_payment(USER, 5, f"stars:{USER}:5:late", deliver=False)
+
+    second = await payments.reconcile(stars)
+
+    assert (first.transactions, first.credited) == (250, 250)
+    assert (second.transactions, second.credited) == (101, 1)  # the last 100 again, and the new
+    offsets = [r.params.get("offset") for r in tg.calls("getStarTransactions")]
+    assert [int(o or 0) for o in offsets] == [0, 100, 200, 150, 250]
+    assert await payment_status(sessionmaker, late) == "paid"
+    assert (await snapshot(sessionmaker, USER)).balance == 255 * STAR
+    assert await mismatches(sessionmaker) == []
