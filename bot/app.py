@@ -32,7 +32,7 @@ from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionClient
 from bot.agent.tools.generate_image import GenerateImageTool, ImageRateLimit
 from bot.agent.tools.read_document import ReadDocumentTool
 from bot.agent.tools.registry import ToolRegistry
-from bot.config import Settings, secret_source
+from bot.config import Settings, secret_source, usd_to_micros
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.health import heartbeat_path
@@ -49,14 +49,17 @@ from bot.logs import configure_logging
 from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
 from bot.services.chat import ChatConfig, ChatService
+from bot.services.controls import ControlsService
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.inputs import InputIntake, InputsConfig
 from bot.services.media import ImageLimits, ImageProcessor
+from bot.services.payments import PaymentsConfig, PaymentService
 from bot.services.price_file import load_price_table
 from bot.services.pricing import PriceTable
 from bot.services.users import UserService
+from bot.telegram.confirm import TelegramToolConfirmation
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
     PACING_HEADROOM,
@@ -66,13 +69,18 @@ from bot.telegram.flood import (
 )
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
+from bot.telegram.handlers import controls as controls_handlers
+from bot.telegram.handlers import payments as payments_handlers
+from bot.telegram.notices import TelegramTurnNotices
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
 from bot.telegram.session import BotSession
+from bot.telegram.stars import TelegramStars
 from bot.telegram.submit import TurnSubmitter
 from bot.telegram.turns import TurnScheduler
 from bot.telegram.ui import TelegramTurnUI
+from bot.texts import Texts
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +90,13 @@ BOT_COMMANDS = [
     BotCommand(command="new", description="Start a fresh conversation"),
     BotCommand(command="balance", description="Balance and recent charges"),
     BotCommand(command="usage", description="Spending over the last 30 days"),
+    BotCommand(command="buy", description="Top up with Telegram Stars"),
+    BotCommand(command="refund", description="Refund a Stars purchase"),
+    BotCommand(command="paysupport", description="Help with payments"),
+    BotCommand(command="terms", description="Terms of service"),
+    BotCommand(command="privacy", description="Privacy policy"),
+    BotCommand(command="limit", description="Daily spending limit"),
+    BotCommand(command="receipts", description="Cost of each answer: on or off"),
 ]
 # Start-up: how long an unreachable Telegram is retried, and the wait for one getMe.
 CONNECT_PATIENCE_SECONDS = 10.0
@@ -141,6 +156,8 @@ class Application:
     inbox: Inbox
     scheduler: TurnScheduler
     poller: Poller
+    payments: PaymentService
+    stars_api: TelegramStars
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
@@ -203,6 +220,14 @@ def build_application(
         )
     )
     sender = MessageSender(bot)
+    confirmations = TelegramToolConfirmation(
+        bot,
+        prices=prices,
+        billing=billing,
+        image_model=settings.IMAGE_MODEL,
+        threshold_micros=usd_to_micros(settings.CONFIRM_ABOVE_USD),
+        timeout=settings.CONFIRM_TIMEOUT_SECONDS,
+    )
     loop = AgentLoop(
         claude=claude,
         registry=registry,
@@ -215,7 +240,11 @@ def build_application(
             max_iterations=settings.MAX_TOOL_ITERATIONS,
             web_tools=settings.WEB_TOOLS == "on",
         ),
+        gate=confirmations,
     )
+
+    low_balance_micros = usd_to_micros(settings.LOW_BALANCE_USD)
+    controls = ControlsService(sessionmaker, low_balance_micros=low_balance_micros)
 
     def ui_factory(chat_id: int, update_id: int) -> TelegramTurnUI:
         return TelegramTurnUI(
@@ -236,16 +265,29 @@ def build_application(
             context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
             turn_timeout=settings.TURN_TIMEOUT_SECONDS,
         ),
+        notices=TelegramTurnNotices(bot, controls, low_balance_micros=low_balance_micros),
     )
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
     scheduler = TurnScheduler(max_running=2 * settings.MAX_CONCURRENT_PROVIDER_CALLS)
     turns = TurnSubmitter(scheduler, chat, merge_window=settings.MERGE_WINDOW_SECONDS)
+    payments = build_payments(settings, sessionmaker)
+    stars_api = TelegramStars(bot)
     dp = build_dispatcher(
         settings,
         inbox=inbox,
         users=users,
-        extra_routers=[billing_handlers.build_router(), admin_handlers.build_router()],
+        extra_routers=[
+            billing_handlers.build_router(),
+            admin_handlers.build_router(),
+            payments_handlers.build_router(),
+            controls_handlers.build_router(),
+        ],
+        controls=controls,
+        confirmations=confirmations,
+        payments=payments,
+        stars_api=stars_api,
+        texts=Texts(settings.texts_dir),
         billing=billing,
         prices=prices,
         conversations=conversations,
@@ -271,6 +313,8 @@ def build_application(
         inbox=inbox,
         scheduler=scheduler,
         poller=poller,
+        payments=payments,
+        stars_api=stars_api,
     )
 
 
@@ -307,6 +351,12 @@ def build_image_gateway(settings: Settings, provider_slots: asyncio.Semaphore) -
         ),
         concurrency=provider_slots,
     )
+
+
+def build_payments(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> PaymentService:
+    return PaymentService(sessionmaker, PaymentsConfig.from_settings(settings))
 
 
 def build_file_service(
@@ -438,6 +488,13 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
         asyncio.create_task(app.inbox.run_purge(app.settings.INBOX_PURGE_INTERVAL_SECONDS, stop))
     )
     app.background.append(asyncio.create_task(_announce(app, boot_time)))
+    app.background.append(
+        asyncio.create_task(
+            app.payments.run_reconciler(
+                app.stars_api, app.settings.STARS_RECONCILE_INTERVAL_SECONDS, stop
+            )
+        )
+    )
 
 
 async def _announce(app: Application, boot_time: datetime) -> None:

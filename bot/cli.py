@@ -1,4 +1,4 @@
-"""Operator commands: `python -m bot admin report|topup` and `python -m bot migrate`.
+"""Operator commands: `python -m bot admin report|topup|stars-reconcile` and `python -m bot migrate`.
 
 With no command at all, `python -m bot` runs the bot itself (long polling until Ctrl-C or SIGTERM).
 """
@@ -14,11 +14,20 @@ from decimal import Decimal, InvalidOperation
 import click
 from click.exceptions import Exit
 
-from bot.config import ConfigurationError, OperatorSettings, load_operator_settings, usd_to_micros
+from bot.config import (
+    ConfigurationError,
+    OperatorSettings,
+    TelegramOperatorSettings,
+    load_operator_settings,
+    load_telegram_operator_settings,
+    usd_to_micros,
+)
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.logs import configure_logging
 from bot.services.billing import BillingService, UnknownUserError
+from bot.services.income import income_by_day, render_income
+from bot.services.payments import PaymentsConfig, PaymentService
 from bot.services.reports import admin_report, format_usd, render_report_csv, render_table
 
 MAX_TOPUP_USD = Decimal(10_000)
@@ -48,9 +57,9 @@ def cli() -> None:
     pass
 
 
-def _settings() -> OperatorSettings:
+def _settings(*, telegram: bool = False) -> OperatorSettings:
     try:
-        settings = load_operator_settings()
+        settings = load_telegram_operator_settings() if telegram else load_operator_settings()
     except ConfigurationError as exc:
         click.echo(str(exc), err=True)
         raise Exit(2) from None
@@ -88,12 +97,17 @@ def admin() -> None:
     help="CSV instead of a table: the per-day table, a blank line, then the per-user table",
 )
 def report(days: int, csv: bool) -> None:
-    """Costs per user and per day, provider cost against what users were charged."""
+    """Costs per user and per day, provider cost against what users were charged, and Stars
+    income against provider cost per day."""
 
     async def _run() -> str:
         async with database(_settings()) as engine:
-            result = await admin_report(create_sessionmaker(engine), days)
-        return render_report_csv(result) if csv else render_table(result)
+            sessionmaker = create_sessionmaker(engine)
+            result = await admin_report(sessionmaker, days)
+            income = await income_by_day(sessionmaker, days, now=result.generated_at)
+        if csv:
+            return render_report_csv(result)
+        return render_table(result) + "\n" + render_income(income)
 
     click.echo(asyncio.run(_run()))
 
@@ -145,6 +159,45 @@ def _parse_user_id(text: str) -> int:
             f"(got {text[:40]!r})."
         )
     return int(stripped)
+
+
+@admin.command("stars-reconcile")
+def stars_reconcile() -> None:
+    """Compare Telegram's Star transactions with the database: credit payments it lacks, record
+    refunds made outside the bot, and finish refunds left in progress (the bot also does this
+    every STARS_RECONCILE_INTERVAL_SECONDS)."""
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
+    from bot.telegram.stars import TelegramStars
+
+    settings = _settings(telegram=True)
+    assert isinstance(settings, TelegramOperatorSettings)
+
+    async def _run() -> str:
+        api = (
+            TelegramAPIServer.from_base(settings.TELEGRAM_API_URL)
+            if settings.TELEGRAM_API_URL
+            else None
+        )
+        session = AiohttpSession(api=api) if api else AiohttpSession()
+        bot = Bot(settings.TELEGRAM_BOT_TOKEN.get_secret_value(), session=session)
+        try:
+            async with database(settings) as engine:
+                payments = PaymentService(
+                    create_sessionmaker(engine), PaymentsConfig.from_settings(settings)
+                )
+                report = await payments.reconcile(TelegramStars(bot))
+        finally:
+            await bot.session.close()
+        return (
+            f"Checked {report.transactions} Star transaction(s): credited {report.credited} "
+            f"missing payment(s), recorded {report.external_refunds} refund(s) made outside "
+            f"the bot, finished {report.resumed_refunds} interrupted refund(s)."
+        )
+
+    click.echo(asyncio.run(_run()))
 
 
 def _parse_usd(text: str) -> int:

@@ -156,7 +156,9 @@ class OperatorSettings(BaseSettings):
     REFUND_WINDOW_DAYS: int = Field(default=21, ge=0, le=90)
     LOW_BALANCE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
     CONFIRM_ABOVE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
+    CONFIRM_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=600)
     TEXTS_DIR: Path | None = None
+    STARS_RECONCILE_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
 
     # Abilities
     WEB_TOOLS: Literal["on", "off"] = "on"
@@ -261,6 +263,15 @@ class OperatorSettings(BaseSettings):
         return self.DATA_DIR / "files"
 
     @property
+    def texts_dir(self) -> Path:
+        """Where the operator's /paysupport, /terms and /privacy texts are (design section 10)."""
+        return self.TEXTS_DIR if self.TEXTS_DIR is not None else self.DATA_DIR / "texts"
+
+    @property
+    def star_value_micros(self) -> int:
+        return usd_to_micros(self.STAR_VALUE_USD)
+
+    @property
     def postgres_dir(self) -> Path:
         return self.DATA_DIR / "postgres"
 
@@ -314,6 +325,19 @@ def missing_secret_message(name: str) -> str:
         f"Missing secret {name}: put it in the file {secrets_dir()}/{name.lower()} "
         f"(or {name.lower()}.txt), or set the environment variable {name}."
     )
+
+
+class TelegramOperatorSettings(OperatorSettings):
+    """Operator commands that talk to Telegram (`admin stars-reconcile`) need the bot token."""
+
+    TELEGRAM_BOT_TOKEN: SecretStr
+
+
+def load_telegram_operator_settings() -> TelegramOperatorSettings:
+    try:
+        return TelegramOperatorSettings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
 
 
 def load_operator_settings() -> OperatorSettings:

@@ -145,6 +145,10 @@ def bot_env(
         "MERGE_WINDOW_SECONDS": "0.3",
         "WEB_TOOLS": "off",  # tests of web tools turn them on
         "PYTHONUNBUFFERED": "1",
+        # tests that count replies would see the low-balance notice; the tests of it set this
+        "LOW_BALANCE_USD": "0",
+        # likewise the Confirm / Cancel question before a 4K image
+        "CONFIRM_ABOVE_USD": "1000",
     }
     env.update(overrides)
     return env

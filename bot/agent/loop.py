@@ -72,6 +72,12 @@ class TurnFailed(Exception):
         self.data = data or {}
 
 
+class ToolGate(Protocol):
+    """Asked before each tool call: None to run it, or why it is not run (the tool's error)."""
+
+    async def check(self, name: str, args: dict[str, Any], ctx: ToolContext) -> str | None: ...
+
+
 @dataclass
 class TurnStats:
     iterations: int = 0
@@ -113,7 +119,9 @@ class AgentLoop:
         prices: PriceTable,
         files: FileSink | None,
         config: LoopConfig,
+        gate: ToolGate | None = None,
     ) -> None:
+        self._gate = gate
         self._claude = claude
         self._registry = registry
         self._billing = billing
@@ -297,6 +305,14 @@ class AgentLoop:
                 deadline=request.deadline,
                 report_progress=ui.progress,
             )
+            declined = await self._gate.check(block.name, args, ctx) if self._gate else None
+            if declined is not None:  # not run, so nothing is charged for it
+                results.append(
+                    _tool_result_block(
+                        block.id, ToolCallResult(payload={"error": declined}, is_error=True)
+                    )
+                )
+                continue
             outcome = await self._registry.execute(block.name, block.input, ctx)
             if outcome.file_contents:
                 outcome = await self._deliver_files(outcome, ctx)

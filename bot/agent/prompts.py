@@ -32,4 +32,4 @@ documentation and anything you are unsure about; each search costs the person mo
 only when it helps. Cite what you found.
 
 If a tool reports insufficient balance, tell the person the price and their balance and that \
-they can ask an administrator to top up."""
+they can top up with Telegram Stars using /buy."""

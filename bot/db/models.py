@@ -263,11 +263,14 @@ class InboundUpdate(Base):
 
 
 class Payment(Base):
-    """One Telegram Stars payment, credited once per `telegram_payment_charge_id`."""
+    """One Telegram Stars payment, credited once per `telegram_payment_charge_id`.
+
+    `refunding`: the bot asked Telegram to return the Stars and holds the credit
+    (`refund_hold_id`) until it knows the answer; see bot/services/payments.py."""
 
     __tablename__ = "payments"
     __table_args__ = (
-        CheckConstraint("status IN ('paid', 'refunded')", name="status_known"),
+        CheckConstraint("status IN ('paid', 'refunding', 'refunded')", name="status_known"),
         CheckConstraint("stars > 0", name="stars_positive"),
         CheckConstraint("credited_micros >= 0", name="credit_non_negative"),
         Index("ix_payments_user_id_created_at", "user_id", "created_at"),
@@ -282,3 +285,4 @@ class Payment(Base):
     status: Mapped[str] = mapped_column(String(16), server_default=text("'paid'"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    refund_hold_id: Mapped[int | None] = mapped_column(ForeignKey("balance_holds.id"))

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.direct import DirectSQL, UniqueViolation
 from bot.db.models import ApiCall, BalanceHold, BalanceOperation, User
+from bot.services.controls import SPENT_TODAY_SQL
 from bot.services.pricing import apply_markup
 from bot.services.reports import format_usd
 
@@ -55,6 +56,21 @@ class InsufficientBalance(BillingError):
             f"Insufficient balance: this needs {format_usd(needed_micros)}, "
             f"available {format_usd(available_micros)}."
         )
+
+
+class DailyLimitReached(InsufficientBalance):
+    """The person's own daily spend limit (/limit) leaves less than this hold needs."""
+
+    def __init__(self, needed_micros: int, limit_micros: int, left_micros: int) -> None:
+        self.limit_micros = limit_micros
+        InsufficientBalance.__init__(self, needed_micros, left_micros)
+        self.args = (
+            f"Daily spending limit reached: this needs {format_usd(needed_micros)}, "
+            f"{format_usd(left_micros)} of today's {format_usd(limit_micros)} is left.",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class UnknownUserError(BillingError):
@@ -223,10 +239,16 @@ _API_CALL_COLUMNS = (
 
 # Reserve and record the hold in one statement; no row when the balance is too low or the user
 # is unknown, a unique violation when the key was used: either way nothing changed.
-_HOLD = """
+_WITHIN_DAILY_LIMIT = (
+    "(daily_limit_micros IS NULL OR daily_limit_micros - held_micros - ("
+    + SPENT_TODAY_SQL.format(user="users.id")
+    + ") >= {amount})"
+)
+_HOLD = f"""
     WITH reserved AS (
         UPDATE users SET held_micros = held_micros + $2
         WHERE id = $1 AND balance_micros - held_micros >= $2
+          AND {_WITHIN_DAILY_LIMIT.format(amount="$2")}
         RETURNING id
     )
     INSERT INTO balance_holds (user_id, amount_micros, idempotency_key, description, expires_at)
@@ -402,6 +424,9 @@ class BillingService:
                 .where(
                     User.id == user_id,
                     User.balance_micros - User.held_micros >= amount_micros,
+                    text(_WITHIN_DAILY_LIMIT.format(amount=":amount")).bindparams(
+                        amount=amount_micros
+                    ),
                 )
                 .values(held_micros=User.held_micros + amount_micros)
                 .returning(User.id)
@@ -410,6 +435,8 @@ class BillingService:
             if reserved.first() is None:
                 await session.rollback()
                 available = (await self._balance_view(session, user_id)).available_micros
+                if available >= amount_micros:
+                    raise await self._daily_limit_reached(session, user_id, amount_micros)
                 log.info(
                     "hold_insufficient_balance",
                     user_id=user_id,
@@ -701,6 +728,24 @@ class BillingService:
             await session.rollback()
             return None
         return new_balance
+
+    async def _daily_limit_reached(
+        self, session: AsyncSession, user_id: int, amount_micros: int
+    ) -> DailyLimitReached:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT daily_limit_micros, held_micros, ("
+                    + SPENT_TODAY_SQL.format(user=":id")
+                    + ") AS spent FROM users WHERE id = :id"
+                ),
+                {"id": user_id},
+            )
+        ).one()
+        limit = int(row.daily_limit_micros or 0)
+        left = max(0, limit - int(row.spent) - int(row.held_micros))
+        log.info("hold_daily_limit", user_id=user_id, needed_micros=amount_micros, left=left)
+        return DailyLimitReached(amount_micros, limit, left)
 
     async def _ledger_key_used(self, session: AsyncSession, key: str) -> bool:
         used = await session.scalar(

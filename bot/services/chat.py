@@ -17,7 +17,8 @@ from bot.agent.context import (
     trim_to_budget,
 )
 from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats
-from bot.services.billing import InsufficientBalance
+from bot.services.billing import DailyLimitReached, InsufficientBalance
+from bot.services.controls import daily_limit_reply
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
@@ -139,6 +140,15 @@ UNPROCESSED_ATTACHMENT_NOTE = (
 )
 
 
+class TurnNotices(Protocol):
+    """What is said after a turn besides the answer (receipts, the low-balance notice); neither
+    method raises (`begin` gives None when it could not take its mark)."""
+
+    async def begin(self, user_id: int) -> int | None: ...
+
+    async def end(self, user_id: int, chat_id: int, mark: int) -> None: ...
+
+
 class ChatService:
     def __init__(
         self,
@@ -149,7 +159,9 @@ class ChatService:
         intake: AttachmentIntake | None,
         ui_factory: UIFactory,
         config: ChatConfig,
+        notices: TurnNotices | None = None,
     ) -> None:
+        self._notices = notices
         self._loop = loop
         self._conversations = conversations
         self._inbox = inbox
@@ -161,6 +173,7 @@ class ChatService:
 
     async def run_turn(self, incoming: IncomingMessage) -> None:
         turn = TurnLog()
+        mark = await self._notices.begin(incoming.user_id) if self._notices else None
         ui = self._ui_factory(incoming.chat_id, incoming.update_id)
         ui.start()
         status = "answered"
@@ -191,6 +204,8 @@ class ChatService:
         finally:
             await ui.close()
             await asyncio.shield(self._finish(incoming, status, turn))
+        if self._notices is not None and mark is not None:
+            await self._notices.end(incoming.user_id, incoming.chat_id, mark)
 
     async def _answer(self, incoming: IncomingMessage, ui: TelegramTurnUI) -> TurnStats:
         if not incoming.text.strip() and not incoming.attachments:
@@ -338,8 +353,10 @@ def reply_for_failure(reason: str) -> str:
 
 
 def insufficient_balance_reply(exc: InsufficientBalance) -> str:
+    if isinstance(exc, DailyLimitReached):
+        return daily_limit_reply(exc.needed_micros, exc.limit_micros, exc.available_micros)
     return (
         f"Your balance is too low for this: it needs about {format_usd(exc.needed_micros)} "
         f"and you have {format_usd(exc.available_micros)} available. "
-        "Ask an administrator to top up your balance (see /balance)."
+        "You can top up with Telegram Stars: /buy"
     )

@@ -12,7 +12,7 @@ from bot.services.users import UserService
 from bot.telegram.handlers import chat, common
 from bot.telegram.middlewares import GateMiddleware, UpdateOutcomeMiddleware
 
-ALLOWED_UPDATES = ("message",)
+ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query")
 
 
 def build_dispatcher(

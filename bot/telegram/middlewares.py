@@ -84,6 +84,9 @@ class GateMiddleware(BaseMiddleware):
         state = await self._users.touch(
             TelegramIdentity(who.id, who.username, who.first_name, who.language_code)
         )
+        if event.successful_payment is not None:  # money was taken: always credit it
+            data["user_state"] = state
+            return await handler(event, data)
         if state.is_blocked:
             return IGNORED
         verdict = self._rate.check(who.id, time.monotonic())

@@ -20,7 +20,8 @@ Unknown method -> 404 ``Not Found: method not found``.
 
 Methods: getMe, getUpdates (long poll), sendMessage, editMessageText, sendMessageDraft,
 sendChatAction, sendPhoto, sendDocument, sendMediaGroup, getFile, deleteMessage, setMyCommands,
-getMyCommands, deleteMyCommands, answerCallbackQuery, deleteWebhook, getWebhookInfo, logOut, close.
+getMyCommands, deleteMyCommands, answerCallbackQuery, deleteWebhook, getWebhookInfo, logOut, close;
+Stars: sendInvoice, answerPreCheckoutQuery, refundStarPayment, getStarTransactions (section "Stars").
 
 Like the real server, a non-empty ``parse_mode`` wins over ``entities``/``caption_entities`` (the
 text is then parsed as HTML/MarkdownV2/Markdown and markup errors give "can't parse entities").
@@ -38,6 +39,11 @@ a negative ``chat_id`` is a group):
                   media_group_id=None, file_size=None, ...)
     push_callback(user_id, data, *, message_id, chat_id=None, ...)
     push_update(raw)        # any dict; pushing an update_id again delivers it again
+    push_pre_checkout(user_id, stars, payload) -> query id
+    push_successful_payment(user_id, stars, payload, *, charge_id=None, deliver=True)
+        -> charge id (the payment is also added to the bot's Star transactions; deliver=False
+        only adds it there, as when the update was lost)
+    refund_outside(user_id, charge_id)   # a refund the bot did not ask for (owner, store)
     add_chat(chat_id, *, first_name=..., username=..., title=...)
 
 getUpdates: the pending updates (sorted by update_id) are returned at once; otherwise the call waits
@@ -90,7 +96,7 @@ import struct
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
@@ -160,6 +166,7 @@ JSON_FIELDS = frozenset(
         "results",
         "options",
         "menu_button",
+        "prices",
     }
 )
 RATE_LIMITED_METHODS = frozenset(
@@ -1049,6 +1056,123 @@ def error_response(error: TelegramError) -> web.Response:
 Handler = Callable[[Call], Awaitable[Any]]
 
 
+PRE_CHECKOUT_TIMEOUT = 10.0
+MAX_INVOICE_PAYLOAD_BYTES = 128
+MAX_STARS_PER_INVOICE = 10000
+
+
+@dataclass
+class SentInvoice:
+    chat_id: int
+    message_id: int
+    invoice: dict[str, Any]
+    payload: str
+
+
+@dataclass
+class PreCheckoutAnswer:
+    ok: bool
+    error_message: str | None
+    seconds: float
+
+
+@dataclass
+class FakeStars:
+    """The bot's Stars account as the fake keeps it.
+
+    `charges` by telegram_payment_charge_id; `transactions` in Telegram's StarTransaction shape,
+    chronological (an incoming payment has a `source`, a refund a `receiver` and the same id);
+    `stall_refunds` = "before" | "after" makes refundStarPayment hang before or after the refund
+    is made (to kill the bot in between), until `released` is set."""
+
+    invoices: list[SentInvoice] = field(default_factory=list)
+    queries: dict[str, float] = field(default_factory=dict)
+    answers: dict[str, PreCheckoutAnswer] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transactions: list[dict[str, Any]] = field(default_factory=list)
+    refund_calls: int = 0
+    stall_refunds: str | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    serial: int = 0
+
+    def pay(self, charge_id: str, user: dict[str, Any], stars: int, payload: str) -> None:
+        self.charges[charge_id] = {
+            "user_id": user["id"],
+            "user": user,
+            "stars": stars,
+            "payload": payload,
+            "refunded": False,
+        }
+        self.transactions.append(
+            {
+                "id": charge_id,
+                "amount": stars,
+                "date": int(time.time()),
+                "source": {
+                    "type": "user",
+                    "transaction_type": "invoice_payment",
+                    "user": user,
+                    "invoice_payload": payload,
+                },
+            }
+        )
+
+    def refund(self, charge_id: str) -> None:
+        charge = self.charges[charge_id]
+        if charge["refunded"]:
+            raise ValueError(f"{charge_id} is already refunded")
+        charge["refunded"] = True
+        self.transactions.append(
+            {
+                "id": charge_id,
+                "amount": charge["stars"],
+                "date": int(time.time()),
+                "receiver": {
+                    "type": "user",
+                    "transaction_type": "invoice_payment",
+                    "user": charge["user"],
+                    "invoice_payload": charge["payload"],
+                },
+            }
+        )
+
+    def refunded(self, charge_id: str) -> bool:
+        return bool(self.charges[charge_id]["refunded"])
+
+
+def check_invoice(call: Call) -> dict[str, Any]:
+    """sendInvoice's checks for a Stars invoice, with Telegram's error descriptions."""
+    title = call.get_str("title") or ""
+    description = call.get_str("description") or ""
+    payload = call.get_str("payload") or ""
+    if not 1 <= len(title) <= 32:
+        raise bad_request("INVOICE_TITLE_EMPTY" if not title else "INVOICE_TITLE_INVALID")
+    if not 1 <= len(description) <= 255:
+        raise bad_request("INVOICE_DESCRIPTION_INVALID")
+    if not 1 <= len(payload.encode()) <= MAX_INVOICE_PAYLOAD_BYTES:
+        raise bad_request("INVOICE_PAYLOAD_INVALID")
+    if call.get_str("currency") != "XTR":
+        raise bad_request("CURRENCY_INVALID")  # digital goods are sold in Stars only
+    if call.get_str("provider_token"):
+        raise bad_request("PAYMENT_PROVIDER_INVALID")  # Stars take no provider token
+    prices = call.params.get("prices")
+    if not isinstance(prices, list) or len(prices) != 1:
+        raise bad_request("STARS_INVOICE_INVALID")  # exactly one price in XTR
+    amount = prices[0].get("amount") if isinstance(prices[0], dict) else None
+    label = prices[0].get("label") if isinstance(prices[0], dict) else None
+    if not isinstance(label, str) or not label:
+        raise bad_request("LABELED_PRICE_INVALID")
+    if not isinstance(amount, int) or not 1 <= amount <= MAX_STARS_PER_INVOICE:
+        raise bad_request("CURRENCY_TOTAL_AMOUNT_INVALID")
+    return {
+        "title": title,
+        "description": description,
+        "start_parameter": call.get_str("start_parameter") or "",
+        "currency": "XTR",
+        "total_amount": amount,
+    }
+
+
 class FakeTelegram:
     """The fake Bot API server; see the module docstring for the test-facing API."""
 
@@ -1103,6 +1227,7 @@ class FakeTelegram:
         self._commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._chat_buckets: dict[int, TokenBucket] = {}
         self._global_bucket: TokenBucket | None = None
+        self.stars = FakeStars()
         self._changed = asyncio.Event()
         self._closing = False
         self._hanging: set[str] = set()
@@ -1130,6 +1255,10 @@ class FakeTelegram:
             "getMyCommands": self._get_my_commands,
             "deleteMyCommands": self._delete_my_commands,
             "answerCallbackQuery": self._answer_callback_query,
+            "sendInvoice": self._send_invoice,
+            "answerPreCheckoutQuery": self._answer_pre_checkout_query,
+            "refundStarPayment": self._refund_star_payment,
+            "getStarTransactions": self._get_star_transactions,
             "deleteWebhook": self._delete_webhook,
             "getWebhookInfo": self._get_webhook_info,
             "logOut": self._return_true,
@@ -2191,6 +2320,149 @@ class FakeTelegram:
             raise bad_request("MESSAGE_TOO_LONG")
         self._callback_ids.discard(query_id)
         return True
+
+    # -- Stars ------------------------------------------------------------------------------------
+
+    async def _send_invoice(self, call: Call) -> dict[str, Any]:
+        chat = self._chat(call.chat_id())
+        invoice = check_invoice(call)
+        markup = check_reply_markup(call.params.get("reply_markup"))
+        content: dict[str, Any] = {"invoice": invoice}
+        if markup and "inline_keyboard" in markup:
+            content["reply_markup"] = markup
+        message = self._store_bot_message(chat, content)
+        self.stars.invoices.append(
+            SentInvoice(chat["id"], message["message_id"], invoice, str(call.params["payload"]))
+        )
+        self._record_sent(
+            SentItem(
+                "sendInvoice",
+                chat["id"],
+                time.monotonic(),
+                message_id=message["message_id"],
+                text=invoice["title"],
+                reply_markup=markup,
+            )
+        )
+        return message
+
+    async def _answer_pre_checkout_query(self, call: Call) -> bool:
+        query_id = call.get_str("pre_checkout_query_id") or ""
+        asked = self.stars.queries.get(query_id)
+        if asked is None or time.monotonic() - asked > PRE_CHECKOUT_TIMEOUT:
+            raise bad_request(
+                "query is too old and response timeout expired or query ID is invalid"
+            )
+        ok = call.get_bool("ok")
+        error_message = call.get_str("error_message")
+        if not ok and not error_message:
+            raise bad_request("ERROR_MESSAGE_EMPTY")
+        del self.stars.queries[query_id]
+        self.stars.answers[query_id] = PreCheckoutAnswer(
+            ok, error_message, time.monotonic() - asked
+        )
+        return True
+
+    async def _refund_star_payment(self, call: Call) -> bool:
+        charge_id = call.get_str("telegram_payment_charge_id") or ""
+        user_id = call.get_int("user_id")
+        self.stars.refund_calls += 1
+        if self.stars.stall_refunds == "before":  # the request never gets processed
+            await self.stars.released.wait()
+            raise TelegramError(502, "Bad Gateway")
+        charge = self.stars.charges.get(charge_id)
+        if charge is None or charge["user_id"] != user_id:
+            raise bad_request("CHARGE_NOT_FOUND")
+        if charge["refunded"]:
+            raise bad_request("CHARGE_ALREADY_REFUNDED")
+        self.stars.refund(charge_id)
+        self._notify()
+        if self.stars.stall_refunds == "after":  # processed, but the answer never arrives
+            await self.stars.released.wait()
+        return True
+
+    async def _get_star_transactions(self, call: Call) -> dict[str, Any]:
+        offset = call.get_int("offset") or 0
+        limit = call.get_int("limit")
+        limit = 100 if limit is None else limit
+        if not 1 <= limit <= 100 or offset < 0:
+            raise bad_request("LIMIT_INVALID" if offset >= 0 else "OFFSET_INVALID")
+        return {"transactions": self.stars.transactions[offset : offset + limit]}
+
+    def push_pre_checkout(
+        self,
+        user_id: int,
+        stars: int,
+        payload: str,
+        *,
+        currency: str = "XTR",
+        first_name: str = "Alice",
+        username: str | None = "alice",
+    ) -> str:
+        """A person pressed Pay on an invoice; the bot has 10 s to answer. Returns the query id."""
+        user = self._user(user_id, first_name, username, "en")
+        self.stars.serial += 1
+        query_id = f"pcq{user_id}{self.stars.serial:06d}"
+        self.stars.queries[query_id] = time.monotonic()
+        self._queue(
+            {
+                "pre_checkout_query": {
+                    "id": query_id,
+                    "from": user,
+                    "currency": currency,
+                    "total_amount": stars,
+                    "invoice_payload": payload,
+                }
+            }
+        )
+        return query_id
+
+    def push_successful_payment(
+        self,
+        user_id: int,
+        stars: int,
+        payload: str,
+        *,
+        charge_id: str | None = None,
+        deliver: bool = True,
+        first_name: str = "Alice",
+        username: str | None = "alice",
+    ) -> str:
+        """Telegram took `stars` from the person; the service message goes to the bot unless
+        `deliver` is False. Pushing the same charge_id again delivers it again (a duplicate)."""
+        if charge_id is None:
+            self.stars.serial += 1
+            charge_id = f"stxfake{user_id}x{self.stars.serial:06d}"
+        user = self._user(user_id, first_name, username, "en")
+        if charge_id not in self.stars.charges:
+            self.stars.pay(charge_id, user, stars, payload)
+        if deliver:
+            self._push_message(
+                user_id,
+                {
+                    "successful_payment": {
+                        "currency": "XTR",
+                        "total_amount": stars,
+                        "invoice_payload": payload,
+                        "telegram_payment_charge_id": charge_id,
+                        "provider_payment_charge_id": "",
+                    }
+                },
+                chat_id=None,
+                update_id=None,
+                message_id=None,
+                first_name=first_name,
+                username=username,
+                language_code="en",
+                forward=False,
+                edited=False,
+                reply_to=None,
+            )
+        return charge_id
+
+    def refund_outside(self, charge_id: str) -> None:
+        """The charge is refunded without the bot asking (by the owner, or a store chargeback)."""
+        self.stars.refund(charge_id)
 
     # -- test-facing queries --------------------------------------------------------------------
 
