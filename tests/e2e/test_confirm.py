@@ -12,6 +12,7 @@ from tests.e2e.conftest import StartBot
 from tests.e2e.test_images import (
     STARTER_USD,
     balance,
+    last_image_cost,
     result_text,
     rows,
     tool_results,
@@ -68,10 +69,11 @@ async def test_a_4k_image_asks_first(
     assert settled is not None
     if choice == "y":
         [image] = images
+        # Charged from the usage Gemini reported (design section 6), not the 0.24 list price.
         assert (image["status"], image["image_size"], image["charged_micros"]) == (
             "ok",
             "4K",
-            240_000,
+            last_image_cost(gemini_fake, "4K"),
         )
         assert settled["text"].endswith("Confirmed.")
     else:
