@@ -17,6 +17,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
 from anthropic import AsyncAnthropic
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.agent.loop import AgentLoop, LoopConfig
@@ -30,13 +31,14 @@ from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
 from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.logs import configure_logging
 from bot.services.billing import BillingService
-from bot.services.blobs import BlobStore
+from bot.services.blobs import Blobs, BlobStore
 from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.pricing import PriceTable
+from bot.services.s3_blobs import S3BlobStore, S3Credentials, S3Location
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
@@ -76,6 +78,13 @@ def secret_values(settings: Settings) -> list[str]:
         settings.ANTHROPIC_API_KEY.get_secret_value(),
         settings.GOOGLE_API_KEY.get_secret_value(),
     ]
+    for optional in (
+        settings.WEBHOOK_SECRET,
+        settings.S3_ACCESS_KEY_ID,
+        settings.S3_SECRET_ACCESS_KEY,
+    ):
+        if optional is not None and optional.get_secret_value():
+            values.append(optional.get_secret_value())
     if settings.DATABASE_URL is not None:
         from sqlalchemy.engine import make_url
 
@@ -119,6 +128,7 @@ class Application:
     inbox: Inbox
     scheduler: TurnScheduler
     poller: Poller
+    s3_blobs: S3BlobStore | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
@@ -161,7 +171,8 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         ),
         concurrency=provider_slots,
     )
-    files = build_file_service(settings, sessionmaker, bot, claude, billing)
+    blobs = build_blob_store(settings)
+    files = build_file_service(settings, sessionmaker, bot, claude, billing, blobs)
     registry = ToolRegistry(
         build_tools(
             settings, sessionmaker, anthropic, images, files, billing, prices, provider_slots
@@ -229,7 +240,29 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         inbox=inbox,
         scheduler=scheduler,
         poller=poller,
+        s3_blobs=blobs if isinstance(blobs, S3BlobStore) else None,
     )
+
+
+def build_blob_store(settings: Settings) -> Blobs:
+    """The local directory by default; S3 when BLOB_STORE_URL is s3://, reading blobs stored
+    locally before the switch from the directory."""
+    local = BlobStore(settings.files_dir)
+    if not settings.BLOB_STORE_URL:
+        return local
+    return S3BlobStore(
+        S3Location.parse(settings.BLOB_STORE_URL),
+        S3Credentials(
+            endpoint_url=settings.S3_ENDPOINT_URL,
+            access_key_id=_secret(settings.S3_ACCESS_KEY_ID),
+            secret_access_key=_secret(settings.S3_SECRET_ACCESS_KEY),
+        ),
+        fallback=local,
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def build_file_service(
@@ -238,13 +271,14 @@ def build_file_service(
     bot: Bot,
     claude: ClaudeGateway,
     billing: BillingService,
+    blobs: Blobs,
 ) -> FileService:
     limits = ImageLimits.from_megabytes(settings.MAX_UPLOAD_MB, settings.MAX_IMAGE_PIXELS)
     return FileService(
         sessionmaker=sessionmaker,
         bot=bot,
         claude=claude,
-        blobs=BlobStore(settings.files_dir),
+        blobs=blobs,
         processor=ImageProcessor(limits),
         generated_processor=ImageProcessor(
             ImageLimits(max_bytes=GENERATED_MAX_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
@@ -317,6 +351,8 @@ def _exclude_startup_objects_from_gc() -> None:
 async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> None:
     me = await app.bot.get_me()
     log.info("telegram_connected", bot_username=me.username)
+    if app.s3_blobs is not None:
+        await app.s3_blobs.start()
     await app.billing.expire_stale_holds(
         now=boot_time + timedelta(seconds=app.settings.HOLD_TTL_SECONDS)
     )
@@ -361,6 +397,8 @@ async def _shutdown(app: Application) -> None:
             await task
     await app.bot.session.close()
     await app.anthropic.close()
+    if app.s3_blobs is not None:
+        await app.s3_blobs.aclose()
     with contextlib.suppress(Exception):
         await app.images.aclose()
 
