@@ -9,7 +9,7 @@ import gc
 import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiogram import Bot
@@ -57,6 +57,10 @@ from bot.telegram.submit import TurnSubmitter
 from bot.telegram.turns import TurnScheduler
 from bot.telegram.ui import TelegramTurnUI
 
+if TYPE_CHECKING:
+    from bot.ops.metrics import Metrics
+    from bot.ops.server import OpsServer
+
 log = structlog.get_logger(__name__)
 
 BOT_COMMANDS = [
@@ -94,7 +98,7 @@ def secret_values(settings: Settings) -> list[str]:
     return values
 
 
-def create_bot(settings: Settings) -> Bot:
+def create_bot(settings: Settings, metrics: Metrics | None = None) -> Bot:
     if settings.TELEGRAM_API_URL:
         session = BotSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
     else:
@@ -104,7 +108,12 @@ def create_bot(settings: Settings) -> Bot:
         session=session,
         default=DefaultBotProperties(link_preview_is_disabled=True),
     )
-    bot.session.middleware(RetryAfterMiddleware(max_wait=settings.TELEGRAM_RETRY_MAX_SECONDS))
+    bot.session.middleware(
+        RetryAfterMiddleware(
+            max_wait=settings.TELEGRAM_RETRY_MAX_SECONDS,
+            on_retry_after=metrics.telegram_retry_after if metrics is not None else None,
+        )
+    )
     pacer = OutgoingPacer(
         per_chat_rate=settings.TELEGRAM_CHAT_RATE * PACING_HEADROOM,
         global_rate=settings.TELEGRAM_GLOBAL_RATE * PACING_HEADROOM,
@@ -129,6 +138,8 @@ class Application:
     scheduler: TurnScheduler
     poller: Poller
     s3_blobs: S3BlobStore | None = None
+    metrics: Metrics | None = None
+    ops_server: OpsServer | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
@@ -137,12 +148,9 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     sessionmaker = create_sessionmaker(engine)
     prices = PriceTable()
     prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
-    billing = BillingService(
-        sessionmaker,
-        markup=settings.PRICE_MARKUP,
-        hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
-    )
-    bot = create_bot(settings)
+    metrics = build_metrics(settings)
+    billing = build_billing(settings, sessionmaker, metrics)
+    bot = create_bot(settings, metrics)
     anthropic = create_anthropic_client(
         settings.ANTHROPIC_API_KEY.get_secret_value(),
         settings.ANTHROPIC_BASE_URL,
@@ -211,6 +219,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
             turn_timeout=settings.TURN_TIMEOUT_SECONDS,
         ),
+        on_finished=metrics.turn_finished if metrics is not None else None,
     )
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
@@ -241,6 +250,46 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         scheduler=scheduler,
         poller=poller,
         s3_blobs=blobs if isinstance(blobs, S3BlobStore) else None,
+        metrics=metrics,
+        ops_server=build_ops_server(settings, metrics, sessionmaker, bot),
+    )
+
+
+def build_metrics(settings: Settings) -> Metrics | None:
+    """Metrics only when METRICS_LISTEN is set (prometheus-client is not imported otherwise)."""
+    if not settings.METRICS_LISTEN:
+        return None
+    from bot.ops.metrics import Metrics
+
+    return Metrics()
+
+
+def build_billing(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], metrics: Metrics | None
+) -> BillingService:
+    markup, hold_ttl = settings.PRICE_MARKUP, timedelta(seconds=settings.HOLD_TTL_SECONDS)
+    if metrics is None:
+        return BillingService(sessionmaker, markup=markup, hold_ttl=hold_ttl)
+    from bot.ops.metrics import MeteredBilling
+
+    return MeteredBilling(sessionmaker, markup=markup, hold_ttl=hold_ttl, metrics=metrics)
+
+
+def build_ops_server(
+    settings: Settings,
+    metrics: Metrics | None,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    bot: Bot,
+) -> OpsServer | None:
+    if metrics is None or not settings.METRICS_LISTEN:
+        return None
+    from bot.ops.server import Health, OpsServer
+
+    return OpsServer(
+        settings.METRICS_LISTEN,
+        metrics=metrics,
+        health=Health(sessionmaker, bot),
+        sessionmaker=sessionmaker,
     )
 
 
@@ -353,6 +402,8 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
     log.info("telegram_connected", bot_username=me.username)
     if app.s3_blobs is not None:
         await app.s3_blobs.start()
+    if app.ops_server is not None:
+        await app.ops_server.start()
     await app.billing.expire_stale_holds(
         now=boot_time + timedelta(seconds=app.settings.HOLD_TTL_SECONDS)
     )
@@ -390,6 +441,8 @@ async def _shutdown(app: Application) -> None:
     log.info("shutdown_started", grace_seconds=grace)
     await app.poller.wait_dispatched(timeout=min(5.0, grace))
     await app.scheduler.shutdown(grace)
+    if app.ops_server is not None:
+        await app.ops_server.close()
     for task in app.background:
         task.cancel()
     for task in app.background:

@@ -138,7 +138,9 @@ class ChatService:
         intake: AttachmentIntake | None,
         ui_factory: UIFactory,
         config: ChatConfig,
+        on_finished: Callable[[str, float], None] | None = None,
     ) -> None:
+        self._on_finished = on_finished
         self._loop = loop
         self._conversations = conversations
         self._inbox = inbox
@@ -259,6 +261,9 @@ class ChatService:
                 update_id, status, error=None if status == "answered" else turn.outcome
             )
         s = turn.stats
+        duration = time.monotonic() - turn.started
+        if self._on_finished is not None:
+            self._on_finished(turn.outcome, duration)
         log.info(
             "turn_completed",
             update_id=incoming.update_id,
@@ -271,7 +276,7 @@ class ChatService:
             cache_read_tokens=s.cache_read_tokens,
             cache_write_tokens=s.cache_write_tokens,
             charged_micros=s.charged_micros,
-            duration_ms=int((time.monotonic() - turn.started) * 1000),
+            duration_ms=int(duration * 1000),
         )
 
 

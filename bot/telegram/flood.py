@@ -91,8 +91,10 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
         not_retried_on_failure: frozenset[str] = NOT_RETRIED_ON_FAILURE,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_retry_after: Callable[[], None] | None = None,
     ) -> None:
         self._max_wait = max_wait
+        self._on_retry_after = on_retry_after
         self._failure_backoff = tuple(failure_backoff)
         self._jitter = jitter
         self._not_retried = not_retried_on_failure
@@ -120,6 +122,8 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
         self, method: TelegramMethod[TelegramType], exc: TelegramRetryAfter, waited: float
     ) -> float:
         name, chat = _method_name(method), _chat_of(method)
+        if self._on_retry_after is not None:
+            self._on_retry_after()
         if waited + exc.retry_after > self._max_wait:
             log.warning(
                 "telegram_retry_after_exhausted",
