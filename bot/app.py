@@ -56,8 +56,10 @@ from bot.telegram.session import BotSession
 from bot.telegram.submit import TurnSubmitter
 from bot.telegram.turns import TurnScheduler
 from bot.telegram.ui import TelegramTurnUI
+from bot.telegram.webhook import leave_webhook_mode
 
 if TYPE_CHECKING:
+    from bot.ops.cluster import Cluster
     from bot.ops.metrics import Metrics
     from bot.ops.server import OpsServer
 
@@ -98,7 +100,17 @@ def secret_values(settings: Settings) -> list[str]:
     return values
 
 
-def create_bot(settings: Settings, metrics: Metrics | None = None) -> Bot:
+def build_pacer(settings: Settings) -> OutgoingPacer:
+    return OutgoingPacer(
+        per_chat_rate=settings.TELEGRAM_CHAT_RATE * PACING_HEADROOM,
+        global_rate=settings.TELEGRAM_GLOBAL_RATE * PACING_HEADROOM,
+        global_burst=max(1, int(settings.TELEGRAM_GLOBAL_RATE)),
+    )
+
+
+def create_bot(
+    settings: Settings, metrics: Metrics | None = None, pacer: OutgoingPacer | None = None
+) -> Bot:
     if settings.TELEGRAM_API_URL:
         session = BotSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
     else:
@@ -114,12 +126,7 @@ def create_bot(settings: Settings, metrics: Metrics | None = None) -> Bot:
             on_retry_after=metrics.telegram_retry_after if metrics is not None else None,
         )
     )
-    pacer = OutgoingPacer(
-        per_chat_rate=settings.TELEGRAM_CHAT_RATE * PACING_HEADROOM,
-        global_rate=settings.TELEGRAM_GLOBAL_RATE * PACING_HEADROOM,
-        global_burst=max(1, int(settings.TELEGRAM_GLOBAL_RATE)),
-    )
-    bot.session.middleware(PacingMiddleware(pacer))
+    bot.session.middleware(PacingMiddleware(pacer or build_pacer(settings)))
     return bot
 
 
@@ -140,6 +147,7 @@ class Application:
     s3_blobs: S3BlobStore | None = None
     metrics: Metrics | None = None
     ops_server: OpsServer | None = None
+    cluster: Cluster | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
@@ -150,7 +158,8 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
     metrics = build_metrics(settings)
     billing = build_billing(settings, sessionmaker, metrics)
-    bot = create_bot(settings, metrics)
+    pacer = build_pacer(settings)
+    bot = create_bot(settings, metrics, pacer)
     anthropic = create_anthropic_client(
         settings.ANTHROPIC_API_KEY.get_secret_value(),
         settings.ANTHROPIC_BASE_URL,
@@ -209,7 +218,13 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             draft_interval=settings.DRAFT_INTERVAL_SECONDS,
         )
 
-    chat = ChatService(
+    webhook_mode = settings.BOT_MODE == "webhook"
+    chat_class = ChatService
+    if webhook_mode:
+        from bot.ops.replicas import ReplicaChatService
+
+        chat_class = ReplicaChatService
+    chat = chat_class(
         loop=loop,
         conversations=conversations,
         inbox=inbox,
@@ -238,6 +253,27 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
     poller = Poller(
         bot, dp, inbox, allowed_updates=ALLOWED_UPDATES, timeout=settings.POLLING_TIMEOUT_SECONDS
     )
+    cluster = None
+    if webhook_mode:
+        from bot.ops.cluster import Cluster, ClusterDeps
+        from bot.ops.replicas import ReplicaChatService
+
+        cluster = Cluster.build(
+            ClusterDeps(
+                settings=settings,
+                bot=bot,
+                dispatcher=dp,
+                inbox=inbox,
+                engine=engine,
+                sessionmaker=sessionmaker,
+                billing=billing,
+                files=files,
+                pacer=pacer,
+                allowed_updates=ALLOWED_UPDATES,
+            )
+        )
+        assert isinstance(chat, ReplicaChatService)
+        chat.attach(cluster.replica)
     return Application(
         settings=settings,
         bot=bot,
@@ -252,6 +288,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         s3_blobs=blobs if isinstance(blobs, S3BlobStore) else None,
         metrics=metrics,
         ops_server=build_ops_server(settings, metrics, sessionmaker, bot),
+        cluster=cluster,
     )
 
 
@@ -381,8 +418,11 @@ async def run(settings: Settings) -> int:
         try:
             await _start(app, boot_time, stop)
             _exclude_startup_objects_from_gc()
-            log.info("bot_started")
-            await app.poller.run(stop)
+            log.info("bot_started", mode=settings.BOT_MODE)
+            if app.cluster is not None:
+                await app.cluster.serve(stop)
+            else:
+                await app.poller.run(stop)
         finally:
             await _shutdown(app)
     log.info("bot_stopped")
@@ -404,6 +444,13 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
         await app.s3_blobs.start()
     if app.ops_server is not None:
         await app.ops_server.start()
+    if app.cluster is not None:
+        # Other replicas' turns are running: their holds and updates are theirs to settle, or
+        # the leader's to hand back once their lease runs out.
+        await app.cluster.start()
+        app.background.append(asyncio.create_task(_set_commands(app)))
+        return
+    await leave_webhook_mode(app.bot)
     await app.billing.expire_stale_holds(
         now=boot_time + timedelta(seconds=app.settings.HOLD_TTL_SECONDS)
     )
@@ -416,12 +463,16 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
     app.background.append(asyncio.create_task(_announce(app, boot_time)))
 
 
-async def _announce(app: Application, boot_time: datetime) -> None:
-    """Set the command menu and tell people whose messages a restart interrupted."""
+async def _set_commands(app: Application) -> None:
     try:
         await app.bot.set_my_commands(BOT_COMMANDS)
     except Exception:
         log.exception("set_commands_failed")
+
+
+async def _announce(app: Application, boot_time: datetime) -> None:
+    """Set the command menu and tell people whose messages a restart interrupted."""
+    await _set_commands(app)
     unfinished = await app.inbox.unfinished_before(boot_time)
     told: set[int] = set()
     for item in unfinished:
@@ -439,8 +490,12 @@ async def _announce(app: Application, boot_time: datetime) -> None:
 async def _shutdown(app: Application) -> None:
     grace = app.settings.SHUTDOWN_GRACE_SECONDS
     log.info("shutdown_started", grace_seconds=grace)
+    if app.cluster is not None:
+        await app.cluster.stop_taking(min(5.0, grace))
     await app.poller.wait_dispatched(timeout=min(5.0, grace))
     await app.scheduler.shutdown(grace)
+    if app.cluster is not None:
+        await app.cluster.close()
     if app.ops_server is not None:
         await app.ops_server.close()
     for task in app.background:

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.direct import DirectSQL
+from bot.ops.listen import parse_listen
 from bot.ops.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -20,14 +21,6 @@ CHECK_TIMEOUT = 3.0
 # A Telegram check is reused this long, so a scraper or load balancer polling /healthz every
 # second does not turn into a getMe per second.
 TELEGRAM_CHECK_TTL = 10.0
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``host:port`` (``:port`` means every interface)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected host:port, got {value!r}")
-    return host or "0.0.0.0", int(port)
 
 
 class Health:

@@ -220,6 +220,11 @@ class OutgoingPacer:
     def tracked_chats(self) -> int:
         return len(self._chats)
 
+    def set_global_rate(self, rate: float, burst: int) -> None:
+        """A new overall allowance (several replicas share Telegram's global rate)."""
+        self._global.interval = 1.0 / rate
+        self._global.tolerance = (max(1, burst) - 1) * self._global.interval
+
     async def acquire(self, chat_id: ChatKey | None) -> float:
         """Waits until a visible message to `chat_id` may be sent; returns the seconds waited."""
         started = self._clock()
