@@ -339,7 +339,7 @@ def build_blob_store(settings: Settings) -> Blobs:
     return S3BlobStore(
         S3Location.parse(settings.BLOB_STORE_URL),
         S3Credentials(
-            endpoint_url=settings.S3_ENDPOINT_URL,
+            endpoint_url=settings.S3_ENDPOINT_URL or None,
             access_key_id=_secret(settings.S3_ACCESS_KEY_ID),
             secret_access_key=_secret(settings.S3_SECRET_ACCESS_KEY),
         ),
