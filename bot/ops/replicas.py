@@ -55,6 +55,7 @@ _RETIRE = "UPDATE replicas SET lease_until = now() - interval '1 second' WHERE i
 _CLAIM = """
     INSERT INTO update_claims (update_id, replica_id) SELECT unnest($1::bigint[]), $2
     ON CONFLICT (update_id) DO NOTHING
+    RETURNING update_id
 """
 # A person's turn lease: taken when free or held by a dead replica, and only when no earlier
 # update of the person is unfinished (an earlier turn, queued here or on another replica).
@@ -166,8 +167,10 @@ class Replica:
         """At a clean stop: let the others tell this replica's people what was left undone."""
         await self._sql.execute(_RETIRE, self.id)
 
-    async def claim(self, update_ids: Sequence[int]) -> None:
-        await self._sql.execute(_CLAIM, list(update_ids), self.id)
+    async def claim(self, update_ids: Sequence[int]) -> set[int]:
+        """Claim recorded updates for this replica; returns those nobody had claimed yet."""
+        rows = await self._sql.fetch(_CLAIM, list(update_ids), self.id)
+        return {int(row["update_id"]) for row in rows}
 
     @contextlib.asynccontextmanager
     async def turn(self, incoming: IncomingMessage) -> AsyncIterator[None]:

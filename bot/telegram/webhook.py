@@ -1,8 +1,9 @@
 """Webhook mode (design section 12): Telegram posts updates to WEBHOOK_URL's path on WEBHOOK_LISTEN.
 
 Each request is checked against the secret Telegram echoes in `X-Telegram-Bot-Api-Secret-Token`
-(403 otherwise), recorded in the inbox (and claimed by this replica) before it is answered: a
-failed insert answers 500, so Telegram sends it again; a duplicate answers 200 and stops there.
+(403 otherwise), recorded in the inbox and claimed by this replica before it is answered: a failed
+insert or claim answers 500, so Telegram sends it again; an update already claimed answers 200 and
+stops there.
 Then it is handled in the background through the same dispatcher polling feeds, one sender's
 updates in arrival order. aiogram's own SimpleRequestHandler answers 200 before anything is
 stored, so a crash would lose the update; this one never does.
@@ -33,7 +34,7 @@ log = structlog.get_logger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 DEFAULT_LISTEN = "0.0.0.0:8080"
 MAX_CONNECTIONS = 40
-Claim = Callable[[Sequence[int]], Awaitable[None]]
+Claim = Callable[[Sequence[int]], Awaitable[set[int]]]
 
 
 def webhook_path(url: str) -> str:
@@ -101,8 +102,10 @@ class WebhookServer:
         record = inbound_record(update)
         try:
             fresh = await self._inbox.record([record])
-            if fresh and self._claim is not None:
-                await self._claim(list(fresh))
+            if self._claim is not None:
+                # Claimed here (and handled) only if no replica has claimed it: an update whose
+                # claim failed after it was recorded is taken when Telegram sends it again.
+                fresh = await self._claim([update.update_id])
         except Exception:
             log.exception("webhook_record_failed", update_id=update.update_id)
             return web.Response(status=500, text="Not recorded; send it again")

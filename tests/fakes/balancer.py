@@ -18,7 +18,7 @@ class RoundRobinProxy:
     def __init__(self, backends: Sequence[str]) -> None:
         self.backends = list(backends)
         self.routed: list[tuple[str, int]] = []
-        self._next = itertools.cycle(range(len(self.backends)))
+        self._turn = itertools.count()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.port = 0
@@ -49,7 +49,7 @@ class RoundRobinProxy:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host"}}
         for _ in range(len(self.backends)):
-            backend = self.backends[next(self._next)]
+            backend = self.backends[next(self._turn) % len(self.backends)]
             try:
                 async with self._http.request(
                     request.method, backend + request.path_qs, data=body, headers=headers
