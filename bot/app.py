@@ -17,7 +17,6 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
 from anthropic import AsyncAnthropic
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.agent.loop import AgentLoop, LoopConfig
@@ -30,15 +29,15 @@ from bot.db.session import create_sessionmaker
 from bot.integrations.anthropic import ClaudeGateway, create_anthropic_client
 from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
 from bot.logs import configure_logging
+from bot.ops.wiring import build_billing, build_blob_store, build_metrics, build_ops_server
 from bot.services.billing import BillingService
-from bot.services.blobs import Blobs, BlobStore
+from bot.services.blobs import Blobs
 from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.pricing import PriceTable
-from bot.services.s3_blobs import S3BlobStore, S3Credentials, S3Location
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
     from bot.ops.cluster import Cluster
     from bot.ops.metrics import Metrics
     from bot.ops.server import OpsServer
+    from bot.services.s3_blobs import S3BlobStore
 
 log = structlog.get_logger(__name__)
 
@@ -188,7 +188,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         ),
         concurrency=provider_slots,
     )
-    blobs = build_blob_store(settings)
+    blobs, s3_blobs = build_blob_store(settings)
     files = build_file_service(settings, sessionmaker, bot, claude, billing, blobs)
     registry = ToolRegistry(
         build_tools(
@@ -285,70 +285,11 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         inbox=inbox,
         scheduler=scheduler,
         poller=poller,
-        s3_blobs=blobs if isinstance(blobs, S3BlobStore) else None,
+        s3_blobs=s3_blobs,
         metrics=metrics,
         ops_server=build_ops_server(settings, metrics, sessionmaker, bot),
         cluster=cluster,
     )
-
-
-def build_metrics(settings: Settings) -> Metrics | None:
-    """Metrics only when METRICS_LISTEN is set (prometheus-client is not imported otherwise)."""
-    if not settings.METRICS_LISTEN:
-        return None
-    from bot.ops.metrics import Metrics
-
-    return Metrics()
-
-
-def build_billing(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], metrics: Metrics | None
-) -> BillingService:
-    markup, hold_ttl = settings.PRICE_MARKUP, timedelta(seconds=settings.HOLD_TTL_SECONDS)
-    if metrics is None:
-        return BillingService(sessionmaker, markup=markup, hold_ttl=hold_ttl)
-    from bot.ops.metrics import MeteredBilling
-
-    return MeteredBilling(sessionmaker, markup=markup, hold_ttl=hold_ttl, metrics=metrics)
-
-
-def build_ops_server(
-    settings: Settings,
-    metrics: Metrics | None,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    bot: Bot,
-) -> OpsServer | None:
-    if metrics is None or not settings.METRICS_LISTEN:
-        return None
-    from bot.ops.server import Health, OpsServer
-
-    return OpsServer(
-        settings.METRICS_LISTEN,
-        metrics=metrics,
-        health=Health(sessionmaker, bot),
-        sessionmaker=sessionmaker,
-    )
-
-
-def build_blob_store(settings: Settings) -> Blobs:
-    """The local directory by default; S3 when BLOB_STORE_URL is s3://, reading blobs stored
-    locally before the switch from the directory."""
-    local = BlobStore(settings.files_dir)
-    if not settings.BLOB_STORE_URL:
-        return local
-    return S3BlobStore(
-        S3Location.parse(settings.BLOB_STORE_URL),
-        S3Credentials(
-            endpoint_url=settings.S3_ENDPOINT_URL or None,
-            access_key_id=_secret(settings.S3_ACCESS_KEY_ID),
-            secret_access_key=_secret(settings.S3_SECRET_ACCESS_KEY),
-        ),
-        fallback=local,
-    )
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 def build_file_service(
