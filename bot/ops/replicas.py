@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 # Advisory lock keys (pg_advisory_lock takes a bigint); arbitrary but fixed.
 LEADER_LOCK = 0x7B07_0001
 WEBHOOK_LOCK = 0x7B07_0002
-UNFINISHED = ("received", "processing", "interrupted")
 
 _REGISTER = """
     INSERT INTO replicas (id, hostname, lease_until) VALUES ($1, $2, now() + $3::interval)
