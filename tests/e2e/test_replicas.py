@@ -22,7 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.db.session import create_engine
 from bot.ops.cluster import REPLICA_LOST_NOTICE
 from tests.e2e.conftest import assert_no_leaks
-from tests.e2e.test_chat import STARTER_MICROS, final_texts, open_holds, poll_until, rows, scalar
+from tests.e2e.test_chat import (
+    STARTER_MICROS,
+    final_texts,
+    open_holds,
+    poll_until,
+    rows,
+    scalar,
+    wait_update_finished,
+)
 from tests.fakes.anthropic import Delay, FakeAnthropic, RecordedRequest, text_reply
 from tests.fakes.balancer import RoundRobinProxy
 from tests.fakes.telegram import FakeTelegram
@@ -127,11 +135,13 @@ async def test_a_killed_replicas_turn_is_handed_back_without_loss_or_double_char
     telegram, anthropic, engine = cluster.telegram, cluster.anthropic, cluster.engine
     user = 91002
     anthropic.set_default(slow_echo(0.2))
-    telegram.push_text(user, "a quick one first")
+    quick = telegram.push_text(user, "a quick one first")
     await telegram.wait_for_sent(user, 1, timeout=30)
+    await wait_update_finished(telegram, engine, quick, timeout=20)  # charged, hold closed
 
     anthropic.set_default(slow_echo(30.0))  # the next turn is still waiting on Claude when killed
     stuck = telegram.push_text(user, "this one is interrupted")
+    await telegram.wait_for(lambda: len(anthropic.message_requests()) == 2, timeout=20)
     await poll_until(lambda: _open_holds_of(engine, user), 20, lambda: "the second turn never held")
     owner = await scalar(
         engine, "SELECT replica_id FROM update_claims WHERE update_id = :u", u=stuck
