@@ -12,6 +12,8 @@ processes in webhook mode, then measures:
   delivery (round-robin proxy in front of the replicas), Telegram's limits lifted (the fake has none;
   the bot's pacing is raised to 10,000 messages/s), Claude answering
   at once; from the first post to the last answer; every answer checked, and order per person;
+* burst: `--burst` people x 2 messages at once with Telegram's limits on (the fake's 1/s per chat
+  and 30/s overall, with 429s), one replica and two; against the limit-bound time;
 * takeover: one of two replicas is SIGKILLed in the middle of a turn; seconds until the other has
   told the person to send it again (bounded by the lease plus a third of it).
 
@@ -161,6 +163,53 @@ class Bench:
                     await self.pg.drop_database(database)
         return {"turns_per_second": round(len(people) / elapsed, 1), "seconds": round(elapsed, 2)}
 
+    async def burst(self, replicas: int) -> dict[str, Any]:
+        """`--burst` people x 2 messages at once, Telegram's limits on (1/s per chat, 30/s overall,
+        429s from the fake); no answer lost, each person's answers in order."""
+        people_count, per_person = self.args.burst, 2
+        async with (
+            FakeTelegram(
+                token=FAKE_BOT_TOKEN, per_chat_rate=1.0, global_rate=30.0, global_burst=30
+            ) as telegram,
+            FakeAnthropic() as anthropic,
+        ):
+            anthropic.set_default(lambda r: text_reply(f"Answer to: {last_text(r)}"))
+            async with RoundRobinProxy([]) as proxy:
+                processes, _, database = await self._start_behind(
+                    replicas, telegram, anthropic, proxy
+                )
+                try:
+                    await telegram.wait_for(lambda: telegram.webhook is not None, timeout=30)
+                    await asyncio.sleep(2 * self.args.lease / 3)  # the replicas counted each other
+                    people = list(range(900_000, 900_000 + people_count))
+                    started = time.perf_counter()
+                    for index in range(per_person):
+                        for person in people:
+                            telegram.push_text(person, f"m{index} from {person}")
+                    await telegram.wait_for(
+                        lambda: all(len(_finals(telegram, p)) >= per_person for p in people),
+                        timeout=900,
+                    )
+                    elapsed = time.perf_counter() - started
+                    out_of_order = [
+                        p
+                        for p in people
+                        if _finals(telegram, p)
+                        != [f"Answer to: m{i} from {p}" for i in range(per_person)]
+                    ]
+                finally:
+                    for process in processes:
+                        await process.stop()
+                    await self.pg.drop_database(database)
+        floor = people_count * per_person / 30.0
+        return {
+            "seconds": round(elapsed, 1),
+            "limit_bound_seconds": round(floor, 1),
+            "vs_limit": round(elapsed / floor, 2),
+            "out_of_order_or_lost": len(out_of_order),
+            "telegram_429s": telegram.rate_limited_count,
+        }
+
     async def _start_behind(
         self,
         replicas: int,
@@ -219,6 +268,11 @@ class Bench:
         self.pg.start()
         try:
             await self.pg.create_template()
+            if self.args.only_burst:
+                for replicas in (1, 2):
+                    self.results[f"burst_{replicas}"] = await self.burst(replicas)
+                    print(json.dumps(self.results), flush=True)
+                return 0
             for replicas in (1, 2):
                 self.results[f"acks_per_second_{replicas}"] = await self.acks(replicas)
                 print(json.dumps(self.results), flush=True)
@@ -226,10 +280,19 @@ class Bench:
                 self.results[f"turns_{replicas}"] = await self.turns(replicas)
                 print(json.dumps(self.results), flush=True)
             self.results["takeover_seconds"] = await self.takeover()
+            print(json.dumps(self.results), flush=True)
+            if self.args.burst:
+                for replicas in (1, 2):
+                    self.results[f"burst_{replicas}"] = await self.burst(replicas)
+                    print(json.dumps(self.results), flush=True)
         finally:
             self.pg.stop()
         print(json.dumps(self.results, indent=2))
         return 0
+
+
+def _finals(telegram: FakeTelegram, person: int) -> list[str]:
+    return [i.text or "" for i in telegram.sent(person) if i.method == "sendMessage"]
 
 
 async def _listening(port: int) -> bool:
@@ -246,6 +309,10 @@ def main() -> int:
     parser.add_argument("--updates", type=int, default=2000)
     parser.add_argument("--people", type=int, default=200)
     parser.add_argument("--lease", type=float, default=30.0)
+    parser.add_argument(
+        "--burst", type=int, default=500, help="people in the limited burst; 0: skip"
+    )
+    parser.add_argument("--only-burst", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return asyncio.run(Bench(args).run())
