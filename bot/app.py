@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiogram import Bot
@@ -46,8 +46,9 @@ from bot.integrations.openai_images import (
     create_openai_client,
 )
 from bot.logs import configure_logging
+from bot.ops.wiring import build_billing, build_blob_store, build_metrics, build_ops_server
 from bot.services.billing import BillingService
-from bot.services.blobs import BlobStore
+from bot.services.blobs import Blobs
 from bot.services.chat import ChatConfig, ChatService
 from bot.services.controls import ControlsService
 from bot.services.conversations import ConversationStore
@@ -80,7 +81,14 @@ from bot.telegram.stars import TelegramStars
 from bot.telegram.submit import TurnSubmitter
 from bot.telegram.turns import TurnScheduler
 from bot.telegram.ui import TelegramTurnUI
+from bot.telegram.webhook import leave_webhook_mode
 from bot.texts import Texts
+
+if TYPE_CHECKING:
+    from bot.ops.cluster import Cluster
+    from bot.ops.metrics import Metrics
+    from bot.ops.server import OpsServer
+    from bot.services.s3_blobs import S3BlobStore
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +121,13 @@ def secret_values(settings: Settings) -> list[str]:
         settings.ANTHROPIC_API_KEY.get_secret_value(),
         settings.GOOGLE_API_KEY.get_secret_value(),
     ]
+    for optional in (
+        settings.WEBHOOK_SECRET,
+        settings.S3_ACCESS_KEY_ID,
+        settings.S3_SECRET_ACCESS_KEY,
+    ):
+        if optional is not None and optional.get_secret_value():
+            values.append(optional.get_secret_value())
     if settings.OPENAI_API_KEY is not None:
         values.append(settings.OPENAI_API_KEY.get_secret_value())
     url = settings.database_url()
@@ -121,7 +136,17 @@ def secret_values(settings: Settings) -> list[str]:
     return values
 
 
-def create_bot(settings: Settings) -> Bot:
+def build_pacer(settings: Settings) -> OutgoingPacer:
+    return OutgoingPacer(
+        per_chat_rate=settings.TELEGRAM_CHAT_RATE * PACING_HEADROOM,
+        global_rate=settings.TELEGRAM_GLOBAL_RATE * PACING_HEADROOM,
+        global_burst=max(1, int(settings.TELEGRAM_GLOBAL_RATE)),
+    )
+
+
+def create_bot(
+    settings: Settings, metrics: Metrics | None = None, pacer: OutgoingPacer | None = None
+) -> Bot:
     if settings.TELEGRAM_API_URL:
         session = BotSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
     else:
@@ -131,13 +156,13 @@ def create_bot(settings: Settings) -> Bot:
         session=session,
         default=DefaultBotProperties(link_preview_is_disabled=True),
     )
-    bot.session.middleware(RetryAfterMiddleware(max_wait=settings.TELEGRAM_RETRY_MAX_SECONDS))
-    pacer = OutgoingPacer(
-        per_chat_rate=settings.TELEGRAM_CHAT_RATE * PACING_HEADROOM,
-        global_rate=settings.TELEGRAM_GLOBAL_RATE * PACING_HEADROOM,
-        global_burst=max(1, int(settings.TELEGRAM_GLOBAL_RATE)),
+    bot.session.middleware(
+        RetryAfterMiddleware(
+            max_wait=settings.TELEGRAM_RETRY_MAX_SECONDS,
+            on_retry_after=metrics.telegram_retry_after if metrics is not None else None,
+        )
     )
-    bot.session.middleware(PacingMiddleware(pacer))
+    bot.session.middleware(PacingMiddleware(pacer or build_pacer(settings)))
     return bot
 
 
@@ -158,6 +183,10 @@ class Application:
     poller: Poller
     payments: PaymentService
     stars_api: TelegramStars
+    s3_blobs: S3BlobStore | None = None
+    metrics: Metrics | None = None
+    ops_server: OpsServer | None = None
+    cluster: Cluster | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
@@ -167,12 +196,10 @@ def build_application(
 ) -> Application:
     sessionmaker = create_sessionmaker(engine)
     prices = prices or load_price_table(settings)
-    billing = BillingService(
-        sessionmaker,
-        markup=settings.PRICE_MARKUP,
-        hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
-    )
-    bot = create_bot(settings)
+    metrics = build_metrics(settings)
+    billing = build_billing(settings, sessionmaker, metrics)
+    pacer = build_pacer(settings)
+    bot = create_bot(settings, metrics, pacer)
     anthropic = create_anthropic_client(
         settings.ANTHROPIC_API_KEY.get_secret_value(),
         settings.ANTHROPIC_BASE_URL,
@@ -188,7 +215,6 @@ def build_application(
         sessionmaker, recent_files_limit=settings.RECENT_FILES_IN_CONTEXT
     )
     images = build_image_gateway(settings, provider_slots)
-    files = build_file_service(settings, sessionmaker, bot, claude, billing)
     transcriber = GeminiTranscriber(
         functools.partial(
             create_gemini_client,
@@ -199,12 +225,14 @@ def build_application(
         model=settings.TRANSCRIBE_MODEL,
         concurrency=provider_slots,
     )
+    blobs, s3_blobs = build_blob_store(settings)
+    files = build_file_service(settings, sessionmaker, bot, claude, billing, blobs)
     intake = InputIntake(
         images=files,
         sessionmaker=sessionmaker,
         bot=bot,
         claude=claude,
-        blobs=BlobStore(settings.files_dir),
+        blobs=blobs,
         billing=billing,
         prices=prices,
         transcriber=transcriber,
@@ -255,7 +283,13 @@ def build_application(
             draft_interval=settings.DRAFT_INTERVAL_SECONDS,
         )
 
-    chat = ChatService(
+    webhook_mode = settings.BOT_MODE == "webhook"
+    chat_class = ChatService
+    if webhook_mode:
+        from bot.ops.replicas import ReplicaChatService
+
+        chat_class = ReplicaChatService
+    chat = chat_class(
         loop=loop,
         conversations=conversations,
         inbox=inbox,
@@ -266,6 +300,7 @@ def build_application(
             turn_timeout=settings.TURN_TIMEOUT_SECONDS,
         ),
         notices=TelegramTurnNotices(bot, controls, low_balance_micros=low_balance_micros),
+        on_finished=metrics.turn_finished if metrics is not None else None,
     )
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
@@ -301,6 +336,27 @@ def build_application(
         timeout=settings.POLLING_TIMEOUT_SECONDS,
         heartbeat=heartbeat_path(settings.DATA_DIR),
     )
+    cluster = None
+    if webhook_mode:
+        from bot.ops.cluster import Cluster, ClusterDeps
+        from bot.ops.replicas import ReplicaChatService
+
+        cluster = Cluster.build(
+            ClusterDeps(
+                settings=settings,
+                bot=bot,
+                dispatcher=dp,
+                inbox=inbox,
+                engine=engine,
+                sessionmaker=sessionmaker,
+                billing=billing,
+                files=files,
+                pacer=pacer,
+                allowed_updates=ALLOWED_UPDATES,
+            )
+        )
+        assert isinstance(chat, ReplicaChatService)
+        chat.attach(cluster.replica)
     return Application(
         settings=settings,
         bot=bot,
@@ -315,6 +371,10 @@ def build_application(
         poller=poller,
         payments=payments,
         stars_api=stars_api,
+        s3_blobs=s3_blobs,
+        metrics=metrics,
+        ops_server=build_ops_server(settings, metrics, sessionmaker, bot),
+        cluster=cluster,
     )
 
 
@@ -365,13 +425,14 @@ def build_file_service(
     bot: Bot,
     claude: ClaudeGateway,
     billing: BillingService,
+    blobs: Blobs,
 ) -> FileService:
     limits = ImageLimits.from_megabytes(settings.MAX_UPLOAD_MB, settings.MAX_IMAGE_PIXELS)
     return FileService(
         sessionmaker=sessionmaker,
         bot=bot,
         claude=claude,
-        blobs=BlobStore(settings.files_dir),
+        blobs=blobs,
         processor=ImageProcessor(limits),
         generated_processor=ImageProcessor(
             ImageLimits(max_bytes=GENERATED_MAX_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
@@ -451,8 +512,11 @@ async def run(settings: Settings, prices: PriceTable | None = None) -> int:
                 await _start(app, boot_time, stop)
                 started = True
                 _exclude_startup_objects_from_gc()
-                log.info("bot_started")
-                await app.poller.run(stop)
+                log.info("bot_started", mode=settings.BOT_MODE)
+                if app.cluster is not None:
+                    await app.cluster.serve(stop)
+                else:
+                    await app.poller.run(stop)
             finally:
                 await _shutdown(app)
     except asyncio.CancelledError:
@@ -475,6 +539,17 @@ def _exclude_startup_objects_from_gc() -> None:
 async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> None:
     me = await connect_to_telegram(app.bot, app.settings)
     log.info("telegram_connected", bot_username=me.username)
+    if app.s3_blobs is not None:
+        await app.s3_blobs.start()
+    if app.ops_server is not None:
+        await app.ops_server.start()
+    if app.cluster is not None:
+        # Other replicas' turns are running: their holds and updates are theirs to settle, or
+        # the leader's to hand back once their lease runs out.
+        await app.cluster.start()
+        app.background.append(asyncio.create_task(_set_commands(app)))
+        return
+    await leave_webhook_mode(app.bot)
     await app.billing.expire_stale_holds(
         now=boot_time + timedelta(seconds=app.settings.HOLD_TTL_SECONDS)
     )
@@ -497,12 +572,16 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
     )
 
 
-async def _announce(app: Application, boot_time: datetime) -> None:
-    """Set the command menu and tell people whose messages a restart interrupted."""
+async def _set_commands(app: Application) -> None:
     try:
         await app.bot.set_my_commands(BOT_COMMANDS)
     except Exception:
         log.exception("set_commands_failed")
+
+
+async def _announce(app: Application, boot_time: datetime) -> None:
+    """Set the command menu and tell people whose messages a restart interrupted."""
+    await _set_commands(app)
     unfinished = await app.inbox.unfinished_before(boot_time)
     told: set[int] = set()
     for item in unfinished:
@@ -520,8 +599,14 @@ async def _announce(app: Application, boot_time: datetime) -> None:
 async def _shutdown(app: Application) -> None:
     grace = app.settings.SHUTDOWN_GRACE_SECONDS
     log.info("shutdown_started", grace_seconds=grace)
+    if app.cluster is not None:
+        await app.cluster.stop_taking(min(5.0, grace))
     await app.poller.wait_dispatched(timeout=min(5.0, grace))
     await app.scheduler.shutdown(grace)
+    if app.cluster is not None:
+        await app.cluster.close()
+    if app.ops_server is not None:
+        await app.ops_server.close()
     for task in app.background:
         task.cancel()
     for task in app.background:
@@ -529,6 +614,8 @@ async def _shutdown(app: Application) -> None:
             await task
     await app.bot.session.close()
     await app.anthropic.close()
+    if app.s3_blobs is not None:
+        await app.s3_blobs.aclose()
     with contextlib.suppress(Exception):
         await app.images.aclose()
     with contextlib.suppress(Exception):

@@ -169,6 +169,8 @@ class OperatorSettings(BaseSettings):
     BOT_MODE: Literal["polling", "webhook"] = "polling"
     WEBHOOK_URL: str | None = None
     WEBHOOK_LISTEN: str | None = None
+    # Webhook mode: a replica silent this long is taken for dead (its turns handed back).
+    REPLICA_LEASE_SECONDS: float = Field(default=30.0, ge=3.0, le=45.0)
     BLOB_STORE_URL: str | None = None
     S3_ENDPOINT_URL: str | None = None
     METRICS_LISTEN: str | None = None
@@ -317,6 +319,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigurationError(
             missing_secret_message("OPENAI_API_KEY") + " It is needed with IMAGE_PROVIDER=openai."
         )
+    problem = webhook_problem(settings)
+    if problem is not None:
+        raise ConfigurationError(problem)
     return settings
 
 
@@ -338,6 +343,23 @@ def load_telegram_operator_settings() -> TelegramOperatorSettings:
         return TelegramOperatorSettings()
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def webhook_problem(settings: Settings) -> str | None:
+    """Webhook mode needs the public URL and the secret Telegram echoes (design section 12)."""
+    if settings.BOT_MODE != "webhook":
+        return None
+    missing = []
+    if not settings.WEBHOOK_URL:
+        missing.append("the setting WEBHOOK_URL (the public https URL Telegram posts to)")
+    if settings.WEBHOOK_SECRET is None or not settings.WEBHOOK_SECRET.get_secret_value():
+        missing.append(
+            f"the secret WEBHOOK_SECRET (file {secrets_dir()}/webhook_secret, or the environment "
+            "variable; 1-256 characters A-Z a-z 0-9 _ -)"
+        )
+    if missing:
+        return "BOT_MODE=webhook needs " + " and ".join(missing) + "."
+    return None
 
 
 def load_operator_settings() -> OperatorSettings:

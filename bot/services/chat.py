@@ -160,8 +160,10 @@ class ChatService:
         ui_factory: UIFactory,
         config: ChatConfig,
         notices: TurnNotices | None = None,
+        on_finished: Callable[[str, float], None] | None = None,
     ) -> None:
         self._notices = notices
+        self._on_finished = on_finished
         self._loop = loop
         self._conversations = conversations
         self._inbox = inbox
@@ -297,6 +299,9 @@ class ChatService:
                 update_id, status, error=None if status == "answered" else turn.outcome
             )
         s = turn.stats
+        duration = time.monotonic() - turn.started
+        if self._on_finished is not None:
+            self._on_finished(turn.outcome, duration)
         log.info(
             "turn_completed",
             update_id=incoming.update_id,
@@ -309,7 +314,7 @@ class ChatService:
             cache_read_tokens=s.cache_read_tokens,
             cache_write_tokens=s.cache_write_tokens,
             charged_micros=s.charged_micros,
-            duration_ms=int((time.monotonic() - turn.started) * 1000),
+            duration_ms=int(duration * 1000),
         )
 
 

@@ -27,7 +27,7 @@ from bot.agent.tools.base import ToolContext
 from bot.db.models import UserFile
 from bot.integrations.anthropic import ClaudeGateway
 from bot.services.billing import BillingService, CallRecord, Hold
-from bot.services.blobs import BlobMissing, BlobStore
+from bot.services.blobs import BlobMissing, Blobs
 from bot.services.chat import Attachment, IntakeResult, UserFacingError
 from bot.services.media import (
     ImageProcessor,
@@ -131,7 +131,7 @@ class FileService:
         sessionmaker: async_sessionmaker[AsyncSession],
         bot: Bot,
         claude: ClaudeGateway,
-        blobs: BlobStore,
+        blobs: Blobs,
         processor: ImageProcessor,
         billing: BillingService,
         config: FilesConfig,

@@ -30,7 +30,7 @@ from bot.db.models import UserFile
 from bot.integrations.anthropic import ClaudeGateway
 from bot.integrations.gemini_audio import GeminiTranscriber, Transcript, TranscriptionFailed
 from bot.services.billing import BillingService, CallRecord, Hold
-from bot.services.blobs import BlobStore
+from bot.services.blobs import Blobs
 from bot.services.chat import Attachment, IntakeResult, UserFacingError
 from bot.services.documents import (
     MAX_PDF_BYTES,
@@ -103,7 +103,7 @@ class InputIntake:
         sessionmaker: async_sessionmaker[AsyncSession],
         bot: Bot,
         claude: ClaudeGateway,
-        blobs: BlobStore,
+        blobs: Blobs,
         billing: BillingService,
         prices: PriceTable,
         transcriber: GeminiTranscriber,

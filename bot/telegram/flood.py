@@ -95,8 +95,10 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
         not_retried_on_failure: frozenset[str] = NOT_RETRIED_ON_FAILURE,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_retry_after: Callable[[], None] | None = None,
     ) -> None:
         self._max_wait = max_wait
+        self._on_retry_after = on_retry_after
         self._failure_backoff = tuple(failure_backoff)
         self._jitter = jitter
         self._not_retried = not_retried_on_failure
@@ -124,6 +126,8 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
         self, method: TelegramMethod[TelegramType], exc: TelegramRetryAfter, waited: float
     ) -> float:
         name, chat = _method_name(method), _chat_of(method)
+        if self._on_retry_after is not None:
+            self._on_retry_after()
         if waited + exc.retry_after > self._max_wait:
             log.warning(
                 "telegram_retry_after_exhausted",
@@ -219,6 +223,11 @@ class OutgoingPacer:
     @property
     def tracked_chats(self) -> int:
         return len(self._chats)
+
+    def set_global_rate(self, rate: float, burst: int) -> None:
+        """A new overall allowance (several replicas share Telegram's global rate)."""
+        self._global.interval = 1.0 / rate
+        self._global.tolerance = (max(1, burst) - 1) * self._global.interval
 
     async def acquire(self, chat_id: ChatKey | None) -> float:
         """Waits until a visible message to `chat_id` may be sent; returns the seconds waited."""

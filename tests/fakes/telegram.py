@@ -20,8 +20,19 @@ Unknown method -> 404 ``Not Found: method not found``.
 
 Methods: getMe, getUpdates (long poll), sendMessage, editMessageText, sendMessageDraft,
 sendChatAction, sendPhoto, sendDocument, sendMediaGroup, getFile, deleteMessage, setMyCommands,
-getMyCommands, deleteMyCommands, answerCallbackQuery, deleteWebhook, getWebhookInfo, logOut, close;
-Stars: sendInvoice, answerPreCheckoutQuery, refundStarPayment, getStarTransactions (section "Stars").
+getMyCommands, deleteMyCommands, answerCallbackQuery, setWebhook, deleteWebhook, getWebhookInfo,
+logOut, close; Stars: sendInvoice, answerPreCheckoutQuery, refundStarPayment, getStarTransactions
+(section "Stars").
+
+Webhooks: after ``setWebhook(url, secret_token=..., allowed_updates=..., max_connections=...)`` the
+fake POSTs each pending update (JSON) to ``url`` with ``X-Telegram-Bot-Api-Secret-Token``, like
+Telegram: one chat's updates one at a time and in order (the next only after a 2xx for the one
+before), different chats concurrently up to ``max_connections``; a non-2xx answer or a connection
+error is recorded as ``last_error_message`` and the update is sent again after
+``webhook_retry_delay`` seconds (an update leaves the queue only with a 2xx). getUpdates answers 409
+while a webhook is set; ``deleteWebhook`` stops the deliveries (``drop_pending_updates`` drops the
+queue). ``webhook_sets`` records every setWebhook's parameters; ``webhook_deliveries`` every attempt
+(update_id, HTTP status or 0 for a connection error, time).
 
 Like the real server, a non-empty ``parse_mode`` wins over ``entities``/``caption_entities`` (the
 text is then parsed as HTML/MarkdownV2/Markdown and markup errors give "can't parse entities").
@@ -99,6 +110,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import aiohttp
 from aiohttp import BodyPartReader, hdrs, web
 from PIL import Image
 
@@ -307,6 +319,27 @@ class QueuedUpdate:
     update_id: int
     payload: dict[str, Any]
     delivered: bool = False
+    posting: bool = False
+    retry_at: float = 0.0
+
+
+@dataclass
+class Webhook:
+    url: str
+    secret_token: str | None
+    max_connections: int
+    allowed_updates: list[str] | None
+    drop_pending_updates: bool
+
+
+@dataclass
+class WebhookDelivery:
+    update_id: int
+    status: int  # 0: the connection failed
+    time: float
+
+
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 @dataclass
@@ -1047,6 +1080,20 @@ async def read_multipart(
             files[name] = UploadedFile(name, part.filename, content_type, data)
 
 
+def _chat_key(queued: QueuedUpdate) -> object:
+    """Updates of one chat are delivered one at a time, in order; others each on their own."""
+    for value in queued.payload.values():
+        if not isinstance(value, dict):
+            continue
+        chat = value.get("chat") or (value.get("message") or {}).get("chat")
+        if isinstance(chat, dict) and "id" in chat:
+            return ("chat", chat["id"])
+        sender = value.get("from")
+        if isinstance(sender, dict) and "id" in sender:
+            return ("user", sender["id"])
+    return ("update", queued.update_id)
+
+
 def error_response(error: TelegramError) -> web.Response:
     if isinstance(error, RawAnswer):
         return web.Response(status=error.code, text=error.raw, content_type="application/json")
@@ -1234,6 +1281,13 @@ class FakeTelegram:
         # A server that ignores getUpdates' timeout and answers an empty list at once.
         self.ignore_poll_timeout = False
         self._runner: web.AppRunner | None = None
+        self.webhook: Webhook | None = None
+        self.webhook_sets: list[Webhook] = []
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        self.webhook_retry_delay = 0.2
+        self.webhook_timeout = 60.0
+        self._webhook_error: tuple[int, str] | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
         self._methods: dict[str, tuple[str, Handler]] = {
             name.lower(): (name, handler) for name, handler in self._handlers().items()
         }
@@ -1259,6 +1313,7 @@ class FakeTelegram:
             "answerPreCheckoutQuery": self._answer_pre_checkout_query,
             "refundStarPayment": self._refund_star_payment,
             "getStarTransactions": self._get_star_transactions,
+            "setWebhook": self._set_webhook,
             "deleteWebhook": self._delete_webhook,
             "getWebhookInfo": self._get_webhook_info,
             "logOut": self._return_true,
@@ -1286,6 +1341,7 @@ class FakeTelegram:
     async def stop(self) -> None:
         self._closing = True
         self._notify()
+        await self._stop_webhook_delivery()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1672,14 +1728,128 @@ class FakeTelegram:
     async def _delete_webhook(self, call: Call) -> bool:
         if call.get_bool("drop_pending_updates"):
             self._updates.clear()
+        self.webhook = None
+        await self._stop_webhook_delivery()
         return True
 
     async def _get_webhook_info(self, call: Call) -> dict[str, Any]:
-        return {
-            "url": "",
+        info: dict[str, Any] = {
+            "url": self.webhook.url if self.webhook else "",
             "has_custom_certificate": False,
             "pending_update_count": len(self._updates),
         }
+        if self.webhook is not None:
+            info["max_connections"] = self.webhook.max_connections
+            if self.webhook.allowed_updates is not None:
+                info["allowed_updates"] = self.webhook.allowed_updates
+        if self._webhook_error is not None:
+            info["last_error_date"], info["last_error_message"] = self._webhook_error
+        return info
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    async def _set_webhook(self, call: Call) -> bool:
+        url = call.get_str("url") or ""
+        if not url:
+            return await self._delete_webhook(call)
+        if not url.startswith(("http://", "https://")):
+            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = call.get_str("secret_token")
+        if secret is not None and not _SECRET_TOKEN.fullmatch(secret):
+            raise bad_request("secret token contains unallowed characters")
+        max_connections = call.get_int("max_connections") or 40
+        if not 1 <= max_connections <= 100:
+            raise bad_request("bad webhook: max_connections must be between 1 and 100")
+        allowed = call.params.get("allowed_updates")
+        self._set_allowed_updates(allowed)
+        if call.get_bool("drop_pending_updates"):
+            self._updates.clear()
+        self.webhook = Webhook(
+            url=url,
+            secret_token=secret,
+            max_connections=max_connections,
+            allowed_updates=[str(a) for a in allowed] if isinstance(allowed, list) else None,
+            drop_pending_updates=call.get_bool("drop_pending_updates"),
+        )
+        self.webhook_sets.append(self.webhook)
+        if self._webhook_task is None or self._webhook_task.done():
+            self._webhook_task = asyncio.create_task(self._deliver_webhooks())
+        self._notify()
+        return True
+
+    async def _stop_webhook_delivery(self) -> None:
+        task, self._webhook_task = self._webhook_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _deliver_webhooks(self) -> None:
+        posts: set[asyncio.Task[None]] = set()
+        timeout = aiohttp.ClientTimeout(total=self.webhook_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            try:
+                while self.webhook is not None and not self._closing:
+                    next_retry = self._start_posts(http, self.webhook, posts)
+                    wait = 1.0 if next_retry is None else max(0.0, next_retry - time.monotonic())
+                    await self._wait_change(min(wait, 1.0))
+            finally:
+                for task in posts:
+                    task.cancel()
+                for task in posts:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    def _start_posts(
+        self, http: aiohttp.ClientSession, hook: Webhook, posts: set[asyncio.Task[None]]
+    ) -> float | None:
+        """Post each chat's first pending update (if not being posted or waiting to be re-sent);
+        returns when the next re-send is due."""
+        self._updates = [queued for queued in self._updates if self._is_allowed(queued.payload)]
+        now, next_retry = time.monotonic(), None
+        busy_chats: set[object] = set()
+        for queued in sorted(self._updates, key=lambda q: q.update_id):
+            key = _chat_key(queued)
+            if key in busy_chats:
+                continue
+            busy_chats.add(key)
+            if queued.posting:
+                continue
+            if queued.retry_at > now:
+                next_retry = min(next_retry or queued.retry_at, queued.retry_at)
+                continue
+            if len(posts) >= hook.max_connections:
+                break
+            queued.posting = True
+            task = asyncio.create_task(self._post_update(http, hook, queued))
+            posts.add(task)
+            task.add_done_callback(posts.discard)
+        return next_retry
+
+    async def _post_update(
+        self, http: aiohttp.ClientSession, hook: Webhook, queued: QueuedUpdate
+    ) -> None:
+        headers = (
+            {"X-Telegram-Bot-Api-Secret-Token": hook.secret_token} if hook.secret_token else {}
+        )
+        status, error = 0, ""
+        try:
+            async with http.post(hook.url, json=queued.payload, headers=headers) as response:
+                status = response.status
+                await response.read()
+                error = f"Wrong response from the webhook: {status} {response.reason}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"Connection failed: {type(exc).__name__}"
+        finally:
+            queued.posting = False
+        self.webhook_deliveries.append(WebhookDelivery(queued.update_id, status, time.monotonic()))
+        if 200 <= status < 300:
+            queued.delivered = True
+            self._updates = [q for q in self._updates if q is not queued]
+        else:
+            queued.retry_at = time.monotonic() + self.webhook_retry_delay
+            self._webhook_error = (int(time.time()), error)
+        self._notify()
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -1697,6 +1867,12 @@ class FakeTelegram:
         return [queued.update_id for queued in self._updates]
 
     async def _get_updates(self, call: Call) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise TelegramError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         self.get_updates_times.append(time.monotonic())
         offset = call.get_int("offset") or 0
         limit = min(max(call.get_int("limit") or 100, 1), 100)
