@@ -22,8 +22,13 @@ def main(argv: list[str]) -> int:
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from bot.app import run
+    from bot.app import run, unpriced_models_problem
+    from bot.services.pricing import PriceTable
 
+    problem = unpriced_models_problem(settings, PriceTable())
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
     return asyncio.run(run(settings))
 
 

@@ -36,7 +36,7 @@ from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
 from bot.services.media import ImageLimits, ImageProcessor
-from bot.services.pricing import PriceTable
+from bot.services.pricing import PriceTable, UnknownModelError
 from bot.services.users import UserService
 from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
 from bot.telegram.flood import (
@@ -47,6 +47,7 @@ from bot.telegram.flood import (
 )
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
+from bot.telegram.handlers import preferences as preferences_handlers
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
@@ -63,6 +64,8 @@ BOT_COMMANDS = [
     BotCommand(command="new", description="Start a fresh conversation"),
     BotCommand(command="balance", description="Balance and recent charges"),
     BotCommand(command="usage", description="Spending over the last 30 days"),
+    BotCommand(command="model", description="Choose the Claude model"),
+    BotCommand(command="stop", description="Stop the answer in progress"),
 ]
 RESTART_NOTICE = (
     "I was restarted while working on your last message, so it was not finished. "
@@ -121,6 +124,21 @@ class Application:
     poller: Poller
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
+
+
+def unpriced_models_problem(settings: Settings, prices: PriceTable) -> str | None:
+    """One line naming the configured models without a price, or None when all are priced."""
+    try:
+        prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
+    except UnknownModelError as exc:
+        return str(exc)
+    unpriced = [m for m in settings.chat_models if not prices.has_token_price(m)]
+    if unpriced:
+        return (
+            f"CHAT_MODELS lists models with no price: {', '.join(unpriced)}; "
+            "remove them or add their prices (PRICES_FILE)."
+        )
+    return None
 
 
 def build_application(settings: Settings, engine: AsyncEngine) -> Application:
@@ -209,7 +227,11 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         settings,
         inbox=inbox,
         users=users,
-        extra_routers=[billing_handlers.build_router(), admin_handlers.build_router()],
+        extra_routers=[
+            billing_handlers.build_router(),
+            admin_handlers.build_router(),
+            preferences_handlers.build_router(),
+        ],
         billing=billing,
         prices=prices,
         conversations=conversations,

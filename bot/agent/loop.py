@@ -85,6 +85,7 @@ class TurnRequest:
     history: list[dict[str, Any]]
     deadline: float
     history_tokens: int = 0  # estimate for `history`; computed when 0
+    model: str | None = None  # the person's chosen chat model; None = the configured default
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class AgentLoop:
         started = time.monotonic()
         try:
             streamed = await self._claude.stream_message(
-                model=self._config.model,
+                model=request.model or self._config.model,
                 max_tokens=self._config.max_tokens,
                 system=system_blocks(),
                 tools=self._registry.params(),
@@ -192,7 +193,7 @@ class AgentLoop:
         self, request: TurnRequest, context_tokens: int, iteration: int
     ) -> Hold:
         """Hold the worst case: a generous input estimate plus max_tokens of output."""
-        price = self._prices.token_price(self._config.model)
+        price = self._prices.token_price(request.model or self._config.model)
         estimate = context_tokens + self._fixed_tokens
         amount = self._billing.user_price(
             worst_case_token_cost_micros(price, estimate, self._config.max_tokens)
@@ -204,13 +205,13 @@ class AgentLoop:
         self, hold: Hold, request: TurnRequest, message: Message, duration_ms: int, stats: TurnStats
     ) -> None:
         usage = _usage(message)
-        price = self._prices.token_price(self._config.model)
+        price = self._prices.token_price(request.model or self._config.model)
         cost = token_cost_micros(price, usage)
         refused = message.stop_reason == "refusal"
         record = CallRecord(
             user_id=request.user_id,
             provider="anthropic",
-            model=self._config.model,
+            model=request.model or self._config.model,
             purpose="chat",
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -238,7 +239,7 @@ class AgentLoop:
         record = CallRecord(
             user_id=request.user_id,
             provider="anthropic",
-            model=self._config.model,
+            model=request.model or self._config.model,
             purpose="chat",
             status="error",
             error=_failure_label(exc),

@@ -49,6 +49,7 @@ class IncomingMessage:
     text: str
     attachments: Sequence[Attachment] = ()
     extra_update_ids: Sequence[int] = ()
+    chat_model: str | None = None  # the sender's chosen model; None = the default
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,7 @@ class ChatService:
             history=history,
             deadline=time.monotonic() + self._config.turn_timeout,
             history_tokens=sum(m.token_estimate for m in kept),
+            model=incoming.chat_model,
         )
         return await self._loop.run(request, ui, persist)
 

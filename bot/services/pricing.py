@@ -133,6 +133,9 @@ class PriceTable:
         self._tokens = token_prices
         self._images = image_prices
 
+    def has_token_price(self, model: str) -> bool:
+        return model in self._tokens
+
     def token_price(self, model: str) -> TokenPrice:
         price = self._tokens.get(model)
         if price is None:

@@ -12,14 +12,14 @@ from bot.services.users import UserService
 from bot.telegram.handlers import chat, common
 from bot.telegram.middlewares import GateMiddleware, UpdateOutcomeMiddleware
 
-ALLOWED_UPDATES = ("message",)
+ALLOWED_UPDATES = ("message", "callback_query")
 
 
 def build_dispatcher(
     settings: Settings, *, inbox: Inbox, users: UserService, extra_routers: list[Any], **deps: Any
 ) -> Dispatcher:
     """`deps` become handler arguments by name (aiogram workflow data)."""
-    dp = Dispatcher(settings=settings, **deps)
+    dp = Dispatcher(settings=settings, users=users, **deps)
     dp.update.outer_middleware(UpdateOutcomeMiddleware(inbox))
     dp.message.outer_middleware(
         GateMiddleware(

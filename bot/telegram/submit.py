@@ -14,6 +14,7 @@ from bot.telegram.turns import TurnScheduler
 @dataclass
 class _Album:
     messages: list[tuple[int, Message]] = field(default_factory=list)
+    chat_model: str | None = None
 
 
 class TurnSubmitter:
@@ -23,28 +24,30 @@ class TurnSubmitter:
         self._merge_window = merge_window
         self._albums: dict[tuple[int, str], _Album] = {}
 
-    def submit(self, message: Message, update_id: int) -> bool:
+    def submit(self, message: Message, update_id: int, *, chat_model: str | None = None) -> bool:
         assert message.from_user is not None
         user_id = message.from_user.id
         group = message.media_group_id
         if group is None:
-            incoming = to_incoming(user_id, [(update_id, message)])
+            incoming = to_incoming(user_id, [(update_id, message)], chat_model=chat_model)
             return self._scheduler.submit(user_id, lambda: self._chat.run_turn(incoming))
         key = (user_id, group)
         album = self._albums.get(key)
         if album is not None:
             album.messages.append((update_id, message))
             return True
-        album = self._albums[key] = _Album([(update_id, message)])
+        album = self._albums[key] = _Album([(update_id, message)], chat_model)
         return self._scheduler.submit(user_id, lambda: self._run_album(key, album))
 
     async def _run_album(self, key: tuple[int, str], album: _Album) -> None:
         await asyncio.sleep(self._merge_window)
         self._albums.pop(key, None)
-        await self._chat.run_turn(to_incoming(key[0], album.messages))
+        await self._chat.run_turn(to_incoming(key[0], album.messages, chat_model=album.chat_model))
 
 
-def to_incoming(user_id: int, parts: list[tuple[int, Message]]) -> IncomingMessage:
+def to_incoming(
+    user_id: int, parts: list[tuple[int, Message]], *, chat_model: str | None = None
+) -> IncomingMessage:
     parts = sorted(parts, key=lambda p: p[1].message_id)
     texts = [m.text or m.caption or "" for _, m in parts]
     attachments = [a for _, m in parts if (a := attachment_of(m)) is not None]
@@ -56,6 +59,7 @@ def to_incoming(user_id: int, parts: list[tuple[int, Message]]) -> IncomingMessa
         text="\n\n".join(t for t in texts if t),
         attachments=attachments,
         extra_update_ids=[u for u, _ in parts[1:]],
+        chat_model=chat_model,
     )
 
 
