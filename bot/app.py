@@ -31,6 +31,7 @@ from bot.integrations.gemini import GatewayConfig, GeminiImageGateway, create_ge
 from bot.logs import configure_logging
 from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
+from bot.services.cancellation import RunningTurns
 from bot.services.chat import ChatConfig, ChatService
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
@@ -48,6 +49,7 @@ from bot.telegram.flood import (
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
 from bot.telegram.handlers import preferences as preferences_handlers
+from bot.telegram.handlers import stop as stop_handlers
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
@@ -208,6 +210,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             draft_interval=settings.DRAFT_INTERVAL_SECONDS,
         )
 
+    running = RunningTurns()
     chat = ChatService(
         loop=loop,
         conversations=conversations,
@@ -218,6 +221,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
             turn_timeout=settings.TURN_TIMEOUT_SECONDS,
         ),
+        running=running,
     )
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
@@ -231,11 +235,13 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             billing_handlers.build_router(),
             admin_handlers.build_router(),
             preferences_handlers.build_router(),
+            stop_handlers.build_router(),
         ],
         billing=billing,
         prices=prices,
         conversations=conversations,
         turns=turns,
+        running=running,
     )
     poller = Poller(
         bot, dp, inbox, allowed_updates=ALLOWED_UPDATES, timeout=settings.POLLING_TIMEOUT_SECONDS

@@ -18,6 +18,7 @@ from bot.agent.context import (
 )
 from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats
 from bot.services.billing import InsufficientBalance
+from bot.services.cancellation import RunningTurns, StopToken, stopped_by_person
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
@@ -139,7 +140,9 @@ class ChatService:
         intake: AttachmentIntake | None,
         ui_factory: UIFactory,
         config: ChatConfig,
+        running: RunningTurns | None = None,
     ) -> None:
+        self._running = running if running is not None else RunningTurns()
         self._loop = loop
         self._conversations = conversations
         self._inbox = inbox
@@ -152,14 +155,19 @@ class ChatService:
         ui = self._ui_factory(incoming.chat_id, incoming.update_id)
         ui.start()
         status = "answered"
+        stop: StopToken | None = None
         try:
-            async with asyncio.timeout(self._config.turn_timeout):
-                turn.stats = await self._answer(incoming, ui)
+            with self._running.running(incoming.user_id) as stop:
+                async with asyncio.timeout(self._config.turn_timeout):
+                    turn.stats = await self._answer(incoming, ui, stop)
             turn.outcome = turn.stats.outcome
             await self._explain_outcome(ui, turn.stats)
         except asyncio.CancelledError:
-            status, turn.outcome = "interrupted", "interrupted"
-            raise
+            if not stopped_by_person(stop):
+                status, turn.outcome = "interrupted", "interrupted"
+                raise
+            turn.outcome = "stopped"
+            await self._say_stopped(ui, incoming)
         except TimeoutError:
             status, turn.outcome = "failed", "timeout"
             await self._reply(ui, incoming, TIMEOUT_REPLY)
@@ -180,7 +188,9 @@ class ChatService:
             await ui.close()
             await asyncio.shield(self._finish(incoming, status, turn))
 
-    async def _answer(self, incoming: IncomingMessage, ui: TelegramTurnUI) -> TurnStats:
+    async def _answer(
+        self, incoming: IncomingMessage, ui: TelegramTurnUI, stop: StopToken
+    ) -> TurnStats:
         if not incoming.text.strip() and not incoming.attachments:
             raise UserFacingError(EMPTY_REPLY, "empty_message")
         try:
@@ -218,6 +228,7 @@ class ChatService:
             deadline=time.monotonic() + self._config.turn_timeout,
             history_tokens=sum(m.token_estimate for m in kept),
             model=incoming.chat_model,
+            stop=stop,
         )
         return await self._loop.run(request, ui, persist)
 
@@ -246,6 +257,14 @@ class ChatService:
             await ui.progress("")
             await ui.text_delta(extra)
             await ui.end_message(cut=False)
+
+    async def _say_stopped(self, ui: TelegramTurnUI, incoming: IncomingMessage) -> None:
+        """What was streamed stays visible, marked as stopped."""
+        try:
+            await ui.text_delta(STOPPED_NOTE)
+            await ui.end_message(cut=False)
+        except Exception:
+            log.exception("reply_failed", update_id=incoming.update_id)
 
     async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
         try:
@@ -283,6 +302,7 @@ INTERNAL_ERROR_REPLY = (
 )
 EMPTY_REPLY = "Your message was empty. Send me some text, a photo or an image file."
 UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
+STOPPED_NOTE = "\n\n_(Stopped.)_"
 OUTCOME_NOTES = {
     "refused": "I can't help with that request.",
     "max_iterations": "I stopped here because this request needed too many steps. Tell me how to continue if you want more.",
