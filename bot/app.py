@@ -32,7 +32,7 @@ from bot.logs import configure_logging
 from bot.services.billing import BillingService
 from bot.services.blobs import BlobStore
 from bot.services.cancellation import RunningTurns
-from bot.services.chat import ChatConfig, ChatService
+from bot.services.chat import ChatConfig, ChatService, IncomingMessage
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
 from bot.services.inbox import Inbox
@@ -48,6 +48,7 @@ from bot.telegram.flood import (
 )
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
+from bot.telegram.handlers import groups as group_handlers
 from bot.telegram.handlers import preferences as preferences_handlers
 from bot.telegram.handlers import stop as stop_handlers
 from bot.telegram.poller import Poller
@@ -201,13 +202,16 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         ),
     )
 
-    def ui_factory(chat_id: int, update_id: int) -> TelegramTurnUI:
+    def ui_factory(incoming: IncomingMessage) -> TelegramTurnUI:
         return TelegramTurnUI(
             bot,
             sender,
-            chat_id=chat_id,
-            draft_id=update_id,
+            chat_id=incoming.chat_id,
+            draft_id=incoming.update_id,
             draft_interval=settings.DRAFT_INTERVAL_SECONDS,
+            thread_id=incoming.topic_thread_id,
+            reply_to=incoming.reply_to_message_id,
+            drafts=not incoming.in_group,
         )
 
     running = RunningTurns()
@@ -232,6 +236,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         inbox=inbox,
         users=users,
         extra_routers=[
+            group_handlers.build_router(),
             billing_handlers.build_router(),
             admin_handlers.build_router(),
             preferences_handlers.build_router(),

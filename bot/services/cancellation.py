@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -26,33 +27,35 @@ class StopToken:
 
 
 class RunningTurns:
-    """The task running each person's current turn (at most one per person)."""
+    """The task running each person's current turn in each chat (a private chat or a group)."""
 
     def __init__(self) -> None:
-        self._running: dict[int, tuple[asyncio.Task[object], StopToken]] = {}
+        self._running: dict[tuple[int, int], tuple[asyncio.Task[Any], StopToken]] = {}
 
     @contextlib.contextmanager
-    def running(self, user_id: int) -> Iterator[StopToken]:
-        """Register the current task as `user_id`'s running turn for the block."""
+    def running(self, user_id: int, chat_id: int) -> Iterator[StopToken]:
+        """Register the current task as `user_id`'s running turn in `chat_id` for the block."""
         task = asyncio.current_task()
         assert task is not None
         token = StopToken()
-        self._running[user_id] = (task, token)
+        key = (user_id, chat_id)
+        self._running[key] = (task, token)
         try:
             yield token
         finally:
-            if self._running.get(user_id, (None, None))[1] is token:
-                del self._running[user_id]
+            if key in self._running and self._running[key][1] is token:
+                del self._running[key]
 
-    def stop(self, user_id: int) -> bool:
-        """Cancel `user_id`'s running turn; False when there is none (or it is stopping)."""
-        entry = self._running.get(user_id)
+    def stop(self, user_id: int, chat_id: int) -> bool:
+        """Cancel `user_id`'s running turn in `chat_id`; False when there is none (or it is
+        already stopping)."""
+        entry = self._running.get((user_id, chat_id))
         if entry is None or entry[1].requested:
             return False
         task, token = entry
         token.requested = True
         task.cancel()
-        log.info("turn_stop_requested", user_id=user_id)
+        log.info("turn_stop_requested", user_id=user_id, chat_id=chat_id)
         return True
 
 

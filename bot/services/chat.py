@@ -51,6 +51,20 @@ class IncomingMessage:
     attachments: Sequence[Attachment] = ()
     extra_update_ids: Sequence[int] = ()
     chat_model: str | None = None  # the sender's chosen model; None = the default
+    # Groups (design section 11): the forum topic (0 outside topics; None = a private chat), the
+    # addressing message the answer replies to, and the sender's name shown to Claude.
+    group_topic: int | None = None
+    reply_to_message_id: int | None = None
+    sender_name: str | None = None
+
+    @property
+    def in_group(self) -> bool:
+        return self.group_topic is not None
+
+    @property
+    def topic_thread_id(self) -> int | None:
+        """The message_thread_id to send in: only for a real forum topic."""
+        return self.group_topic or None
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ class UserFacingError(Exception):
         self.reason = reason
 
 
-UIFactory = Callable[[int, int], TelegramTurnUI]
+UIFactory = Callable[[IncomingMessage], TelegramTurnUI]
 
 
 @dataclass
@@ -91,10 +105,18 @@ class TurnLog:
 
 
 def user_content(
-    text: str, images: Sequence[IntakeResult], files_note_text: str | None
+    text: str,
+    images: Sequence[IntakeResult],
+    files_note_text: str | None,
+    sender_name: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The new user message: the files note (when it changed), attached images, then the text."""
+    """The new user message: the files note (when it changed), attached images, then the text.
+
+    In a group the message first says who wrote it, since several people share the conversation.
+    """
     blocks: list[dict[str, Any]] = []
+    if sender_name:
+        blocks.append({"type": "text", "text": f"[Message from {sender_name}]"})
     if files_note_text:
         blocks.append({"type": "text", "text": files_note_text})
     for image in images:
@@ -152,12 +174,12 @@ class ChatService:
 
     async def run_turn(self, incoming: IncomingMessage) -> None:
         turn = TurnLog()
-        ui = self._ui_factory(incoming.chat_id, incoming.update_id)
+        ui = self._ui_factory(incoming)
         ui.start()
         status = "answered"
         stop: StopToken | None = None
         try:
-            with self._running.running(incoming.user_id) as stop:
+            with self._running.running(incoming.user_id, incoming.chat_id) as stop:
                 async with asyncio.timeout(self._config.turn_timeout):
                     turn.stats = await self._answer(incoming, ui, stop)
             turn.outcome = turn.stats.outcome
@@ -176,7 +198,8 @@ class ChatService:
             await self._reply(ui, incoming, reply_for_failure(exc.reason))
         except InsufficientBalance as exc:
             status, turn.outcome = "failed", "insufficient_balance"
-            await self._reply(ui, incoming, insufficient_balance_reply(exc))
+            reply = GROUP_NO_BALANCE_REPLY if incoming.in_group else insufficient_balance_reply(exc)
+            await self._reply(ui, incoming, reply)
         except UserFacingError as exc:
             status, turn.outcome = "failed", exc.reason
             await self._reply(ui, incoming, exc.reply)
@@ -206,10 +229,14 @@ class ChatService:
             note = files_note(files)
             if note is not None and note == last_files_note(trim_to_budget(earlier, budget)):
                 note = None
-            return user_content(incoming.text, images, note)
+            return user_content(incoming.text, images, note, incoming.sender_name)
 
         opened = await self._conversations.open_turn(
-            incoming.user_id, incoming.chat_id, incoming.update_id, build_content
+            incoming.user_id,
+            incoming.chat_id,
+            incoming.update_id,
+            build_content,
+            group_topic=incoming.group_topic,
         )
 
         async def persist(role: str, blocks: list[dict[str, Any]]) -> None:
@@ -236,12 +263,16 @@ class ChatService:
         """The message stays in the conversation even when its attachment could not be taken."""
 
         def build_content(_: list[StoredMessage], __: list[CatalogEntry]) -> list[dict[str, Any]]:
-            blocks = user_content(incoming.text, [], None)
+            blocks = user_content(incoming.text, [], None, incoming.sender_name)
             blocks.insert(0, {"type": "text", "text": UNPROCESSED_ATTACHMENT_NOTE})
             return blocks
 
         await self._conversations.open_turn(
-            incoming.user_id, incoming.chat_id, incoming.update_id, build_content
+            incoming.user_id,
+            incoming.chat_id,
+            incoming.update_id,
+            build_content,
+            group_topic=incoming.group_topic,
         )
 
     async def _take(self, user_id: int, attachment: Attachment) -> IntakeResult:
@@ -302,6 +333,9 @@ INTERNAL_ERROR_REPLY = (
 )
 EMPTY_REPLY = "Your message was empty. Send me some text, a photo or an image file."
 UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
+GROUP_NO_BALANCE_REPLY = (
+    "Your balance is too low for this. Open a private chat with me and use /buy to add funds."
+)
 STOPPED_NOTE = "\n\n_(Stopped.)_"
 OUTCOME_NOTES = {
     "refused": "I can't help with that request.",

@@ -9,6 +9,7 @@ from aiogram import Dispatcher
 from bot.config import Settings
 from bot.services.inbox import Inbox
 from bot.services.users import UserService
+from bot.telegram.addressing import GroupAddressingMiddleware
 from bot.telegram.handlers import chat, common
 from bot.telegram.middlewares import GateMiddleware, UpdateOutcomeMiddleware
 
@@ -21,6 +22,7 @@ def build_dispatcher(
     """`deps` become handler arguments by name (aiogram workflow data)."""
     dp = Dispatcher(settings=settings, users=users, **deps)
     dp.update.outer_middleware(UpdateOutcomeMiddleware(inbox))
+    dp.message.outer_middleware(GroupAddressingMiddleware(settings.GROUPS))
     dp.message.outer_middleware(
         GateMiddleware(
             users,

@@ -77,8 +77,10 @@ class GateMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Message)
         who = event.from_user
-        if who is None or who.is_bot or event.chat.type != "private":
+        if who is None or who.is_bot:
             return IGNORED
+        if event.chat.type != "private" and not data.get("group_addressed"):
+            return IGNORED  # groups: see bot.telegram.addressing, registered before the gate
         if self._allowed and who.id not in self._allowed:
             return await self._refuse_stranger(event)
         state = await self._users.touch(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiogram.types import Message
 
 from bot.services.chat import Attachment, ChatService, IncomingMessage
+from bot.telegram.addressing import is_group
 from bot.telegram.turns import TurnScheduler
 
 
@@ -27,17 +28,20 @@ class TurnSubmitter:
     def submit(self, message: Message, update_id: int, *, chat_model: str | None = None) -> bool:
         assert message.from_user is not None
         user_id = message.from_user.id
+        # A group's turns share its conversation, so they wait in one queue (by the group's
+        # negative chat id); a person's private turns wait in theirs.
+        queue = message.chat.id if is_group_chat(message) else user_id
         group = message.media_group_id
         if group is None:
             incoming = to_incoming(user_id, [(update_id, message)], chat_model=chat_model)
-            return self._scheduler.submit(user_id, lambda: self._chat.run_turn(incoming))
+            return self._scheduler.submit(queue, lambda: self._chat.run_turn(incoming))
         key = (user_id, group)
         album = self._albums.get(key)
         if album is not None:
             album.messages.append((update_id, message))
             return True
         album = self._albums[key] = _Album([(update_id, message)], chat_model)
-        return self._scheduler.submit(user_id, lambda: self._run_album(key, album))
+        return self._scheduler.submit(queue, lambda: self._run_album(key, album))
 
     async def _run_album(self, key: tuple[int, str], album: _Album) -> None:
         await asyncio.sleep(self._merge_window)
@@ -52,6 +56,7 @@ def to_incoming(
     texts = [m.text or m.caption or "" for _, m in parts]
     attachments = [a for _, m in parts if (a := attachment_of(m)) is not None]
     first = parts[0][1]
+    in_group = is_group_chat(first)
     return IncomingMessage(
         user_id=user_id,
         chat_id=first.chat.id,
@@ -60,7 +65,27 @@ def to_incoming(
         attachments=attachments,
         extra_update_ids=[u for u, _ in parts[1:]],
         chat_model=chat_model,
+        group_topic=topic_of(first) if in_group else None,
+        reply_to_message_id=first.message_id if in_group else None,
+        sender_name=sender_name(first) if in_group else None,
     )
+
+
+def topic_of(message: Message) -> int:
+    """The forum topic of a group message; 0 outside topics (a reply thread is not a topic)."""
+    return (message.message_thread_id or 0) if message.is_topic_message else 0
+
+
+def is_group_chat(message: Message) -> bool:
+    return is_group(message)
+
+
+def sender_name(message: Message) -> str:
+    who = message.from_user
+    if who is None:
+        return "someone"
+    name = who.full_name
+    return f"{name} (@{who.username})" if who.username else name
 
 
 def attachment_of(message: Message) -> Attachment | None:

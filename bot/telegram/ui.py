@@ -43,8 +43,13 @@ class TelegramTurnUI:
         chat_id: int,
         draft_id: int,
         draft_interval: float,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+        drafts: bool = True,
     ) -> None:
         self._bot = bot
+        self._thread_id = thread_id  # a forum topic: everything goes there
+        self._reply_to = reply_to  # groups: the first answer replies to the addressing message
         self._sender = sender
         self._chat_id = chat_id
         self._draft_id = draft_id or 1
@@ -53,7 +58,7 @@ class TelegramTurnUI:
         self._last_draft = 0.0
         self._draft_task: asyncio.Task[None] | None = None
         self._streaming = False  # an answer's text is arriving and a draft was scheduled
-        self._drafts_enabled = True
+        self._drafts_enabled = drafts  # drafts are private-chat only; groups see a chat action
         self._action = "typing"
         self._action_task: asyncio.Task[None] | None = None
         self._text_visible = False
@@ -83,7 +88,9 @@ class TelegramTurnUI:
             return
         if cut:
             text += CUT_NOTE
-        self.messages_sent += await self._sender.send_markdown(self._chat_id, text)
+        self.messages_sent += await self._sender.send_markdown(
+            self._chat_id, text, thread_id=self._thread_id, reply_to=self._reply_to
+        )
 
     async def discard(self) -> None:
         """Drop text that was streamed but not finished: a broken answer is never sent as final."""
@@ -149,7 +156,11 @@ class TelegramTurnUI:
         while True:
             if not self._text_visible:
                 try:
-                    await self._bot.send_chat_action(chat_id=self._chat_id, action=self._action)
+                    await self._bot.send_chat_action(
+                        chat_id=self._chat_id,
+                        action=self._action,
+                        message_thread_id=self._thread_id,
+                    )
                 except TelegramAPIError:
                     log.debug("chat_action_failed", chat_id=self._chat_id)
             await asyncio.sleep(CHAT_ACTION_REFRESH_SECONDS)

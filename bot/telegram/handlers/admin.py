@@ -39,6 +39,11 @@ async def is_admin(message: Message, settings: Settings) -> bool:
     return sender.id in settings.ADMIN_USER_IDS
 
 
+async def is_private_chat(message: Message) -> bool:
+    """Admin commands work in private chats only (design section 11)."""
+    return message.chat.type == "private"
+
+
 def parse_user_id(text: str) -> int | None:
     if not text.isascii() or not text.isdigit() or len(text) > 19:
         return None
@@ -178,7 +183,7 @@ async def stats_handler(message: Message, command: CommandObject, billing: Billi
 def build_router() -> Router:
     """Include before the fallback router; its filter hides it from everyone but admins."""
     router = Router(name="admin")
-    router.message.filter(is_admin)
+    router.message.filter(is_admin, is_private_chat)
     router.message.register(topup_handler, Command("topup"))
     router.message.register(user_handler, Command("user"))
     router.message.register(stats_handler, Command("stats"))

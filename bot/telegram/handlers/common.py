@@ -12,6 +12,7 @@ from bot.services.conversations import ConversationStore
 from bot.services.pricing import PriceTable
 from bot.services.reports import format_usd
 from bot.telegram.middlewares import IGNORED
+from bot.telegram.submit import is_group_chat, topic_of
 
 UNKNOWN_COMMAND_REPLY = "I don't know that command. /help lists what I can do."
 UNSUPPORTED_REPLY = (
@@ -61,7 +62,8 @@ async def help_handler(
 
 async def new_handler(message: Message, conversations: ConversationStore) -> None:
     assert message.from_user is not None
-    await conversations.end_active(message.from_user.id, message.chat.id)
+    group_topic = topic_of(message) if is_group_chat(message) else None
+    await conversations.end_active(message.from_user.id, message.chat.id, group_topic=group_topic)
     await message.answer("Started a fresh conversation. What's next?")
 
 

@@ -17,7 +17,7 @@ NOTHING_TO_STOP_REPLY = "Nothing is running right now."
 
 async def stop_handler(message: Message, running: RunningTurns) -> None:
     assert message.from_user is not None
-    if not running.stop(message.from_user.id):
+    if not running.stop(message.from_user.id, message.chat.id):
         await message.answer(NOTHING_TO_STOP_REPLY)
 
 
