@@ -89,6 +89,7 @@ class TurnRequest:
     history_tokens: int = 0  # estimate for `history`; computed when 0
     model: str | None = None  # the person's chosen chat model; None = the configured default
     stop: StopToken | None = None  # set by /stop; the turn's task is then cancelled
+    message_thread_id: int | None = None  # a group's forum topic
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,7 @@ class AgentLoop:
                 tool_use_id=block.id,
                 deadline=request.deadline,
                 report_progress=ui.progress,
+                message_thread_id=request.message_thread_id,
             )
             outcome = await self._registry.execute(block.name, block.input, ctx)
             if outcome.file_contents:

@@ -256,6 +256,7 @@ class ChatService:
             history_tokens=sum(m.token_estimate for m in kept),
             model=incoming.chat_model,
             stop=stop,
+            message_thread_id=incoming.topic_thread_id,
         )
         return await self._loop.run(request, ui, persist)
 

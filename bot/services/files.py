@@ -304,7 +304,11 @@ class FileService:
         image_size = entry.get("image_size")
         try:
             delivery = await self._send(
-                ctx.chat_id, prepared, filename, str(image_size) if image_size else None
+                ctx.chat_id,
+                prepared,
+                filename,
+                str(image_size) if image_size else None,
+                thread_id=ctx.message_thread_id,
             )
         except (TelegramAPIError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("file_send_failed", chat_id=ctx.chat_id, error=type(exc).__name__)
@@ -344,7 +348,13 @@ class FileService:
         }
 
     async def _send(
-        self, chat_id: int, prepared: PreparedImage, filename: str, image_size: str | None
+        self,
+        chat_id: int,
+        prepared: PreparedImage,
+        filename: str,
+        image_size: str | None,
+        *,
+        thread_id: int | None = None,
     ) -> Delivery:
         plan = plan_delivery(
             prepared.width, prepared.height, prepared.size_bytes, image_size=image_size
@@ -352,23 +362,29 @@ class FileService:
         sent_as: list[str] = []
         file_ids: tuple[str | None, str | None] = (None, None)
         if plan.as_photo:
-            message = await self._send_photo(chat_id, prepared.original, filename)
+            message = await self._send_photo(chat_id, prepared.original, filename, thread_id)
             if message is not None and message.photo:
                 sent_as.append("photo")
                 file_ids = (message.photo[-1].file_id, message.photo[-1].file_unique_id)
         if plan.also_document or not sent_as:
             message = await self._bot.send_document(
-                chat_id, BufferedInputFile(prepared.original, filename=filename)
+                chat_id,
+                BufferedInputFile(prepared.original, filename=filename),
+                message_thread_id=thread_id,
             )
             sent_as.append("document")
             if message.document is not None and file_ids[0] is None:
                 file_ids = (message.document.file_id, message.document.file_unique_id)
         return Delivery(sent_as, *file_ids)
 
-    async def _send_photo(self, chat_id: int, data: bytes, filename: str) -> Message | None:
+    async def _send_photo(
+        self, chat_id: int, data: bytes, filename: str, thread_id: int | None = None
+    ) -> Message | None:
         """A photo, or None when Telegram refuses this image as a photo (send a document)."""
         try:
-            return await self._bot.send_photo(chat_id, BufferedInputFile(data, filename=filename))
+            return await self._bot.send_photo(
+                chat_id, BufferedInputFile(data, filename=filename), message_thread_id=thread_id
+            )
         except TelegramEntityTooLarge:
             log.info("photo_refused", chat_id=chat_id, reason="too_large")
             return None

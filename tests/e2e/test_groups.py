@@ -20,7 +20,8 @@ from tests.e2e.test_chat import (
     rows,
     wait_update_finished,
 )
-from tests.fakes.anthropic import FakeAnthropic, Reply, text_block
+from tests.fakes.anthropic import FakeAnthropic, Reply, text_block, tool_use_block
+from tests.fakes.gemini import FakeGemini, image_reply
 from tests.fakes.telegram import FakeTelegram, SentItem
 
 GROUP = -1001234567890
@@ -266,3 +267,47 @@ async def test_the_fake_drops_unaddressed_group_messages_in_privacy_mode() -> No
         assert telegram.push_text(ALICE, "just chatting", chat_id=GROUP) == 0
         assert telegram.push_text(ALICE, "/help@fake_bot", chat_id=GROUP) > 0
         assert telegram.dropped_by_privacy == 1
+
+
+async def test_an_image_asked_for_in_a_topic_goes_to_that_topic_and_the_asker_pays(
+    start_bot: StartBot,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
+    database_url: str,
+) -> None:
+    await start_bot(RATE_LIMIT_MESSAGES_PER_MINUTE="1000", STARTER_BALANCE_USD="5.00")
+    telegram.add_chat(GROUP, title="Forum", is_forum=True)
+    telegram.add_topic(GROUP, 9)
+    engine = create_engine(database_url)
+    try:
+        anthropic_fake.script(
+            Reply(
+                content=[tool_use_block("generate_image", {"prompt": "a cat", "image_size": "1K"})],
+                stop_reason="tool_use",
+                usage=USAGE,
+            ),
+            reply("Here it is."),
+        )
+        gemini_fake.script(image_reply(text="A cat."))
+        text, entities = mention("draw a cat")
+        update_id = telegram.push_text(
+            BOB, text, chat_id=GROUP, entities=entities, message_thread_id=9, first_name="Bob"
+        )
+        assert await wait_update_finished(telegram, engine, update_id) == "answered"
+        [photo] = [i for i in telegram.sent(GROUP) if i.method == "sendPhoto"]
+        assert photo.message_thread_id == 9
+        assert [(a.text, a.message_thread_id) for a in answers(telegram)] == [("Here it is.", 9)]
+        calls = await rows(
+            engine, "SELECT user_id, purpose, charged_micros FROM api_calls ORDER BY id"
+        )
+        assert {c[0] for c in calls} == {BOB}
+        charged = sum(int(c[2]) for c in calls)
+        assert [c[1] for c in calls] == ["chat", "generate_image", "chat"]
+        assert (int(calls[0][2]), int(calls[2][2])) == (CHARGE, CHARGE)
+        assert int(calls[1][2]) > 0
+        assert await balance(engine, BOB) == 5_000_000 - charged
+        [file_owner] = await rows(engine, "SELECT user_id FROM user_files")
+        assert file_owner[0] == BOB
+    finally:
+        await engine.dispose()

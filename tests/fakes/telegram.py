@@ -2034,7 +2034,13 @@ class FakeTelegram:
         message = self._store_bot_message(chat, content)
         item = self._media_item("sendPhoto", chat["id"], message, call.params, caption)
         self._record_sent(
-            replace(item, photo=upload.data, filename=upload.filename, mime=upload.mime)
+            replace(
+                item,
+                photo=upload.data,
+                filename=upload.filename,
+                mime=upload.mime,
+                message_thread_id=call.get_int("message_thread_id"),
+            )
         )
         return message
 
@@ -2056,7 +2062,13 @@ class FakeTelegram:
         message = self._store_bot_message(chat, content)
         item = self._media_item("sendDocument", chat["id"], message, call.params, caption)
         self._record_sent(
-            replace(item, document=upload.data, filename=upload.filename, mime=upload.mime)
+            replace(
+                item,
+                document=upload.data,
+                filename=upload.filename,
+                mime=upload.mime,
+                message_thread_id=call.get_int("message_thread_id"),
+            )
         )
         return message
 
