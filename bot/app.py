@@ -15,7 +15,7 @@ import structlog
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.types import BotCommand
+from aiogram.utils.i18n import I18n
 from anthropic import AsyncAnthropic
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -51,6 +51,7 @@ from bot.telegram.handlers import billing as billing_handlers
 from bot.telegram.handlers import groups as group_handlers
 from bot.telegram.handlers import preferences as preferences_handlers
 from bot.telegram.handlers import stop as stop_handlers
+from bot.telegram.i18n import DEFAULT_LOCALE, LANGUAGE_NAMES, N_, bot_commands, create_i18n
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
@@ -61,16 +62,7 @@ from bot.telegram.ui import TelegramTurnUI
 
 log = structlog.get_logger(__name__)
 
-BOT_COMMANDS = [
-    BotCommand(command="start", description="Greeting and your balance"),
-    BotCommand(command="help", description="What I can do, and prices"),
-    BotCommand(command="new", description="Start a fresh conversation"),
-    BotCommand(command="balance", description="Balance and recent charges"),
-    BotCommand(command="usage", description="Spending over the last 30 days"),
-    BotCommand(command="model", description="Choose the Claude model"),
-    BotCommand(command="stop", description="Stop the answer in progress"),
-]
-RESTART_NOTICE = (
+RESTART_NOTICE = N_(
     "I was restarted while working on your last message, so it was not finished. "
     "Nothing was charged for the unfinished part. Please send it again."
 )
@@ -125,6 +117,7 @@ class Application:
     inbox: Inbox
     scheduler: TurnScheduler
     poller: Poller
+    i18n: I18n
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
@@ -189,6 +182,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         )
     )
     sender = MessageSender(bot)
+    i18n = create_i18n()
     loop = AgentLoop(
         claude=claude,
         registry=registry,
@@ -226,6 +220,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
             turn_timeout=settings.TURN_TIMEOUT_SECONDS,
         ),
         running=running,
+        i18n=i18n,
     )
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
@@ -247,6 +242,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         conversations=conversations,
         turns=turns,
         running=running,
+        i18n=i18n,
     )
     poller = Poller(
         bot, dp, inbox, allowed_updates=ALLOWED_UPDATES, timeout=settings.POLLING_TIMEOUT_SECONDS
@@ -262,6 +258,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         inbox=inbox,
         scheduler=scheduler,
         poller=poller,
+        i18n=i18n,
     )
 
 
@@ -364,17 +361,23 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
 
 async def _announce(app: Application, boot_time: datetime) -> None:
     """Set the command menu and tell people whose messages a restart interrupted."""
-    try:
-        await app.bot.set_my_commands(BOT_COMMANDS)
-    except Exception:
-        log.exception("set_commands_failed")
+    for locale in LANGUAGE_NAMES:
+        try:
+            await app.bot.set_my_commands(
+                bot_commands(app.i18n, locale),
+                language_code=None if locale == DEFAULT_LOCALE else locale,
+            )
+        except Exception:
+            log.exception("set_commands_failed", locale=locale)
     unfinished = await app.inbox.unfinished_before(boot_time)
     told: set[int] = set()
     for item in unfinished:
         if item.chat_id is not None and item.chat_id not in told:
             told.add(item.chat_id)
             try:
-                await app.bot.send_message(item.chat_id, RESTART_NOTICE)
+                await app.bot.send_message(
+                    item.chat_id, app.i18n.gettext(RESTART_NOTICE, locale=DEFAULT_LOCALE)
+                )
             except Exception:
                 log.exception("restart_notice_failed", chat_id=item.chat_id)
         await app.inbox.mark(item.update_id, "notified")

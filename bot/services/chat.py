@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
+from aiogram.utils.i18n import I18n
 
 from bot.agent.context import (
     StoredMessage,
@@ -22,7 +23,7 @@ from bot.services.cancellation import RunningTurns, StopToken, stopped_by_person
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
-from bot.services.reports import format_usd
+from bot.telegram.i18n import N_, _, format_money, locale_scope
 from bot.telegram.ui import TelegramTurnUI
 
 log = structlog.get_logger(__name__)
@@ -56,6 +57,7 @@ class IncomingMessage:
     group_topic: int | None = None
     reply_to_message_id: int | None = None
     sender_name: str | None = None
+    locale: str = "en"  # the sender's language, for everything the turn says
 
     @property
     def in_group(self) -> bool:
@@ -163,7 +165,9 @@ class ChatService:
         ui_factory: UIFactory,
         config: ChatConfig,
         running: RunningTurns | None = None,
+        i18n: I18n | None = None,
     ) -> None:
+        self._i18n = i18n
         self._running = running if running is not None else RunningTurns()
         self._loop = loop
         self._conversations = conversations
@@ -173,6 +177,14 @@ class ChatService:
         self._config = config
 
     async def run_turn(self, incoming: IncomingMessage) -> None:
+        """Run the turn in the sender's language (it runs outside the handler's context)."""
+        if self._i18n is None:
+            await self._run_turn(incoming)
+            return
+        with locale_scope(self._i18n, incoming.locale):
+            await self._run_turn(incoming)
+
+    async def _run_turn(self, incoming: IncomingMessage) -> None:
         turn = TurnLog()
         ui = self._ui_factory(incoming)
         ui.start()
@@ -287,13 +299,13 @@ class ChatService:
             return  # Claude already said why
         if extra:
             await ui.progress("")
-            await ui.text_delta(extra)
+            await ui.text_delta(_(extra))
             await ui.end_message(cut=False)
 
     async def _say_stopped(self, ui: TelegramTurnUI, incoming: IncomingMessage) -> None:
         """What was streamed stays visible, marked as stopped."""
         try:
-            await ui.text_delta(STOPPED_NOTE)
+            await ui.text_delta(_(STOPPED_NOTE))
             await ui.end_message(cut=False)
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)
@@ -301,7 +313,7 @@ class ChatService:
     async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
         try:
             await ui.discard()
-            await ui.text_delta(text)
+            await ui.text_delta(_(text))
             await ui.end_message(cut=False)
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)
@@ -328,38 +340,54 @@ class ChatService:
         )
 
 
-TIMEOUT_REPLY = "Sorry, that took too long and I stopped. Nothing was charged for the unfinished part. Please try again."
-INTERNAL_ERROR_REPLY = (
+TIMEOUT_REPLY = N_(
+    "Sorry, that took too long and I stopped. Nothing was charged for the unfinished part. Please try again."
+)
+INTERNAL_ERROR_REPLY = N_(
     "Sorry, something went wrong on my side. Nothing was charged for it. Please try again."
 )
-EMPTY_REPLY = "Your message was empty. Send me some text, a photo or an image file."
-UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
-GROUP_NO_BALANCE_REPLY = (
+EMPTY_REPLY = N_("Your message was empty. Send me some text, a photo or an image file.")
+UNSUPPORTED_REPLY = N_(
+    "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
+)
+GROUP_NO_BALANCE_REPLY = N_(
     "Your balance is too low for this. Open a private chat with me and use /buy to add funds."
 )
-STOPPED_NOTE = "\n\n_(Stopped.)_"
+STOPPED_NOTE = N_("\n\n_(Stopped.)_")
 OUTCOME_NOTES = {
-    "refused": "I can't help with that request.",
-    "max_iterations": "I stopped here because this request needed too many steps. Tell me how to continue if you want more.",
+    "refused": N_("I can't help with that request."),
+    "max_iterations": N_(
+        "I stopped here because this request needed too many steps. Tell me how to continue if you want more."
+    ),
 }
 FAILURE_REPLIES = {
-    "claude_busy": "Claude is busy right now. Please try again in a minute; nothing was charged.",
-    "claude_connection": "I couldn't reach Claude just now. Please try again in a minute; nothing was charged.",
-    "claude_timeout": "Claude took too long to answer. Please try again; nothing was charged.",
-    "claude_stream_broken": "The answer was interrupted by a connection problem. Please try again; nothing was charged.",
-    "claude_spend_limit": "The assistant is temporarily unavailable. The administrators have been notified; please try again later.",
-    "claude_auth": "The assistant is temporarily unavailable. Please try again later.",
-    "claude_bad_request": "Sorry, I couldn't process that message. Try /new to start a fresh conversation.",
+    "claude_busy": N_(
+        "Claude is busy right now. Please try again in a minute; nothing was charged."
+    ),
+    "claude_connection": N_(
+        "I couldn't reach Claude just now. Please try again in a minute; nothing was charged."
+    ),
+    "claude_timeout": N_("Claude took too long to answer. Please try again; nothing was charged."),
+    "claude_stream_broken": N_(
+        "The answer was interrupted by a connection problem. Please try again; nothing was charged."
+    ),
+    "claude_spend_limit": N_(
+        "The assistant is temporarily unavailable. The administrators have been notified; please try again later."
+    ),
+    "claude_auth": N_("The assistant is temporarily unavailable. Please try again later."),
+    "claude_bad_request": N_(
+        "Sorry, I couldn't process that message. Try /new to start a fresh conversation."
+    ),
 }
 
 
 def reply_for_failure(reason: str) -> str:
-    return FAILURE_REPLIES.get(reason, INTERNAL_ERROR_REPLY)
+    return _(FAILURE_REPLIES.get(reason, INTERNAL_ERROR_REPLY))
 
 
 def insufficient_balance_reply(exc: InsufficientBalance) -> str:
-    return (
-        f"Your balance is too low for this: it needs about {format_usd(exc.needed_micros)} "
-        f"and you have {format_usd(exc.available_micros)} available. "
+    return _(
+        "Your balance is too low for this: it needs about {needed} "
+        "and you have {available} available. "
         "Ask an administrator to top up your balance (see /balance)."
-    )
+    ).format(needed=format_money(exc.needed_micros), available=format_money(exc.available_micros))

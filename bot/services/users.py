@@ -6,7 +6,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -58,6 +58,15 @@ class UserService:
             self._fresh.clear()
         self._fresh[who] = (now, dataclasses.replace(state, is_new=False))
         return state
+
+    async def chosen_locale(self, user_id: int) -> str | None:
+        """The language the person chose with /language (None: follow Telegram's)."""
+        for who, (_, state) in self._fresh.items():
+            if who.id == user_id:
+                return state.locale
+        async with self._sessionmaker() as session:
+            row = (await session.execute(select(User.locale).where(User.id == user_id))).first()
+        return None if row is None else row[0]
 
     async def set_chat_model(self, user_id: int, model: str) -> bool:
         """Store the person's model choice; False when they are unknown or blocked."""

@@ -16,6 +16,7 @@ from bot.telegram.turns import TurnScheduler
 class _Album:
     messages: list[tuple[int, Message]] = field(default_factory=list)
     chat_model: str | None = None
+    locale: str = "en"
 
 
 class TurnSubmitter:
@@ -25,7 +26,14 @@ class TurnSubmitter:
         self._merge_window = merge_window
         self._albums: dict[tuple[int, str], _Album] = {}
 
-    def submit(self, message: Message, update_id: int, *, chat_model: str | None = None) -> bool:
+    def submit(
+        self,
+        message: Message,
+        update_id: int,
+        *,
+        chat_model: str | None = None,
+        locale: str = "en",
+    ) -> bool:
         assert message.from_user is not None
         user_id = message.from_user.id
         # A group's turns share its conversation, so they wait in one queue (by the group's
@@ -33,24 +41,32 @@ class TurnSubmitter:
         queue = message.chat.id if is_group_chat(message) else user_id
         group = message.media_group_id
         if group is None:
-            incoming = to_incoming(user_id, [(update_id, message)], chat_model=chat_model)
+            incoming = to_incoming(
+                user_id, [(update_id, message)], chat_model=chat_model, locale=locale
+            )
             return self._scheduler.submit(queue, lambda: self._chat.run_turn(incoming))
         key = (user_id, group)
         album = self._albums.get(key)
         if album is not None:
             album.messages.append((update_id, message))
             return True
-        album = self._albums[key] = _Album([(update_id, message)], chat_model)
+        album = self._albums[key] = _Album([(update_id, message)], chat_model, locale)
         return self._scheduler.submit(queue, lambda: self._run_album(key, album))
 
     async def _run_album(self, key: tuple[int, str], album: _Album) -> None:
         await asyncio.sleep(self._merge_window)
         self._albums.pop(key, None)
-        await self._chat.run_turn(to_incoming(key[0], album.messages, chat_model=album.chat_model))
+        await self._chat.run_turn(
+            to_incoming(key[0], album.messages, chat_model=album.chat_model, locale=album.locale)
+        )
 
 
 def to_incoming(
-    user_id: int, parts: list[tuple[int, Message]], *, chat_model: str | None = None
+    user_id: int,
+    parts: list[tuple[int, Message]],
+    *,
+    chat_model: str | None = None,
+    locale: str = "en",
 ) -> IncomingMessage:
     parts = sorted(parts, key=lambda p: p[1].message_id)
     texts = [m.text or m.caption or "" for _, m in parts]
@@ -68,6 +84,7 @@ def to_incoming(
         group_topic=topic_of(first) if in_group else None,
         reply_to_message_id=first.message_id if in_group else None,
         sender_name=sender_name(first) if in_group else None,
+        locale=locale,
     )
 
 

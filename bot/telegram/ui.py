@@ -11,13 +11,14 @@ import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 
+from bot.telegram.i18n import N_, _
 from bot.telegram.rendering import render_draft
 from bot.telegram.sending import MessageSender
 
 log = structlog.get_logger(__name__)
 
 CHAT_ACTION_REFRESH_SECONDS = 4.5
-CUT_NOTE = "\n\n_(The answer was cut here: it reached the length limit.)_"
+CUT_NOTE = N_("\n\n_(The answer was cut here: it reached the length limit.)_")
 
 
 def describe_tool(name: str, args: dict[str, Any]) -> tuple[str, str]:
@@ -25,11 +26,14 @@ def describe_tool(name: str, args: dict[str, Any]) -> tuple[str, str]:
     if name == "generate_image":
         size = str(args.get("image_size") or "2K")
         ratio = str(args.get("aspect_ratio") or "1:1")
-        verb = "Editing" if args.get("reference_file_ids") else "Generating"
-        return f"{verb} a {size} image, {ratio}…", "upload_photo"
+        if args.get("reference_file_ids"):
+            line = _("Editing a {size} image, {ratio}…")
+        else:
+            line = _("Generating a {size} image, {ratio}…")
+        return line.format(size=size, ratio=ratio), "upload_photo"
     if name == "analyze_image":
-        return "Looking at the image…", "typing"
-    return "Working…", "typing"
+        return _("Looking at the image…"), "typing"
+    return _("Working…"), "typing"
 
 
 class TelegramTurnUI:
@@ -87,7 +91,7 @@ class TelegramTurnUI:
         if not text:
             return
         if cut:
-            text += CUT_NOTE
+            text += _(CUT_NOTE)
         self.messages_sent += await self._sender.send_markdown(
             self._chat_id, text, thread_id=self._thread_id, reply_to=self._reply_to
         )

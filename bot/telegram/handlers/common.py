@@ -10,12 +10,12 @@ from bot.config import Settings
 from bot.services.billing import BillingService
 from bot.services.conversations import ConversationStore
 from bot.services.pricing import PriceTable
-from bot.services.reports import format_usd
+from bot.telegram.i18n import N_, _, format_money
 from bot.telegram.middlewares import IGNORED
 from bot.telegram.submit import is_group_chat, topic_of
 
-UNKNOWN_COMMAND_REPLY = "I don't know that command. /help lists what I can do."
-UNSUPPORTED_REPLY = (
+UNKNOWN_COMMAND_REPLY = N_("I don't know that command. /help lists what I can do.")
+UNSUPPORTED_REPLY = N_(
     "I can read text, photos and image files (JPEG, PNG, WebP, GIF). "
     "This kind of message isn't supported."
 )
@@ -24,14 +24,16 @@ UNSUPPORTED_REPLY = (
 async def start_handler(message: Message, billing: BillingService) -> None:
     assert message.from_user is not None
     balance = await billing.get_balance(message.from_user.id)
-    name = message.from_user.first_name or "there"
+    name = message.from_user.first_name or _("there")
     await message.answer(
-        f"Hi {name}! I'm an assistant powered by Claude.\n\n"
-        "Ask me anything, send me a photo and ask about it, or ask me to draw something "
-        '("draw a cyberpunk robot on a red skateboard, 16:9, 4K"), then ask for changes.\n\n'
-        f"Your balance: {format_usd(balance.available_micros)}.\n"
-        "/help explains features and prices, /new starts a fresh conversation, "
-        "/balance shows your balance."
+        _(
+            "Hi {name}! I'm an assistant powered by Claude.\n\n"
+            "Ask me anything, send me a photo and ask about it, or ask me to draw something "
+            '("draw a cyberpunk robot on a red skateboard, 16:9, 4K"), then ask for changes.\n\n'
+            "Your balance: {balance}.\n"
+            "/help explains features and prices, /new starts a fresh conversation, "
+            "/balance shows your balance."
+        ).format(name=name, balance=format_money(balance.available_micros))
     )
 
 
@@ -40,39 +42,48 @@ async def help_handler(
 ) -> None:
     chat = prices.token_price(settings.CLAUDE_MODEL)
     image_lines = [
-        f"• {size} image: "
-        f"{format_usd(billing.user_price(prices.image_price(settings.IMAGE_MODEL, size)))}"
+        _("• {size} image: {price}").format(
+            size=size,
+            price=format_money(billing.user_price(prices.image_price(settings.IMAGE_MODEL, size))),
+        )
         for size in ("1K", "2K", "4K")
     ]
-    await message.answer(
+    intro = _(
         "What I can do:\n"
         "• Answer questions and help with writing, code and ideas.\n"
         "• Look at photos and image files you send (JPEG, PNG, WebP, GIF, up to "
-        f"{settings.MAX_UPLOAD_MB} MB) and answer questions about them.\n"
+        "{max_mb} MB) and answer questions about them.\n"
         '• Draw images, and edit or combine earlier ones ("make it blue", "put the cat from '
         'the first photo into the second").\n\n'
-        "Prices (taken from your prepaid balance):\n" + "\n".join(image_lines) + "\n• Chat: "
-        f"{format_usd(billing.user_price(chat.input))} per million input tokens, "
-        f"{format_usd(billing.user_price(chat.output))} per million output tokens "
-        "(a typical short answer costs well under a cent).\n\n"
+        "Prices (taken from your prepaid balance):"
+    ).format(max_mb=settings.MAX_UPLOAD_MB)
+    chat_line = _(
+        "• Chat: {input} per million input tokens, {output} per million output tokens "
+        "(a typical short answer costs well under a cent)."
+    ).format(
+        input=format_money(billing.user_price(chat.input)),
+        output=format_money(billing.user_price(chat.output)),
+    )
+    commands = _(
         "Commands: /new fresh conversation, /balance balance and recent charges, "
         "/usage spending over the last 30 days."
     )
+    await message.answer("\n".join([intro, *image_lines, chat_line, "", commands]))
 
 
 async def new_handler(message: Message, conversations: ConversationStore) -> None:
     assert message.from_user is not None
     group_topic = topic_of(message) if is_group_chat(message) else None
     await conversations.end_active(message.from_user.id, message.chat.id, group_topic=group_topic)
-    await message.answer("Started a fresh conversation. What's next?")
+    await message.answer(_("Started a fresh conversation. What's next?"))
 
 
 async def unknown_command_handler(message: Message) -> None:
-    await message.answer(UNKNOWN_COMMAND_REPLY)
+    await message.answer(_(UNKNOWN_COMMAND_REPLY))
 
 
 async def unsupported_handler(message: Message) -> object:
-    await message.answer(UNSUPPORTED_REPLY)
+    await message.answer(_(UNSUPPORTED_REPLY))
     return IGNORED
 
 

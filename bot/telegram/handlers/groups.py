@@ -13,14 +13,15 @@ from aiogram.types import Message
 
 from bot.telegram.addressing import is_group
 from bot.telegram.handlers.admin import is_admin
+from bot.telegram.i18n import N_, _
 
 PRIVATE_ONLY_COMMANDS = ("buy", "refund", "paysupport")
 ADMIN_COMMANDS = ("topup", "user", "stats")
-PRIVATE_ONLY_REPLY = "That works only in a private chat with me: open one and send it there."
+PRIVATE_ONLY_REPLY = N_("That works only in a private chat with me: open one and send it there.")
 
 
 async def private_only_handler(message: Message) -> None:
-    await message.reply(PRIVATE_ONLY_REPLY)
+    await message.reply(_(PRIVATE_ONLY_REPLY))
 
 
 async def in_group(message: Message) -> bool:

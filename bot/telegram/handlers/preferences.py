@@ -1,18 +1,20 @@
-"""/model: the person's choice of chat model, shown with its prices as inline buttons."""
+"""/model and /language: the person's choices, as inline buttons, stored on their user row."""
 
 from __future__ import annotations
 
 from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import I18n
 
 from bot.config import Settings
 from bot.services.billing import BillingService
 from bot.services.pricing import PriceTable
-from bot.services.reports import format_usd
 from bot.services.users import UserService, UserState
+from bot.telegram.i18n import LANGUAGE_NAMES, _, current_locale, format_money
 
 MODEL_CALLBACK_PREFIX = "model:"
+LANGUAGE_CALLBACK_PREFIX = "lang:"
 
 
 def effective_model(settings: Settings, state: UserState | None) -> str | None:
@@ -24,9 +26,10 @@ def effective_model(settings: Settings, state: UserState | None) -> str | None:
 
 def model_label(model: str, prices: PriceTable, billing: BillingService) -> str:
     price = prices.token_price(model)
-    return (
-        f"{model} · {format_usd(billing.user_price(price.input))} in / "
-        f"{format_usd(billing.user_price(price.output))} out per 1M tokens"
+    return _("{model} · {input} in / {output} out per 1M tokens").format(
+        model=model,
+        input=format_money(billing.user_price(price.input)),
+        output=format_money(billing.user_price(price.output)),
     )
 
 
@@ -54,8 +57,10 @@ async def model_handler(
 ) -> None:
     current = effective_model(settings, user_state) or settings.CLAUDE_MODEL
     await message.answer(
-        f"Current model: {current}. Choose the model for your next answers "
-        "(prices are per million tokens, taken from your balance):",
+        _(
+            "Current model: {model}. Choose the model for your next answers "
+            "(prices are per million tokens, taken from your balance):"
+        ).format(model=current),
         reply_markup=model_keyboard(settings, prices, billing, current),
     )
 
@@ -69,14 +74,51 @@ async def model_chosen_handler(
         return
     model = (query.data or "").removeprefix(MODEL_CALLBACK_PREFIX)
     if model not in settings.chat_models:
-        await query.answer("That model is not offered any more. Send /model again.")
+        await query.answer(_("That model is not offered any more. Send /model again."))
         return
     if not await users.set_chat_model(query.from_user.id, model):
         await query.answer()
         return
-    await query.answer(f"Model: {model}")
+    await query.answer(_("Model: {model}").format(model=model))
     if isinstance(query.message, Message):
-        await query.message.answer(f"Done: your next answers come from {model}.")
+        await query.message.answer(
+            _("Done: your next answers come from {model}.").format(model=model)
+        )
+
+
+def language_keyboard(current: str) -> InlineKeyboardMarkup:
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=("✓ " if locale == current else "") + name,
+                callback_data=LANGUAGE_CALLBACK_PREFIX + locale,
+            )
+        ]
+        for locale, name in LANGUAGE_NAMES.items()
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+async def language_handler(message: Message) -> None:
+    await message.answer(
+        _("Choose your language:"), reply_markup=language_keyboard(current_locale())
+    )
+
+
+async def language_chosen_handler(query: CallbackQuery, users: UserService, i18n: I18n) -> None:
+    locale = (query.data or "").removeprefix(LANGUAGE_CALLBACK_PREFIX)
+    if locale not in LANGUAGE_NAMES or not await users.set_locale(query.from_user.id, locale):
+        await query.answer()
+        return
+    with i18n.use_locale(locale):
+        await query.answer(LANGUAGE_NAMES[locale])
+        if isinstance(query.message, Message):
+            await query.message.answer(_("Done: I will speak English with you."))
+
+
+async def is_language_choice(query: CallbackQuery) -> bool:
+    """A coroutine: aiogram runs a filter that is a plain function in a worker thread."""
+    return (query.data or "").startswith(LANGUAGE_CALLBACK_PREFIX)
 
 
 async def is_model_choice(query: CallbackQuery) -> bool:
@@ -88,4 +130,6 @@ def build_router() -> Router:
     router = Router(name="preferences")
     router.message.register(model_handler, Command("model"))
     router.callback_query.register(model_chosen_handler, is_model_choice)
+    router.message.register(language_handler, Command("language"))
+    router.callback_query.register(language_chosen_handler, is_language_choice)
     return router

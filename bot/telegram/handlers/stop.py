@@ -11,14 +11,15 @@ from aiogram.filters import Command
 from aiogram.types import Message
 
 from bot.services.cancellation import RunningTurns
+from bot.telegram.i18n import N_, _
 
-NOTHING_TO_STOP_REPLY = "Nothing is running right now."
+NOTHING_TO_STOP_REPLY = N_("Nothing is running right now.")
 
 
 async def stop_handler(message: Message, running: RunningTurns) -> None:
     assert message.from_user is not None
     if not running.stop(message.from_user.id, message.chat.id):
-        await message.answer(NOTHING_TO_STOP_REPLY)
+        await message.answer(_(NOTHING_TO_STOP_REPLY))
 
 
 def build_router() -> Router:
