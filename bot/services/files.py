@@ -36,6 +36,7 @@ from bot.services.media import (
     plan_delivery,
     rejected_too_large,
 )
+from bot.telegram.i18n import N_
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +48,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 EXPIRE_BATCH = 200
 DOWNLOAD_TIMEOUT_SECONDS = 60
 
-DOWNLOAD_FAILED_REPLY = "I couldn't download that file from Telegram. Please send it again."
-UPLOAD_FAILED_REPLY = "I couldn't process the image right now. Please try again in a minute."
+DOWNLOAD_FAILED_REPLY = N_("I couldn't download that file from Telegram. Please send it again.")
+UPLOAD_FAILED_REPLY = N_("I couldn't process the image right now. Please try again in a minute.")
 GENERATED_INVALID = "the image model returned an unusable image; nothing was charged"
 SEND_FAILED = "the image could not be sent to the chat; nothing was charged"
 
