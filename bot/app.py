@@ -51,7 +51,14 @@ from bot.telegram.handlers import billing as billing_handlers
 from bot.telegram.handlers import groups as group_handlers
 from bot.telegram.handlers import preferences as preferences_handlers
 from bot.telegram.handlers import stop as stop_handlers
-from bot.telegram.i18n import DEFAULT_LOCALE, LANGUAGE_NAMES, N_, bot_commands, create_i18n
+from bot.telegram.i18n import (
+    DEFAULT_LOCALE,
+    LANGUAGE_NAMES,
+    N_,
+    bot_commands,
+    create_i18n,
+    pick_locale,
+)
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
 from bot.telegram.sending import MessageSender
@@ -118,6 +125,7 @@ class Application:
     scheduler: TurnScheduler
     poller: Poller
     i18n: I18n
+    users: UserService
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
@@ -259,6 +267,7 @@ def build_application(settings: Settings, engine: AsyncEngine) -> Application:
         scheduler=scheduler,
         poller=poller,
         i18n=i18n,
+        users=users,
     )
 
 
@@ -374,9 +383,12 @@ async def _announce(app: Application, boot_time: datetime) -> None:
     for item in unfinished:
         if item.chat_id is not None and item.chat_id not in told:
             told.add(item.chat_id)
+            locale = DEFAULT_LOCALE
+            if item.user_id is not None:
+                locale = pick_locale(*await app.users.language_of(item.user_id))
             try:
                 await app.bot.send_message(
-                    item.chat_id, app.i18n.gettext(RESTART_NOTICE, locale=DEFAULT_LOCALE)
+                    item.chat_id, app.i18n.gettext(RESTART_NOTICE, locale=locale)
                 )
             except Exception:
                 log.exception("restart_notice_failed", chat_id=item.chat_id)

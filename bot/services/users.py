@@ -68,6 +68,16 @@ class UserService:
             row = (await session.execute(select(User.locale).where(User.id == user_id))).first()
         return None if row is None else row[0]
 
+    async def language_of(self, user_id: int) -> tuple[str | None, str | None]:
+        """The person's chosen locale and Telegram language_code, for texts sent unprompted."""
+        async with self._sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(User.locale, User.language_code).where(User.id == user_id)
+                )
+            ).first()
+        return (None, None) if row is None else (row[0], row[1])
+
     async def set_chat_model(self, user_id: int, model: str) -> bool:
         """Store the person's model choice; False when they are unknown or blocked."""
         return await self._set(user_id, chat_model=model)

@@ -80,7 +80,7 @@ class TelegramTurnUI:
 
     async def text_delta(self, text: str) -> None:
         self._buffer += text
-        self._text_visible = True
+        self._text_visible = self._drafts_enabled  # without drafts, "typing" goes on
         self._maybe_draft(self._buffer)
 
     async def end_message(self, *, cut: bool) -> None:
