@@ -6,7 +6,7 @@ from __future__ import annotations
 from bot.db.session import create_engine
 from tests.e2e.conftest import StartBot
 from tests.e2e.test_chat import scalar
-from tests.fakes.anthropic import FakeAnthropic, overloaded
+from tests.fakes.anthropic import Delay, FakeAnthropic, overloaded, text_reply
 from tests.fakes.telegram import FakeTelegram, SentItem
 
 RU_USER, EN_USER = 75_001, 75_002
@@ -69,3 +69,20 @@ async def test_languages_end_to_end(
         )
     finally:
         await engine.dispose()
+
+
+async def test_a_restart_notice_speaks_the_persons_language(
+    start_bot: StartBot, telegram: FakeTelegram, anthropic_fake: FakeAnthropic
+) -> None:
+    bot = await start_bot(SHUTDOWN_GRACE_SECONDS="1")
+    anthropic_fake.script(Delay(30.0, text_reply("This never arrives.")))
+    telegram.push_text(RU_USER, "Подумай как следует.", language_code="ru")
+    await anthropic_fake.wait_for_requests(1, timeout=15)
+    assert await bot.stop() == 0
+
+    await start_bot()
+    [notice] = await telegram.wait_for_sent(RU_USER, 1, timeout=15)
+    assert notice.text == (
+        "Меня перезапустили, пока я работал над вашим последним сообщением, и оно осталось без "
+        "ответа. За незаконченную часть ничего не списано. Пожалуйста, отправьте его ещё раз."
+    )
