@@ -311,3 +311,32 @@ async def test_an_image_asked_for_in_a_topic_goes_to_that_topic_and_the_asker_pa
         assert file_owner[0] == BOB
     finally:
         await engine.dispose()
+
+
+async def test_stop_in_a_group_stops_only_the_askers_turn(
+    start_bot: StartBot, telegram: FakeTelegram, anthropic_fake: FakeAnthropic, database_url: str
+) -> None:
+    await start_bot(RATE_LIMIT_MESSAGES_PER_MINUTE="1000")
+    telegram.add_chat(GROUP, title="Team")
+    engine = create_engine(database_url)
+    try:
+        long_text = " ".join(f"word{i}" for i in range(600))
+        anthropic_fake.script(
+            Reply(content=[text_block(long_text)], usage=USAGE, tokens_per_second=20)
+        )
+        text, entities = mention("tell a long story")
+        asked = telegram.push_text(ALICE, text, chat_id=GROUP, entities=entities)
+        await anthropic_fake.wait_for_requests(1, timeout=20)
+        telegram.push_text(BOB, "/stop@fake_bot", chat_id=GROUP, first_name="Bob")
+        assert (await next_answer(telegram, 0)).text == "Nothing is running right now."
+        telegram.push_text(ALICE, "/stop@fake_bot", chat_id=GROUP)
+        assert await wait_update_finished(telegram, engine, asked) == "answered"
+        stopped = await next_answer(telegram, 1)
+        assert (stopped.text or "").endswith("(Stopped.)")
+        assert stopped.reply_to_message_id is not None
+        [call] = await rows(engine, "SELECT user_id, status, charged_micros FROM api_calls")
+        assert (call[0], call[1]) == (ALICE, "cancelled")
+        assert await balance(engine, ALICE) == STARTER_MICROS - int(call[2])
+        assert await balance(engine, BOB) == STARTER_MICROS
+    finally:
+        await engine.dispose()
