@@ -36,7 +36,7 @@ from bot.services.media import (
     plan_delivery,
     rejected_too_large,
 )
-from bot.telegram.i18n import N_
+from bot.telegram.i18n import N_, _
 
 log = structlog.get_logger(__name__)
 
@@ -550,7 +550,7 @@ def _generated_filename(name: object, prepared: PreparedImage) -> str:
 
 def _over_limit_message(max_bytes: int) -> str:
     limit = rejected_too_large(max_bytes, max_bytes).user_message.split("; ", 1)[-1]
-    return f"This file is too large; {limit}"
+    return _("This file is too large; {limit}").format(limit=limit)
 
 
 __all__ = [

@@ -67,6 +67,16 @@ async def test_languages_end_to_end(
         assert (
             failed.text == "Claude сейчас перегружен. Попробуйте через минуту; ничего не списано."
         )
+
+        # So does a file the intake refuses.
+        before = len(telegram.sent(EN_USER))
+        telegram.push_document(
+            EN_USER, b"\x00\x01not an image", filename="notes.bin", mime_type="image/png"
+        )
+        [refused] = (await telegram.wait_for_sent(EN_USER, before + 1, timeout=20))[before:]
+        assert refused.text == (
+            "Я понимаю изображения JPEG, PNG, WebP и GIF; этот файл не из их числа."
+        )
     finally:
         await engine.dispose()
 
