@@ -23,7 +23,8 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import BotCommand, User
+from aiogram.types import User
+from aiogram.utils.i18n import I18n
 from anthropic import AsyncAnthropic
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -49,7 +50,8 @@ from bot.logs import configure_logging
 from bot.ops.wiring import build_billing, build_blob_store, build_metrics, build_ops_server
 from bot.services.billing import BillingService
 from bot.services.blobs import Blobs
-from bot.services.chat import ChatConfig, ChatService
+from bot.services.cancellation import RunningTurns
+from bot.services.chat import ChatConfig, ChatService, IncomingMessage
 from bot.services.controls import ControlsService
 from bot.services.conversations import ConversationStore
 from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
@@ -71,7 +73,18 @@ from bot.telegram.flood import (
 from bot.telegram.handlers import admin as admin_handlers
 from bot.telegram.handlers import billing as billing_handlers
 from bot.telegram.handlers import controls as controls_handlers
+from bot.telegram.handlers import groups as group_handlers
 from bot.telegram.handlers import payments as payments_handlers
+from bot.telegram.handlers import preferences as preferences_handlers
+from bot.telegram.handlers import stop as stop_handlers
+from bot.telegram.i18n import (
+    DEFAULT_LOCALE,
+    LANGUAGE_NAMES,
+    N_,
+    bot_commands,
+    create_i18n,
+    pick_locale,
+)
 from bot.telegram.notices import TelegramTurnNotices
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
@@ -92,24 +105,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-BOT_COMMANDS = [
-    BotCommand(command="start", description="Greeting and your balance"),
-    BotCommand(command="help", description="What I can do, and prices"),
-    BotCommand(command="new", description="Start a fresh conversation"),
-    BotCommand(command="balance", description="Balance and recent charges"),
-    BotCommand(command="usage", description="Spending over the last 30 days"),
-    BotCommand(command="buy", description="Top up with Telegram Stars"),
-    BotCommand(command="refund", description="Refund a Stars purchase"),
-    BotCommand(command="paysupport", description="Help with payments"),
-    BotCommand(command="terms", description="Terms of service"),
-    BotCommand(command="privacy", description="Privacy policy"),
-    BotCommand(command="limit", description="Daily spending limit"),
-    BotCommand(command="receipts", description="Cost of each answer: on or off"),
-]
 # Start-up: how long an unreachable Telegram is retried, and the wait for one getMe.
 CONNECT_PATIENCE_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5
-RESTART_NOTICE = (
+RESTART_NOTICE = N_(
     "I was restarted while working on your last message, so it was not finished. "
     "Nothing was charged for the unfinished part. Please send it again."
 )
@@ -183,6 +182,8 @@ class Application:
     poller: Poller
     payments: PaymentService
     stars_api: TelegramStars
+    i18n: I18n
+    users: UserService
     s3_blobs: S3BlobStore | None = None
     metrics: Metrics | None = None
     ops_server: OpsServer | None = None
@@ -274,14 +275,20 @@ def build_application(
     low_balance_micros = usd_to_micros(settings.LOW_BALANCE_USD)
     controls = ControlsService(sessionmaker, low_balance_micros=low_balance_micros)
 
-    def ui_factory(chat_id: int, update_id: int) -> TelegramTurnUI:
+    def ui_factory(incoming: IncomingMessage) -> TelegramTurnUI:
         return TelegramTurnUI(
             bot,
             sender,
-            chat_id=chat_id,
-            draft_id=update_id,
+            chat_id=incoming.chat_id,
+            draft_id=incoming.update_id,
             draft_interval=settings.DRAFT_INTERVAL_SECONDS,
+            thread_id=incoming.topic_thread_id,
+            reply_to=incoming.reply_to_message_id,
+            drafts=not incoming.in_group,
         )
+
+    i18n = create_i18n()
+    running = RunningTurns()
 
     webhook_mode = settings.BOT_MODE == "webhook"
     chat_class = ChatService
@@ -301,6 +308,8 @@ def build_application(
         ),
         notices=TelegramTurnNotices(bot, controls, low_balance_micros=low_balance_micros),
         on_finished=metrics.turn_finished if metrics is not None else None,
+        running=running,
+        i18n=i18n,
     )
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
@@ -313,10 +322,13 @@ def build_application(
         inbox=inbox,
         users=users,
         extra_routers=[
+            group_handlers.build_router(),
             billing_handlers.build_router(),
             admin_handlers.build_router(),
             payments_handlers.build_router(),
             controls_handlers.build_router(),
+            preferences_handlers.build_router(),
+            stop_handlers.build_router(),
         ],
         controls=controls,
         confirmations=confirmations,
@@ -327,6 +339,8 @@ def build_application(
         prices=prices,
         conversations=conversations,
         turns=turns,
+        running=running,
+        i18n=i18n,
     )
     poller = Poller(
         bot,
@@ -375,6 +389,8 @@ def build_application(
         metrics=metrics,
         ops_server=build_ops_server(settings, metrics, sessionmaker, bot),
         cluster=cluster,
+        i18n=i18n,
+        users=users,
     )
 
 
@@ -573,10 +589,15 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
 
 
 async def _set_commands(app: Application) -> None:
-    try:
-        await app.bot.set_my_commands(BOT_COMMANDS)
-    except Exception:
-        log.exception("set_commands_failed")
+    """The command menu, once per language."""
+    for locale in LANGUAGE_NAMES:
+        try:
+            await app.bot.set_my_commands(
+                bot_commands(app.i18n, locale),
+                language_code=None if locale == DEFAULT_LOCALE else locale,
+            )
+        except Exception:
+            log.exception("set_commands_failed", locale=locale)
 
 
 async def _announce(app: Application, boot_time: datetime) -> None:
@@ -587,8 +608,13 @@ async def _announce(app: Application, boot_time: datetime) -> None:
     for item in unfinished:
         if item.chat_id is not None and item.chat_id not in told:
             told.add(item.chat_id)
+            locale = DEFAULT_LOCALE
+            if item.user_id is not None:
+                locale = pick_locale(*await app.users.language_of(item.user_id))
             try:
-                await app.bot.send_message(item.chat_id, RESTART_NOTICE)
+                await app.bot.send_message(
+                    item.chat_id, app.i18n.gettext(RESTART_NOTICE, locale=locale)
+                )
             except Exception:
                 log.exception("restart_notice_failed", chat_id=item.chat_id)
         await app.inbox.mark(item.update_id, "notified")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from bot.agent.web_tools import (
     sources_markdown,
     worst_case_micros,
 )
-from bot.integrations.anthropic import ClaudeGateway, ClaudeUnavailable
+from bot.integrations.anthropic import ClaudeGateway, ClaudeUnavailable, StreamProgress
 from bot.services.billing import BillingService, CallRecord, Hold
+from bot.services.cancellation import StopToken
 from bot.services.pricing import (
     PriceTable,
     TokenUsage,
@@ -99,6 +101,9 @@ class TurnRequest:
     history: list[dict[str, Any]]
     deadline: float
     history_tokens: int = 0  # estimate for `history`; computed when 0
+    model: str | None = None  # the person's chosen chat model; None = the configured default
+    stop: StopToken | None = None  # set by /stop; the turn's task is then cancelled
+    message_thread_id: int | None = None  # a group's forum topic
 
 
 @dataclass(frozen=True)
@@ -199,19 +204,27 @@ class AgentLoop:
             *self._registry.params(),
         ]
         started = time.monotonic()
+        progress = StreamProgress()
         try:
             streamed = await self._claude.stream_message(
-                model=self._config.model,
+                model=request.model or self._config.model,
                 max_tokens=self._config.max_tokens,
                 system=system_blocks(),
                 tools=tools,
                 messages=params,
                 on_text=ui.text_delta,
                 deadline=request.deadline,
+                progress=progress,
             )
         except ClaudeUnavailable as exc:
             await self._settle_failure(hold, request, exc, started)
             raise TurnFailed(f"claude_{exc.kind}", detail=exc.detail) from None
+        except asyncio.CancelledError as exc:
+            if request.stop is not None and request.stop.requested:
+                await self._settle_cancelled(hold, request, progress, started, stats)
+            else:
+                await self._settle_failure(hold, request, exc, started)
+            raise
         except BaseException as exc:
             await self._settle_failure(hold, request, exc, started)
             raise
@@ -223,7 +236,7 @@ class AgentLoop:
         self, request: TurnRequest, context_tokens: int, iteration: int, web: ServerToolUse
     ) -> Hold:
         """Hold the worst case: a generous input estimate plus max_tokens of output."""
-        price = self._prices.token_price(self._config.model)
+        price = self._prices.token_price(request.model or self._config.model)
         estimate = context_tokens + self._fixed_tokens
         amount = self._billing.user_price(
             worst_case_token_cost_micros(price, estimate, self._config.max_tokens)
@@ -236,14 +249,14 @@ class AgentLoop:
         self, hold: Hold, request: TurnRequest, message: Message, duration_ms: int, stats: TurnStats
     ) -> None:
         usage = _usage(message)
-        price = self._prices.token_price(self._config.model)
+        price = self._prices.token_price(request.model or self._config.model)
         web = server_tool_use(message)
         cost = token_cost_micros(price, usage) + web.cost_micros
         refused = message.stop_reason == "refusal"
         record = CallRecord(
             user_id=request.user_id,
             provider="anthropic",
-            model=self._config.model,
+            model=request.model or self._config.model,
             purpose="chat",
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -277,7 +290,7 @@ class AgentLoop:
         record = CallRecord(
             user_id=request.user_id,
             provider="anthropic",
-            model=self._config.model,
+            model=request.model or self._config.model,
             purpose="chat",
             status="error",
             error=_failure_label(exc),
@@ -286,6 +299,40 @@ class AgentLoop:
             charge_key=f"llm:failed:{hold.key}",
         )
         await asyncio.shield(self._billing.settle(hold, record))
+
+    async def _settle_cancelled(
+        self,
+        hold: Hold,
+        request: TurnRequest,
+        progress: StreamProgress,
+        started: float,
+        stats: TurnStats,
+    ) -> None:
+        """A stream the person stopped: charge the input and the output streamed so far."""
+        model = request.model or self._config.model
+        price = self._prices.token_price(model)
+        usage = _streamed_usage(progress)
+        record = CallRecord(
+            user_id=request.user_id,
+            provider="anthropic",
+            model=model,
+            purpose="chat",
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            provider_cost_micros=token_cost_micros(price, usage),
+            price_version=price.price_version,
+            status="cancelled",
+            error="stopped by the person",
+            provider_cost_unknown=not progress.started,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            charge_key=f"llm:cancelled:{hold.key}",
+        )
+        settlement = await asyncio.shield(self._billing.settle(hold, record))
+        stats.input_tokens += usage.input_tokens
+        stats.output_tokens += usage.output_tokens
+        stats.charged_micros += settlement.charged_micros
 
     async def _run_tools(
         self, message: Message, request: TurnRequest, ui: TurnUI, stats: TurnStats
@@ -304,6 +351,7 @@ class AgentLoop:
                 tool_use_id=block.id,
                 deadline=request.deadline,
                 report_progress=ui.progress,
+                message_thread_id=request.message_thread_id,
             )
             declined = await self._gate.check(block.name, args, ctx) if self._gate else None
             if declined is not None:  # not run, so nothing is charged for it
@@ -370,6 +418,19 @@ def _usage(message: Message) -> TokenUsage:
         output_tokens=usage.output_tokens,
         cache_write_tokens=usage.cache_creation_input_tokens or 0,
         cache_read_tokens=usage.cache_read_input_tokens or 0,
+    )
+
+
+def _streamed_usage(progress: StreamProgress) -> TokenUsage:
+    """The provider's own count as far as it reported, else about 4 characters a token."""
+    usage = progress.usage
+    return TokenUsage(
+        input_tokens=int(usage.get("input_tokens") or 0),
+        output_tokens=max(
+            int(usage.get("output_tokens") or 0), math.ceil(progress.output_chars / 4)
+        ),
+        cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+        cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
     )
 
 

@@ -75,10 +75,18 @@ class Conversation(Base):
             unique=True,
             postgresql_where=text("ended_at IS NULL"),
         ),
+        Index(
+            "uq_conversations_active_per_topic",
+            "chat_id",
+            text("coalesce(message_thread_id, 0)"),
+            unique=True,
+            postgresql_where=text("ended_at IS NULL AND user_id IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # None in a group: its conversation belongs to the (chat, topic), not to one person.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     chat_id: Mapped[int] = mapped_column(BigInteger)
     message_thread_id: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())

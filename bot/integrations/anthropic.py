@@ -8,7 +8,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -41,6 +41,15 @@ class ClaudeUnavailable(Exception):
         self.response_started = False
         self.retry_after: float | None = None
         self.attempts = 1
+
+
+@dataclass
+class StreamProgress:
+    """What a stream delivered so far, for charging a stream we cut (/stop)."""
+
+    usage: dict[str, Any] = field(default_factory=dict)  # as last reported by the provider
+    output_chars: int = 0  # characters of text, tool input and thinking streamed
+    started: bool = False  # message_start arrived: the provider is billing the input
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class ClaudeGateway:
         messages: Sequence[MessageParam],
         on_text: TextCallback,
         deadline: float,
+        progress: StreamProgress | None = None,
     ) -> StreamedMessage:
         """Stream one message. Retries only failures that happened before any output."""
         started = time.monotonic()
@@ -95,7 +105,7 @@ class ClaudeGateway:
             try:
                 async with self._slot:
                     message = await self._stream_once(
-                        model, max_tokens, system, tools, messages, on_text
+                        model, max_tokens, system, tools, messages, on_text, progress
                     )
             except ClaudeUnavailable as exc:
                 delay = self._retry_delay(exc, attempt, deadline)
@@ -126,8 +136,9 @@ class ClaudeGateway:
         tools: Sequence[ToolParam],
         messages: Sequence[MessageParam],
         on_text: TextCallback,
+        progress: StreamProgress | None = None,
     ) -> Message:
-        message = _MessageBuilder()
+        message = _MessageBuilder(progress or StreamProgress())
         started_output = False
         try:
             stream = await self._client.post(
@@ -210,7 +221,8 @@ class _MessageBuilder:
     SDK builds every response, without validation (``construct``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, progress: StreamProgress) -> None:
+        self._progress = progress
         self._message: dict[str, Any] = {}
         self._blocks: dict[int, dict[str, Any]] = {}
         self._json: dict[int, list[str]] = {}
@@ -224,9 +236,16 @@ class _MessageBuilder:
         """Take one event; returns the text it added, if any."""
         kind = event["type"]
         if kind == "content_block_delta":
-            return self._delta(event["index"], event["delta"])
+            delta = event["delta"]
+            self._progress.output_chars += len(
+                delta.get("text") or delta.get("partial_json") or delta.get("thinking") or ""
+            )
+            return self._delta(event["index"], delta)
         if kind == "message_start":
             self._message = event["message"]
+            self._progress.usage = dict(self._message.get("usage") or {})
+            self._progress.output_chars = 0
+            self._progress.started = True
         elif kind == "content_block_start":
             block = event["content_block"]
             if block.get("type") in {"tool_use", "server_tool_use"}:
@@ -243,6 +262,7 @@ class _MessageBuilder:
             self._message["stop_sequence"] = delta.get("stop_sequence")
             usage = self._message.setdefault("usage", {})
             usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            self._progress.usage = dict(usage)
         elif kind == "message_stop":
             self._stopped = True
         return None

@@ -40,7 +40,8 @@ from bot.services.reports import format_usd
 
 log = structlog.get_logger(__name__)
 
-CallStatus = Literal["ok", "error", "blocked"]
+CallStatus = Literal["ok", "error", "blocked", "cancelled"]
+CHARGED_STATUSES = ("ok", "cancelled")  # a stopped stream is charged for what it streamed
 ERROR_TEXT_LIMIT = 2000
 
 
@@ -842,7 +843,7 @@ class BillingService:
         )
 
     def _charge_for(self, call: CallRecord, hold: Hold, hold_amount: int) -> int:
-        if call.status != "ok" or call.provider_cost_micros <= 0:
+        if call.status not in CHARGED_STATUSES or call.provider_cost_micros <= 0:
             return 0
         price = self.user_price(call.provider_cost_micros)
         if price > hold_amount:

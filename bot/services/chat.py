@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
+from aiogram.utils.i18n import I18n
 
 from bot.agent.context import (
     StoredMessage,
@@ -18,12 +19,13 @@ from bot.agent.context import (
 )
 from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats
 from bot.services.billing import DailyLimitReached, InsufficientBalance
+from bot.services.cancellation import RunningTurns, StopToken, stopped_by_person
 from bot.services.controls import daily_limit_reply
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
 from bot.services.inbox import Inbox
-from bot.services.reports import format_usd
 from bot.services.transcripts import shown_transcript, spoken_text
+from bot.telegram.i18n import N_, _, format_money, locale_scope
 from bot.telegram.ui import TelegramTurnUI
 
 log = structlog.get_logger(__name__)
@@ -52,6 +54,22 @@ class IncomingMessage:
     text: str
     attachments: Sequence[Attachment] = ()
     extra_update_ids: Sequence[int] = ()
+    chat_model: str | None = None  # the sender's chosen model; None = the default
+    # Groups (design section 11): the forum topic (0 outside topics; None = a private chat), the
+    # addressing message the answer replies to, and the sender's name shown to Claude.
+    group_topic: int | None = None
+    reply_to_message_id: int | None = None
+    sender_name: str | None = None
+    locale: str = "en"  # the sender's language, for everything the turn says
+
+    @property
+    def in_group(self) -> bool:
+        return self.group_topic is not None
+
+    @property
+    def topic_thread_id(self) -> int | None:
+        """The message_thread_id to send in: only for a real forum topic."""
+        return self.group_topic or None
 
 
 @dataclass(frozen=True)
@@ -80,7 +98,7 @@ class UserFacingError(Exception):
         self.reason = reason
 
 
-UIFactory = Callable[[int, int], TelegramTurnUI]
+UIFactory = Callable[[IncomingMessage], TelegramTurnUI]
 
 
 @dataclass
@@ -97,10 +115,18 @@ class TurnLog:
 
 
 def user_content(
-    text: str, images: Sequence[IntakeResult], files_note_text: str | None
+    text: str,
+    images: Sequence[IntakeResult],
+    files_note_text: str | None,
+    sender_name: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The new user message: the files note (when it changed), attached images, then the text."""
+    """The new user message: the files note (when it changed), attached images, then the text.
+
+    In a group the message first says who wrote it, since several people share the conversation.
+    """
     blocks: list[dict[str, Any]] = []
+    if sender_name:
+        blocks.append({"type": "text", "text": f"[Message from {sender_name}]"})
     if files_note_text:
         blocks.append({"type": "text", "text": files_note_text})
     for image in images:
@@ -161,9 +187,13 @@ class ChatService:
         config: ChatConfig,
         notices: TurnNotices | None = None,
         on_finished: Callable[[str, float], None] | None = None,
+        running: RunningTurns | None = None,
+        i18n: I18n | None = None,
     ) -> None:
         self._notices = notices
         self._on_finished = on_finished
+        self._i18n = i18n
+        self._running = running if running is not None else RunningTurns()
         self._loop = loop
         self._conversations = conversations
         self._inbox = inbox
@@ -174,19 +204,32 @@ class ChatService:
         self._intake_charged: dict[int, int] = {}
 
     async def run_turn(self, incoming: IncomingMessage) -> None:
+        """Run the turn in the sender's language (it runs outside the handler's context)."""
+        if self._i18n is None:
+            await self._run_turn(incoming)
+            return
+        with locale_scope(self._i18n, incoming.locale):
+            await self._run_turn(incoming)
+
+    async def _run_turn(self, incoming: IncomingMessage) -> None:
         turn = TurnLog()
         mark = await self._notices.begin(incoming.user_id) if self._notices else None
-        ui = self._ui_factory(incoming.chat_id, incoming.update_id)
+        ui = self._ui_factory(incoming)
         ui.start()
         status = "answered"
+        stop: StopToken | None = None
         try:
-            async with asyncio.timeout(self._config.turn_timeout):
-                turn.stats = await self._answer(incoming, ui)
+            with self._running.running(incoming.user_id, incoming.chat_id) as stop:
+                async with asyncio.timeout(self._config.turn_timeout):
+                    turn.stats = await self._answer(incoming, ui, stop)
             turn.outcome = turn.stats.outcome
             await self._explain_outcome(ui, turn.stats)
         except asyncio.CancelledError:
-            status, turn.outcome = "interrupted", "interrupted"
-            raise
+            if not stopped_by_person(stop):
+                status, turn.outcome = "interrupted", "interrupted"
+                raise
+            turn.outcome = "stopped"
+            await self._say_stopped(ui, incoming)
         except TimeoutError:
             status, turn.outcome = "failed", "timeout"
             await self._reply(ui, incoming, TIMEOUT_REPLY)
@@ -195,7 +238,8 @@ class ChatService:
             await self._reply(ui, incoming, reply_for_failure(exc.reason))
         except InsufficientBalance as exc:
             status, turn.outcome = "failed", "insufficient_balance"
-            await self._reply(ui, incoming, insufficient_balance_reply(exc))
+            reply = GROUP_NO_BALANCE_REPLY if incoming.in_group else insufficient_balance_reply(exc)
+            await self._reply(ui, incoming, reply)
         except UserFacingError as exc:
             status, turn.outcome = "failed", exc.reason
             await self._reply(ui, incoming, exc.reply)
@@ -209,7 +253,9 @@ class ChatService:
         if self._notices is not None and mark is not None:
             await self._notices.end(incoming.user_id, incoming.chat_id, mark)
 
-    async def _answer(self, incoming: IncomingMessage, ui: TelegramTurnUI) -> TurnStats:
+    async def _answer(
+        self, incoming: IncomingMessage, ui: TelegramTurnUI, stop: StopToken
+    ) -> TurnStats:
         if not incoming.text.strip() and not incoming.attachments:
             raise UserFacingError(EMPTY_REPLY, "empty_message")
         try:
@@ -231,10 +277,14 @@ class ChatService:
             note = files_note(files)
             if note is not None and note == last_files_note(trim_to_budget(earlier, budget)):
                 note = None
-            return user_content(incoming.text, images, note)
+            return user_content(incoming.text, images, note, incoming.sender_name)
 
         opened = await self._conversations.open_turn(
-            incoming.user_id, incoming.chat_id, incoming.update_id, build_content
+            incoming.user_id,
+            incoming.chat_id,
+            incoming.update_id,
+            build_content,
+            group_topic=incoming.group_topic,
         )
 
         async def persist(role: str, blocks: list[dict[str, Any]]) -> None:
@@ -252,6 +302,9 @@ class ChatService:
             history=history,
             deadline=time.monotonic() + self._config.turn_timeout,
             history_tokens=sum(m.token_estimate for m in kept),
+            model=incoming.chat_model,
+            stop=stop,
+            message_thread_id=incoming.topic_thread_id,
         )
         return await self._loop.run(request, ui, persist)
 
@@ -259,12 +312,16 @@ class ChatService:
         """The message stays in the conversation even when its attachment could not be taken."""
 
         def build_content(_: list[StoredMessage], __: list[CatalogEntry]) -> list[dict[str, Any]]:
-            blocks = user_content(incoming.text, [], None)
+            blocks = user_content(incoming.text, [], None, incoming.sender_name)
             blocks.insert(0, {"type": "text", "text": UNPROCESSED_ATTACHMENT_NOTE})
             return blocks
 
         await self._conversations.open_turn(
-            incoming.user_id, incoming.chat_id, incoming.update_id, build_content
+            incoming.user_id,
+            incoming.chat_id,
+            incoming.update_id,
+            build_content,
+            group_topic=incoming.group_topic,
         )
 
     async def _take(self, user_id: int, attachment: Attachment) -> IntakeResult:
@@ -278,8 +335,16 @@ class ChatService:
             return  # Claude already said why
         if extra:
             await ui.progress("")
-            await ui.text_delta(extra)
+            await ui.text_delta(_(extra))
             await ui.end_message(cut=False)
+
+    async def _say_stopped(self, ui: TelegramTurnUI, incoming: IncomingMessage) -> None:
+        """What was streamed stays visible, marked as stopped."""
+        try:
+            await ui.text_delta(_(STOPPED_NOTE))
+            await ui.end_message(cut=False)
+        except Exception:
+            log.exception("reply_failed", update_id=incoming.update_id)
 
     async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
         charged = self._intake_charged.get(incoming.update_id, 0)
@@ -287,7 +352,7 @@ class ChatService:
             text = with_intake_charge(text, charged)
         try:
             await ui.discard()
-            await ui.text_delta(text)
+            await ui.text_delta(_(text))
             await ui.end_message(cut=False)
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)
@@ -318,50 +383,72 @@ class ChatService:
         )
 
 
-TIMEOUT_REPLY = "Sorry, that took too long and I stopped. Nothing was charged for the unfinished part. Please try again."
-INTERNAL_ERROR_REPLY = (
+TIMEOUT_REPLY = N_(
+    "Sorry, that took too long and I stopped. Nothing was charged for the unfinished part. Please try again."
+)
+INTERNAL_ERROR_REPLY = N_(
     "Sorry, something went wrong on my side. Nothing was charged for it. Please try again."
 )
-EMPTY_REPLY = (
+EMPTY_REPLY = N_(
     "Your message was empty. Send me some text, a voice message, a photo, a PDF or a text file."
 )
-UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
+UNSUPPORTED_REPLY = N_(
+    "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
+)
+GROUP_NO_BALANCE_REPLY = N_(
+    "Your balance is too low for this. Open a private chat with me and use /buy to add funds."
+)
+STOPPED_NOTE = N_("\n\n_(Stopped.)_")
 OUTCOME_NOTES = {
-    "refused": "I can't help with that request.",
-    "max_iterations": "I stopped here because this request needed too many steps. Tell me how to continue if you want more.",
+    "refused": N_("I can't help with that request."),
+    "max_iterations": N_(
+        "I stopped here because this request needed too many steps. Tell me how to continue if you want more."
+    ),
 }
 FAILURE_REPLIES = {
-    "claude_busy": "Claude is busy right now. Please try again in a minute; nothing was charged.",
-    "claude_connection": "I couldn't reach Claude just now. Please try again in a minute; nothing was charged.",
-    "claude_timeout": "Claude took too long to answer. Please try again; nothing was charged.",
-    "claude_stream_broken": "The answer was interrupted by a connection problem. Please try again; nothing was charged.",
-    "claude_spend_limit": "The assistant is temporarily unavailable. The administrators have been notified; please try again later.",
-    "claude_auth": "The assistant is temporarily unavailable. Please try again later.",
-    "claude_bad_request": "Sorry, I couldn't process that message. Try /new to start a fresh conversation.",
+    "claude_busy": N_(
+        "Claude is busy right now. Please try again in a minute; nothing was charged."
+    ),
+    "claude_connection": N_(
+        "I couldn't reach Claude just now. Please try again in a minute; nothing was charged."
+    ),
+    "claude_timeout": N_("Claude took too long to answer. Please try again; nothing was charged."),
+    "claude_stream_broken": N_(
+        "The answer was interrupted by a connection problem. Please try again; nothing was charged."
+    ),
+    "claude_spend_limit": N_(
+        "The assistant is temporarily unavailable. The administrators have been notified; please try again later."
+    ),
+    "claude_auth": N_("The assistant is temporarily unavailable. Please try again later."),
+    "claude_bad_request": N_(
+        "Sorry, I couldn't process that message. Try /new to start a fresh conversation."
+    ),
 }
 
 
 def with_intake_charge(text: str, charged_micros: int) -> str:
     """A failure reply after a voice message was transcribed: that was charged, so the reply
     says so instead of "nothing was charged"."""
-    note = (
-        f"only the transcription of your voice message was charged ({format_usd(charged_micros)})"
+    note = _("only the transcription of your voice message was charged ({price})").format(
+        price=format_money(charged_micros)
     )
     for phrase in ("nothing was charged", "Nothing was charged"):
         if phrase in text:
             return text.replace(phrase, note[0].upper() + note[1:] if phrase[0] == "N" else note)
-    return f"{text} (The transcription of your voice message cost {format_usd(charged_micros)}.)"
+    return _("{text} (The transcription of your voice message cost {price}.)").format(
+        text=text, price=format_money(charged_micros)
+    )
 
 
 def reply_for_failure(reason: str) -> str:
-    return FAILURE_REPLIES.get(reason, INTERNAL_ERROR_REPLY)
+    return _(FAILURE_REPLIES.get(reason, INTERNAL_ERROR_REPLY))
 
 
 def insufficient_balance_reply(exc: InsufficientBalance) -> str:
     if isinstance(exc, DailyLimitReached):
         return daily_limit_reply(exc.needed_micros, exc.limit_micros, exc.available_micros)
-    return (
-        f"Your balance is too low for this: it needs about {format_usd(exc.needed_micros)} "
-        f"and you have {format_usd(exc.available_micros)} available. "
+    return _(
+        "Your balance is too low for this: it needs about {needed} "
+        "and you have {available} available. "
         "You can top up with Telegram Stars: /buy"
-    )
+    ).format(needed=format_money(exc.needed_micros), available=format_money(exc.available_micros))

@@ -36,6 +36,7 @@ from bot.services.media import (
     plan_delivery,
     rejected_too_large,
 )
+from bot.telegram.i18n import N_, _
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +48,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 EXPIRE_BATCH = 200
 DOWNLOAD_TIMEOUT_SECONDS = 60
 
-DOWNLOAD_FAILED_REPLY = "I couldn't download that file from Telegram. Please send it again."
-UPLOAD_FAILED_REPLY = "I couldn't process the image right now. Please try again in a minute."
+DOWNLOAD_FAILED_REPLY = N_("I couldn't download that file from Telegram. Please send it again.")
+UPLOAD_FAILED_REPLY = N_("I couldn't process the image right now. Please try again in a minute.")
 GENERATED_INVALID = "the image model returned an unusable image; nothing was charged"
 SEND_FAILED = "the image could not be sent to the chat; nothing was charged"
 
@@ -304,7 +305,11 @@ class FileService:
         image_size = entry.get("image_size")
         try:
             delivery = await self._send(
-                ctx.chat_id, prepared, filename, str(image_size) if image_size else None
+                ctx.chat_id,
+                prepared,
+                filename,
+                str(image_size) if image_size else None,
+                thread_id=ctx.message_thread_id,
             )
         except (TelegramAPIError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("file_send_failed", chat_id=ctx.chat_id, error=type(exc).__name__)
@@ -344,7 +349,13 @@ class FileService:
         }
 
     async def _send(
-        self, chat_id: int, prepared: PreparedImage, filename: str, image_size: str | None
+        self,
+        chat_id: int,
+        prepared: PreparedImage,
+        filename: str,
+        image_size: str | None,
+        *,
+        thread_id: int | None = None,
     ) -> Delivery:
         plan = plan_delivery(
             prepared.width, prepared.height, prepared.size_bytes, image_size=image_size
@@ -352,23 +363,29 @@ class FileService:
         sent_as: list[str] = []
         file_ids: tuple[str | None, str | None] = (None, None)
         if plan.as_photo:
-            message = await self._send_photo(chat_id, prepared.original, filename)
+            message = await self._send_photo(chat_id, prepared.original, filename, thread_id)
             if message is not None and message.photo:
                 sent_as.append("photo")
                 file_ids = (message.photo[-1].file_id, message.photo[-1].file_unique_id)
         if plan.also_document or not sent_as:
             message = await self._bot.send_document(
-                chat_id, BufferedInputFile(prepared.original, filename=filename)
+                chat_id,
+                BufferedInputFile(prepared.original, filename=filename),
+                message_thread_id=thread_id,
             )
             sent_as.append("document")
             if message.document is not None and file_ids[0] is None:
                 file_ids = (message.document.file_id, message.document.file_unique_id)
         return Delivery(sent_as, *file_ids)
 
-    async def _send_photo(self, chat_id: int, data: bytes, filename: str) -> Message | None:
+    async def _send_photo(
+        self, chat_id: int, data: bytes, filename: str, thread_id: int | None = None
+    ) -> Message | None:
         """A photo, or None when Telegram refuses this image as a photo (send a document)."""
         try:
-            return await self._bot.send_photo(chat_id, BufferedInputFile(data, filename=filename))
+            return await self._bot.send_photo(
+                chat_id, BufferedInputFile(data, filename=filename), message_thread_id=thread_id
+            )
         except TelegramEntityTooLarge:
             log.info("photo_refused", chat_id=chat_id, reason="too_large")
             return None
@@ -535,7 +552,7 @@ def _generated_filename(name: object, prepared: PreparedImage) -> str:
 
 def _over_limit_message(max_bytes: int) -> str:
     limit = rejected_too_large(max_bytes, max_bytes).user_message.split("; ", 1)[-1]
-    return f"This file is too large; {limit}"
+    return _("This file is too large; {limit}").format(limit=limit)
 
 
 __all__ = [

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import structlog
 
+from bot.telegram.i18n import _
+
 log = structlog.get_logger(__name__)
 
 MEBIBYTE: Final = 1024 * 1024
@@ -72,41 +74,47 @@ def _megapixels(pixels: int) -> str:
 
 
 def rejected_empty() -> MediaRejected:
-    return MediaRejected("empty", "This file is empty. Please send the image again.")
+    return MediaRejected("empty", _("This file is empty. Please send the image again."))
 
 
 def rejected_too_large(size_bytes: int, max_bytes: int) -> MediaRejected:
     return MediaRejected(
         "too_large",
-        f"This file is {_megabytes(size_bytes)} MB; I can take images up to "
-        f"{_megabytes(max_bytes)} MB.",
+        _("This file is {size} MB; I can take images up to {limit} MB.").format(
+            size=_megabytes(size_bytes), limit=_megabytes(max_bytes)
+        ),
     )
 
 
 def rejected_unsupported_type() -> MediaRejected:
     return MediaRejected(
         "unsupported_type",
-        "I can read JPEG, PNG, WebP and GIF images; this file is not one of them.",
+        _("I can read JPEG, PNG, WebP and GIF images; this file is not one of them."),
     )
 
 
 def rejected_corrupt() -> MediaRejected:
     return MediaRejected(
         "corrupt",
-        "This image looks damaged or incomplete, so I can't open it. "
-        "Please send it again or save it in another format.",
+        _(
+            "This image looks damaged or incomplete, so I can't open it. "
+            "Please send it again or save it in another format."
+        ),
     )
 
 
 def rejected_too_many_pixels(max_pixels: int, size: tuple[int, int] | None) -> MediaRejected:
-    limit = f"I can take images up to {_megapixels(max_pixels)} megapixels."
+    limit = _("I can take images up to {limit} megapixels.").format(limit=_megapixels(max_pixels))
     if size is None:
-        return MediaRejected("too_many_pixels", f"This image has too many pixels; {limit}")
+        return MediaRejected(
+            "too_many_pixels", _("This image has too many pixels; {limit}").format(limit=limit)
+        )
     width, height = size
     return MediaRejected(
         "too_many_pixels",
-        f"This image is {width} × {height} pixels ({_megapixels(width * height)} megapixels); "
-        f"{limit}",
+        _("This image is {width} × {height} pixels ({megapixels} megapixels); {limit}").format(
+            width=width, height=height, megapixels=_megapixels(width * height), limit=limit
+        ),
     )
 
 
@@ -114,15 +122,17 @@ def rejected_bad_dimensions(size: tuple[int, int], max_side: int) -> MediaReject
     width, height = size
     return MediaRejected(
         "bad_dimensions",
-        f"This image is {width} × {height} pixels; I can take images up to {max_side} pixels "
-        "on a side.",
+        _(
+            "This image is {width} × {height} pixels; I can take images up to {max_side} pixels "
+            "on a side."
+        ).format(width=width, height=height, max_side=max_side),
     )
 
 
 def rejected_animated() -> MediaRejected:
     return MediaRejected(
         "animated",
-        "Animated images are not supported. Please send a still image (a single frame).",
+        _("Animated images are not supported. Please send a still image (a single frame)."),
     )
 
 

@@ -229,6 +229,9 @@ class PriceTable:
                     tokens[model] = entry
         return cls(MappingProxyType(tokens), MappingProxyType(images))
 
+    def has_token_price(self, model: str) -> bool:
+        return model in self.token_prices
+
     def token_price(self, model: str) -> TokenPrice:
         price = self.token_prices.get(model)
         if price is None:

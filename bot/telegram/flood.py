@@ -193,8 +193,9 @@ PACING_HEADROOM = 0.97
 class OutgoingPacer:
     """Per-chat and global pacing of visible messages, as token buckets.
 
-    A chat gets `per_chat_burst` messages at once and then `per_chat_rate` per second; all chats
-    together get `global_burst` at once and `global_rate` per second. Callers wait in arrival
+    A chat gets `per_chat_burst` messages at once and then `per_chat_rate` per second; a group (a
+    negative chat id) gets at most `group_per_minute` messages in any minute, evenly spaced; all
+    chats together get `global_burst` at once and `global_rate` per second. Callers wait in arrival
     order by sleeping until their slot; a message with a free slot does not wait (or yield) at
     all. Buckets of idle chats are dropped, so memory follows the number of active chats.
     """
@@ -206,12 +207,15 @@ class OutgoingPacer:
         per_chat_burst: int = 3,
         global_rate: float = 30.0,
         global_burst: int = 30,
+        group_per_minute: float = 20.0 * PACING_HEADROOM,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         sweep_every: int = 1024,
     ) -> None:
         self._chat_interval = 1.0 / per_chat_rate
         self._chat_tolerance = (per_chat_burst - 1) * self._chat_interval
+        # No burst in a group: evenly spaced, no minute holds more than `group_per_minute`.
+        self._group_interval = max(60.0 / group_per_minute, self._chat_interval)
         global_interval = 1.0 / global_rate
         self._global = _Bucket(global_interval, (global_burst - 1) * global_interval)
         self._chats: dict[ChatKey, _Bucket] = {}
@@ -255,7 +259,11 @@ class OutgoingPacer:
         bucket = self._chats.get(chat_id)
         if bucket is None:
             self._drop_idle_chats(now)
-            bucket = self._chats[chat_id] = _Bucket(self._chat_interval, self._chat_tolerance)
+            if isinstance(chat_id, int) and chat_id < 0:
+                bucket = _Bucket(self._group_interval, 0.0)
+            else:
+                bucket = _Bucket(self._chat_interval, self._chat_tolerance)
+            self._chats[chat_id] = bucket
         return bucket
 
     def _drop_idle_chats(self, now: float) -> None:

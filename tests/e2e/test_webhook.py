@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.session import create_engine
+from bot.telegram.dispatcher import ALLOWED_UPDATES
 from tests.e2e.conftest import assert_no_leaks
 from tests.e2e.test_access_and_caps import echo_reply
 from tests.e2e.test_chat import final_texts, wait_update_finished
@@ -79,7 +80,7 @@ async def test_webhook_mode_end_to_end(
         [hook] = telegram.webhook_sets
         assert hook.url == f"http://127.0.0.1:{port}{HOOK_PATH}"
         assert hook.secret_token == WEBHOOK_SECRET
-        assert hook.allowed_updates == ["message"]
+        assert hook.allowed_updates == list(ALLOWED_UPDATES)  # the dispatcher's own list
         assert hook.drop_pending_updates is False
 
         # An ordinary message: posted, stored, answered.

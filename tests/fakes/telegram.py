@@ -55,7 +55,17 @@ a negative ``chat_id`` is a group):
         -> charge id (the payment is also added to the bot's Star transactions; deliver=False
         only adds it there, as when the update was lost)
     refund_outside(user_id, charge_id)   # a refund the bot did not ask for (owner, store)
-    add_chat(chat_id, *, first_name=..., username=..., title=...)
+    add_chat(chat_id, *, first_name=..., username=..., title=..., is_forum=False)
+    add_topic(chat_id, message_thread_id)   # a forum topic the bot may send to
+    push_text(..., message_thread_id=N)     # in a forum topic (is_topic_message when the chat
+                                            # is a forum), as Telegram sends it
+
+Groups (apis-next.md section 2): with ``group_per_minute`` set, at most that many messages per
+minute go to each group (negative chat id), else 429 with ``retry_after``. A ``message_thread_id``
+on a send to a group must name a topic added with ``add_topic`` (else 400 "message thread not
+found", like Telegram for a reply thread or General). With ``privacy=True`` a group message that
+is not addressed to the bot (a /cmd@bot, a reply to the bot, or an entity mentioning it) is
+dropped before getUpdates, as Telegram does for a bot in privacy mode.
 
 getUpdates: the pending updates (sorted by update_id) are returned at once; otherwise the call waits
 up to ``timeout`` seconds and wakes when a test pushes one. Updates already delivered are confirmed
@@ -66,7 +76,8 @@ Recording:
     sent(chat_id, *, include_drafts=False, include_actions=False) -> list[SentItem]
         SentItem: method, chat_id, time (monotonic), message_id, text (as sent), entities,
         parse_mode, caption, photo/document (bytes), filename, mime, draft_id, action,
-        media_group_id, reply_markup, file_id, parsed_text (after markup parsing).
+        media_group_id, reply_markup, file_id, parsed_text (after markup parsing),
+        message_thread_id, reply_to_message_id.
         Successful sendMessage, editMessageText, sendPhoto, sendDocument and sendMediaGroup
         (one item per album entry); drafts and chat actions only when asked.
     requests: list[RequestRecord]   (every call, failures included: method, params, files,
@@ -294,6 +305,8 @@ class SentItem:
     reply_markup: dict[str, Any] | None = None
     file_id: str | None = None
     parsed_text: str | None = None
+    message_thread_id: int | None = None
+    reply_to_message_id: int | None = None
 
 
 @dataclass
@@ -443,6 +456,12 @@ class Call:
             return self.chat_id()
         except TelegramError:
             return None
+
+
+def utf16_slice(text: str, offset: int, length: int) -> str:
+    """The part of `text` an entity covers (offsets count UTF-16 code units)."""
+    encoded = text.encode("utf-16-le")
+    return encoded[2 * offset : 2 * (offset + length)].decode("utf-16-le", errors="replace")
 
 
 def utf16_len(text: str) -> int:
@@ -1235,8 +1254,15 @@ class FakeTelegram:
         global_burst: float | None = None,
         strict_chats: bool = True,
         port: int = 0,
+        group_per_minute: int | None = None,
+        privacy: bool = False,
     ) -> None:
         self.token = token
+        self.group_per_minute = group_per_minute
+        self.privacy = privacy
+        self._group_sends: dict[int, list[float]] = {}
+        self._topics: set[tuple[int, int]] = set()
+        self.dropped_by_privacy = 0
         bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 123456
         self.bot_user: dict[str, Any] = {
             "id": bot_id,
@@ -1370,7 +1396,9 @@ class FakeTelegram:
             if name.lower() in self._hanging:
                 await asyncio.Event().wait()  # accepted, never answered (ends when the fake stops)
             self._raise_scripted_failure(call)
+            self._check_thread(call)
             self._enforce_rate_limit(call)
+            self._enforce_group_limit(call)
             result = await handler(call)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             error = bad_request(f"the fake could not understand the request: {exc!r}")
@@ -1485,6 +1513,35 @@ class FakeTelegram:
         for bucket in buckets:
             bucket.take(cost)
 
+    def _check_thread(self, call: Call) -> None:
+        thread = call.get_int("message_thread_id")
+        chat_id = call.chat_id_or_none()
+        if thread is None or chat_id is None or chat_id > 0:
+            return
+        if (chat_id, thread) not in self._topics:
+            raise bad_request("message thread not found")
+
+    def _enforce_group_limit(self, call: Call) -> None:
+        """At most `group_per_minute` messages in any minute to one group."""
+        chat_id = call.chat_id_or_none()
+        if self.group_per_minute is None or chat_id is None or chat_id > 0:
+            return
+        if call.method.lower() not in RATE_LIMITED_METHODS:
+            return
+        now = time.monotonic()
+        recent = [t for t in self._group_sends.get(chat_id, []) if now - t < 60.0]
+        if len(recent) >= self.group_per_minute:
+            self.rate_limited_count += 1
+            self._group_sends[chat_id] = recent
+            raise too_many_requests(max(1, math.ceil(60.0 - (now - recent[0]))))
+        recent.append(now)
+        self._group_sends[chat_id] = recent
+
+    def group_sends_in_any_minute(self, chat_id: int) -> int:
+        """The most messages the bot sent to `chat_id` within any 60 seconds."""
+        times = sorted(i.time for i in self._sent.get(chat_id, []) if i.method != "sendChatAction")
+        return max((sum(1 for u in times if t <= u < t + 60.0) for t in times), default=0)
+
     def _chat_bucket(self, chat_id: int | None, now: float) -> TokenBucket | None:
         if self.per_chat_rate is None or chat_id is None:
             return None
@@ -1510,6 +1567,7 @@ class FakeTelegram:
         first_name: str = "Alice",
         username: str | None = "alice",
         title: str = "Fake Group",
+        is_forum: bool = False,
     ) -> dict[str, Any]:
         """Makes a chat known to the fake (pushing an update from it does this too)."""
         if chat_id > 0:
@@ -1519,8 +1577,14 @@ class FakeTelegram:
         else:
             kind = "supergroup" if str(chat_id).startswith("-100") else "group"
             chat = {"id": chat_id, "type": kind, "title": title}
+            if is_forum and kind == "supergroup":
+                chat["is_forum"] = True
         self._chats.setdefault(chat_id, chat)
         return self._chats[chat_id]
+
+    def add_topic(self, chat_id: int, message_thread_id: int) -> None:
+        """A forum topic of a forum supergroup (added with `add_chat(..., is_forum=True)`)."""
+        self._topics.add((chat_id, message_thread_id))
 
     def _chat(self, chat_id: int) -> dict[str, Any]:
         chat = self._chats.get(chat_id)
@@ -1955,6 +2019,7 @@ class FakeTelegram:
         forward: bool,
         edited: bool,
         reply_to: int | None,
+        message_thread_id: int | None = None,
     ) -> int:
         user = self._user(user_id, first_name, username, language_code)
         chat = self.add_chat(
@@ -1986,12 +2051,34 @@ class FakeTelegram:
             message["reply_to_message"] = {
                 k: v for k, v in original.items() if k != "reply_to_message"
             }
+        if message_thread_id is not None:
+            message["message_thread_id"] = message_thread_id
+            if chat.get("is_forum"):
+                message["is_topic_message"] = True
         message.update(content)
         self._messages[(chat["id"], message["message_id"])] = message
+        if self.privacy and chat["id"] < 0 and not self._addressed(message):
+            self.dropped_by_privacy += 1
+            return 0
         payload: dict[str, Any] = {"edited_message" if edited else "message": message}
         if update_id is not None:
             payload["update_id"] = update_id
         return self._queue(payload)
+
+    def _addressed(self, message: dict[str, Any]) -> bool:
+        """What a bot in privacy mode receives from a group."""
+        reply = message.get("reply_to_message") or {}
+        if (reply.get("from") or {}).get("id") == self.bot_user["id"]:
+            return True
+        text = str(message.get("text") or message.get("caption") or "")
+        entities = message.get("entities") or message.get("caption_entities") or []
+        for entity in entities:
+            if entity.get("type") != "bot_command":
+                continue
+            fragment = utf16_slice(text, entity["offset"], entity["length"])
+            if fragment.lower().endswith("@" + str(self.bot_user["username"]).lower()):
+                return True
+        return False
 
     def push_text(
         self,
@@ -2008,6 +2095,7 @@ class FakeTelegram:
         forward: bool = False,
         edited: bool = False,
         reply_to: int | None = None,
+        message_thread_id: int | None = None,
     ) -> int:
         """A text message from a user; "/command" text gets a bot_command entity."""
         content: dict[str, Any] = {"text": text}
@@ -2026,6 +2114,7 @@ class FakeTelegram:
             forward=forward,
             edited=edited,
             reply_to=reply_to,
+            message_thread_id=message_thread_id,
         )
 
     def push_photo(
@@ -2217,6 +2306,7 @@ class FakeTelegram:
         formatted = self._message_text(call)
         markup = check_reply_markup(call.params.get("reply_markup"))
         content = {**self._reply_to(call, chat["id"]), **text_fields(formatted)}
+        content.update(self._thread_fields(call))
         if markup and "inline_keyboard" in markup:
             content["reply_markup"] = markup
         message = self._store_bot_message(chat, content)
@@ -2231,9 +2321,17 @@ class FakeTelegram:
                 parse_mode=call.get_str("parse_mode"),
                 reply_markup=markup,
                 parsed_text=formatted.text,
+                message_thread_id=call.get_int("message_thread_id"),
+                reply_to_message_id=(content.get("reply_to_message") or {}).get("message_id"),
             )
         )
         return message
+
+    def _thread_fields(self, call: Call) -> dict[str, Any]:
+        thread = call.get_int("message_thread_id")
+        if thread is None:
+            return {}
+        return {"message_thread_id": thread, "is_topic_message": True}
 
     async def _edit_message_text(self, call: Call) -> dict[str, Any] | bool:
         formatted = self._message_text(call)
@@ -2303,7 +2401,15 @@ class FakeTelegram:
         action = call.get_str("action")
         if action not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
-        self._record_sent(SentItem("sendChatAction", chat["id"], time.monotonic(), action=action))
+        self._record_sent(
+            SentItem(
+                "sendChatAction",
+                chat["id"],
+                time.monotonic(),
+                action=action,
+                message_thread_id=call.get_int("message_thread_id"),
+            )
+        )
         return True
 
     async def _delete_message(self, call: Call) -> bool:
@@ -2327,7 +2433,13 @@ class FakeTelegram:
         message = self._store_bot_message(chat, content)
         item = self._media_item("sendPhoto", chat["id"], message, call.params, caption)
         self._record_sent(
-            replace(item, photo=upload.data, filename=upload.filename, mime=upload.mime)
+            replace(
+                item,
+                photo=upload.data,
+                filename=upload.filename,
+                mime=upload.mime,
+                message_thread_id=call.get_int("message_thread_id"),
+            )
         )
         return message
 
@@ -2349,7 +2461,13 @@ class FakeTelegram:
         message = self._store_bot_message(chat, content)
         item = self._media_item("sendDocument", chat["id"], message, call.params, caption)
         self._record_sent(
-            replace(item, document=upload.data, filename=upload.filename, mime=upload.mime)
+            replace(
+                item,
+                document=upload.data,
+                filename=upload.filename,
+                mime=upload.mime,
+                message_thread_id=call.get_int("message_thread_id"),
+            )
         )
         return message
 

@@ -5,15 +5,29 @@ from __future__ import annotations
 from aiogram import Router
 from aiogram.types import Message, Update
 
+from bot.config import Settings
+from bot.services.users import UserState
+from bot.telegram.handlers.preferences import effective_model
+from bot.telegram.i18n import N_, _, current_locale
 from bot.telegram.middlewares import DEFERRED
 from bot.telegram.submit import TurnSubmitter
 
-BUSY_REPLY = "I'm restarting right now. Please send that again in a minute."
+BUSY_REPLY = N_("I'm restarting right now. Please send that again in a minute.")
 
 
-async def chat_handler(message: Message, event_update: Update, turns: TurnSubmitter) -> object:
-    if not turns.submit(message, event_update.update_id):
-        await message.answer(BUSY_REPLY)
+async def chat_handler(
+    message: Message,
+    event_update: Update,
+    turns: TurnSubmitter,
+    settings: Settings,
+    user_state: UserState,
+) -> object:
+    chat_model = effective_model(settings, user_state)
+    submitted = turns.submit(
+        message, event_update.update_id, chat_model=chat_model, locale=current_locale()
+    )
+    if not submitted:
+        await message.answer(_(BUSY_REPLY))
         return None
     return DEFERRED
 
