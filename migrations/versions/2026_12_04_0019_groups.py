@@ -5,7 +5,7 @@ shares it; `messages.sender_id` says who wrote what), and there is at most one a
 conversation per (chat, topic). Private conversations keep their index on (user_id, chat_id).
 
 Revision ID: 0019
-Revises: 0010
+Revises: 0020
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019"
-down_revision: str | None = "0010"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
