@@ -3,78 +3,58 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiogram import Bot, Dispatcher
-from aiogram.client.default import DefaultBotProperties
-from aiogram.client.telegram import TelegramAPIServer
+from aiogram.utils.i18n import I18n
 from anthropic import AsyncAnthropic
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.agent.loop import AgentLoop, LoopConfig
-from bot.agent.tools.analyze_image import AnalyzeImageTool, VisionConfig
-from bot.agent.tools.generate_image import GenerateImageTool
-from bot.agent.tools.registry import ToolRegistry
+from bot.builders import (
+    build_confirmations,
+    build_image_gateway,
+    build_pacer,
+    build_payments,
+    build_transcriber,
+    create_bot,
+    upload_processor,
+)
 from bot.config import Settings
 from bot.db.session import create_sessionmaker
+from bot.health import heartbeat_path
+from bot.i18n import create_i18n
+from bot.ops.wiring import build_blob_store, build_metrics, build_ops_server
 from bot.providers.anthropic import ClaudeGateway, create_anthropic_client
-from bot.providers.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
-from bot.services.blobs import BlobStore
+from bot.providers.gemini_audio import GeminiTranscriber
+from bot.providers.images import ImageGateway
+from bot.services.blobs import Blobs
+from bot.services.cancellation import RunningTurns
 from bot.services.conversations import ConversationStore
-from bot.services.delivery import FileDelivery
-from bot.services.files import GENERATED_MAX_BYTES, FilesConfig, FileService
+from bot.services.files import FilesConfig, FileService
 from bot.services.inbox import Inbox
-from bot.services.intake import ImageIntake
 from bot.services.ledger import Ledger
-from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.metered import MeteredCalls
+from bot.services.payments import PaymentService
+from bot.services.price_file import load_price_table
 from bot.services.pricing import PriceTable
-from bot.services.usage import ImageRateLimit, UsageReports
 from bot.services.users import UserService
-from bot.telegram.delivery import TelegramFileSender
-from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
-from bot.telegram.flood import (
-    PACING_HEADROOM,
-    OutgoingPacer,
-    PacingMiddleware,
-    RetryAfterMiddleware,
-)
-from bot.telegram.handlers import admin as admin_handlers
-from bot.telegram.handlers import billing as billing_handlers
+from bot.telegram.flood import OutgoingPacer
 from bot.telegram.poller import Poller
 from bot.telegram.response_models import pin_response_models
-from bot.telegram.sending import MessageSender
-from bot.telegram.session import BotSession
-from bot.telegram.submit import TurnSubmitter
+from bot.telegram.stars import TelegramStars
 from bot.telegram.turns import TurnScheduler
-from bot.telegram.ui import TelegramTurnUI
-from bot.turns.chat import ChatConfig, ChatService
+from bot.wiring import attach_cluster, build_agent_loop, build_chat, build_telegram_dispatcher
+
+if TYPE_CHECKING:
+    from bot.ops.cluster import Cluster
+    from bot.ops.metrics import Metrics
+    from bot.ops.server import OpsServer
+    from bot.services.s3_blobs import S3BlobStore
 
 log = structlog.get_logger(__name__)
-
-
-def create_bot(settings: Settings) -> Bot:
-    if settings.TELEGRAM_API_URL:
-        session = BotSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
-    else:
-        session = BotSession()
-    bot = Bot(
-        settings.TELEGRAM_BOT_TOKEN.get_secret_value(),
-        session=session,
-        default=DefaultBotProperties(link_preview_is_disabled=True),
-    )
-    bot.session.middleware(RetryAfterMiddleware(max_wait=settings.TELEGRAM_RETRY_MAX_SECONDS))
-    pacer = OutgoingPacer(
-        per_chat_rate=settings.TELEGRAM_CHAT_RATE * PACING_HEADROOM,
-        global_rate=settings.TELEGRAM_GLOBAL_RATE * PACING_HEADROOM,
-        global_burst=max(1, int(settings.TELEGRAM_GLOBAL_RATE)),
-    )
-    bot.session.middleware(PacingMiddleware(pacer))
-    return bot
 
 
 @dataclass
@@ -84,22 +64,31 @@ class Application:
     settings: Settings
     bot: Bot
     anthropic: AsyncAnthropic
-    images: GeminiImageGateway
+    images: ImageGateway
     files: FileService
+    transcriber: GeminiTranscriber
     sessionmaker: async_sessionmaker[AsyncSession]
     billing: Ledger
     inbox: Inbox
     scheduler: TurnScheduler
     dispatcher: Dispatcher
     poller: Poller
+    payments: PaymentService
+    stars_api: TelegramStars
+    i18n: I18n
+    users: UserService
+    s3_blobs: S3BlobStore | None = None
+    metrics: Metrics | None = None
+    ops_server: OpsServer | None = None
+    cluster: Cluster | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     response_models: list[type[Any]] = field(default_factory=pin_response_models)
 
 
 @dataclass(frozen=True)
 class Core:
-    """The database side: sessions, prices, the ledger, the metered path, the inbox and the
-    conversations (one of each: the conversation store caches what it read)."""
+    """The database side: sessions, prices, the ledger, the metered path (counted by the metrics
+    when they are on), the inbox, the conversations and the users."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
     prices: PriceTable
@@ -107,70 +96,99 @@ class Core:
     metered: MeteredCalls
     inbox: Inbox
     conversations: ConversationStore
+    users: UserService
+    metrics: Metrics | None
 
 
 @dataclass(frozen=True)
 class Clients:
-    """The outside world: Telegram, Claude and the image model, sharing provider slots."""
+    """The outside world: Telegram, Claude, the image model and the transcriber, sharing
+    provider slots; and where blobs are kept."""
 
     bot: Bot
+    pacer: OutgoingPacer
     anthropic: AsyncAnthropic
     claude: ClaudeGateway
-    images: GeminiImageGateway
+    images: ImageGateway
+    transcriber: GeminiTranscriber
     provider_slots: asyncio.Semaphore
+    blobs: Blobs
+    s3_blobs: S3BlobStore | None
 
 
-def build_application(settings: Settings, engine: AsyncEngine) -> Application:
-    core = build_core(settings, engine)
-    clients = build_clients(settings)
+def build_application(
+    settings: Settings, engine: AsyncEngine, prices: PriceTable | None = None
+) -> Application:
+    core = build_core(settings, engine, prices)
+    clients = build_clients(settings, core.metrics)
     files = build_file_service(settings, core, clients)
-    loop = build_agent_loop(settings, core, clients, files)
-    chat = build_chat(settings, core, clients, files, loop)
+    confirmations = build_confirmations(settings, clients.bot, core.prices, core.metered)
+    loop = build_agent_loop(settings, core, clients, files, confirmations)
+    i18n, running = create_i18n(), RunningTurns()
+    chat = build_chat(settings, core, clients, files, loop, i18n=i18n, running=running)
     # Twice the provider slots: turns busy with the database or Telegram leave room for those
     # waiting on a provider; more would wait inside the turn, holding its memory.
     scheduler = TurnScheduler(max_running=2 * settings.MAX_CONCURRENT_PROVIDER_CALLS)
-    turns = TurnSubmitter(scheduler, chat, merge_window=settings.MERGE_WINDOW_SECONDS)
-    dp = build_telegram_dispatcher(settings, core, turns)
-    poller = Poller(
-        clients.bot,
-        dp,
-        core.inbox,
-        allowed_updates=ALLOWED_UPDATES,
-        timeout=settings.POLLING_TIMEOUT_SECONDS,
+    payments, stars_api = build_payments(settings, core.sessionmaker), TelegramStars(clients.bot)
+    dp = build_telegram_dispatcher(
+        settings,
+        core,
+        clients,
+        chat=chat,
+        scheduler=scheduler,
+        extras={
+            "confirmations": confirmations,
+            "payments": payments,
+            "stars_api": stars_api,
+            "running": running,
+            "i18n": i18n,
+        },
     )
-    return Application(
+    app = Application(
         settings=settings,
         bot=clients.bot,
         anthropic=clients.anthropic,
         images=clients.images,
         files=files,
+        transcriber=clients.transcriber,
         sessionmaker=core.sessionmaker,
         billing=core.ledger,
         inbox=core.inbox,
         scheduler=scheduler,
         dispatcher=dp,
-        poller=poller,
+        poller=build_poller(settings, clients.bot, dp, core.inbox),
+        payments=payments,
+        stars_api=stars_api,
+        i18n=i18n,
+        users=core.users,
+        s3_blobs=clients.s3_blobs,
+        metrics=core.metrics,
+        ops_server=build_ops_server(settings, core.metrics, core.sessionmaker, clients.bot),
     )
+    if settings.BOT_MODE == "webhook":
+        app.cluster = attach_cluster(app, engine, clients.pacer, chat)
+    return app
 
 
-def build_core(settings: Settings, engine: AsyncEngine) -> Core:
+def build_core(settings: Settings, engine: AsyncEngine, prices: PriceTable | None) -> Core:
     sessionmaker = create_sessionmaker(engine)
-    prices = PriceTable()
-    prices.check_models(settings.CLAUDE_MODEL, settings.vision_model, settings.IMAGE_MODEL)
+    prices = prices or load_price_table(settings)
     ledger = Ledger(
         sessionmaker,
         markup=settings.PRICE_MARKUP,
         hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
     )
+    metrics = build_metrics(settings)
+    metered = MeteredCalls(ledger, metrics.call_recorded if metrics is not None else None)
     conversations = ConversationStore(
         sessionmaker, recent_files_limit=settings.RECENT_FILES_IN_CONTEXT
     )
-    return Core(
-        sessionmaker, prices, ledger, MeteredCalls(ledger), Inbox(sessionmaker), conversations
-    )
+    users = UserService(sessionmaker, ledger, starter_micros=settings.starter_balance_micros)
+    inbox = Inbox(sessionmaker)
+    return Core(sessionmaker, prices, ledger, metered, inbox, conversations, users, metrics)
 
 
-def build_clients(settings: Settings) -> Clients:
+def build_clients(settings: Settings, metrics: Metrics | None) -> Clients:
     anthropic = create_anthropic_client(
         settings.ANTHROPIC_API_KEY.get_secret_value(),
         settings.ANTHROPIC_BASE_URL,
@@ -178,31 +196,26 @@ def build_clients(settings: Settings) -> Clients:
     )
     slots = asyncio.Semaphore(settings.MAX_CONCURRENT_PROVIDER_CALLS)
     claude = ClaudeGateway(anthropic, max_retries=settings.ANTHROPIC_MAX_RETRIES, concurrency=slots)
+    pacer = build_pacer(settings)
+    blobs, s3_blobs = build_blob_store(settings)
     return Clients(
-        create_bot(settings), anthropic, claude, build_image_gateway(settings, slots), slots
+        bot=create_bot(settings, metrics, pacer),
+        pacer=pacer,
+        anthropic=anthropic,
+        claude=claude,
+        images=build_image_gateway(settings, slots),
+        transcriber=build_transcriber(settings, slots),
+        provider_slots=slots,
+        blobs=blobs,
+        s3_blobs=s3_blobs,
     )
-
-
-def build_image_gateway(settings: Settings, slots: asyncio.Semaphore) -> GeminiImageGateway:
-    connect = functools.partial(
-        create_gemini_client,
-        settings.GOOGLE_API_KEY.get_secret_value(),
-        settings.GEMINI_BASE_URL,
-        settings.GEMINI_TIMEOUT_SECONDS,
-    )
-    config = GatewayConfig(
-        model=settings.IMAGE_MODEL,
-        retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
-        retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
-    )
-    return GeminiImageGateway(connect, config, concurrency=slots)
 
 
 def build_file_service(settings: Settings, core: Core, clients: Clients) -> FileService:
     return FileService(
         sessionmaker=core.sessionmaker,
         claude=clients.claude,
-        blobs=BlobStore(settings.files_dir),
+        blobs=clients.blobs,
         processor=upload_processor(settings),
         config=FilesConfig(
             retention=timedelta(days=settings.FILE_RETENTION_DAYS),
@@ -212,97 +225,14 @@ def build_file_service(settings: Settings, core: Core, clients: Clients) -> File
     )
 
 
-def upload_processor(settings: Settings) -> ImageProcessor:
-    limits = ImageLimits.from_megabytes(settings.MAX_UPLOAD_MB, settings.MAX_IMAGE_PIXELS)
-    return ImageProcessor(limits)
+def build_poller(settings: Settings, bot: Bot, dp: Dispatcher, inbox: Inbox) -> Poller:
+    from bot.telegram.dispatcher import ALLOWED_UPDATES
 
-
-def build_agent_loop(
-    settings: Settings, core: Core, clients: Clients, files: FileService
-) -> AgentLoop:
-    generated = ImageProcessor(
-        ImageLimits(max_bytes=GENERATED_MAX_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
-    )
-    delivery = FileDelivery(
-        files=files, sender=TelegramFileSender(clients.bot), processor=generated
-    )
-    return AgentLoop(
-        claude=clients.claude,
-        registry=ToolRegistry(build_tools(settings, core, clients, files)),
-        metered=core.metered,
-        prices=core.prices,
-        files=delivery,
-        config=LoopConfig(
-            model=settings.CLAUDE_MODEL,
-            max_tokens=settings.CLAUDE_MAX_TOKENS,
-            max_iterations=settings.MAX_TOOL_ITERATIONS,
-        ),
-    )
-
-
-def build_tools(
-    settings: Settings, core: Core, clients: Clients, files: FileService
-) -> list[GenerateImageTool | AnalyzeImageTool]:
-    vision = VisionConfig(model=settings.vision_model, max_tokens=settings.VISION_MAX_TOKENS)
-    rate_limit = ImageRateLimit(core.sessionmaker, per_hour=settings.RATE_LIMIT_IMAGES_PER_HOUR)
-    return [
-        GenerateImageTool(
-            gateway=clients.images,
-            files=files,
-            metered=core.metered,
-            prices=core.prices,
-            rate_limit=rate_limit,
-        ),
-        AnalyzeImageTool(
-            claude=clients.claude,
-            config=vision,
-            files=files,
-            metered=core.metered,
-            prices=core.prices,
-        ),
-    ]
-
-
-def build_chat(
-    settings: Settings, core: Core, clients: Clients, files: FileService, loop: AgentLoop
-) -> ChatService:
-    sender = MessageSender(clients.bot)
-
-    def ui_factory(chat_id: int, update_id: int) -> TelegramTurnUI:
-        return TelegramTurnUI(
-            clients.bot,
-            sender,
-            chat_id=chat_id,
-            draft_id=update_id,
-            draft_interval=settings.DRAFT_INTERVAL_SECONDS,
-        )
-
-    intake = ImageIntake(bot=clients.bot, files=files, processor=upload_processor(settings))
-    return ChatService(
-        loop=loop,
-        conversations=core.conversations,
-        inbox=core.inbox,
-        intake=intake,
-        ui_factory=ui_factory,
-        config=ChatConfig(
-            context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
-            turn_timeout=settings.TURN_TIMEOUT_SECONDS,
-        ),
-    )
-
-
-def build_telegram_dispatcher(settings: Settings, core: Core, turns: TurnSubmitter) -> Dispatcher:
-    users = UserService(
-        core.sessionmaker, core.ledger, starter_micros=settings.starter_balance_micros
-    )
-    return build_dispatcher(
-        settings,
-        inbox=core.inbox,
-        users=users,
-        extra_routers=[billing_handlers.build_router(), admin_handlers.build_router()],
-        billing=core.ledger,
-        usage=UsageReports(core.sessionmaker),
-        prices=core.prices,
-        conversations=core.conversations,
-        turns=turns,
+    return Poller(
+        bot,
+        dp,
+        inbox,
+        allowed_updates=ALLOWED_UPDATES,
+        timeout=settings.POLLING_TIMEOUT_SECONDS,
+        heartbeat=heartbeat_path(settings.DATA_DIR),
     )

@@ -1,4 +1,7 @@
-"""Operator commands: `python -m bot admin report|topup` and `python -m bot migrate`."""
+"""Operator commands: `python -m bot admin report|topup|stars-reconcile` and `python -m bot migrate`.
+
+With no command at all, `python -m bot` runs the bot itself (long polling until Ctrl-C or SIGTERM).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,26 @@ from decimal import Decimal, InvalidOperation
 import click
 from click.exceptions import Exit
 
-from bot.config import ConfigurationError, OperatorSettings, load_operator_settings, usd_to_micros
+from bot.config import (
+    ConfigurationError,
+    OperatorSettings,
+    TelegramOperatorSettings,
+    load_operator_settings,
+    load_telegram_operator_settings,
+    usd_to_micros,
+)
 from bot.db.lifecycle import database
 from bot.db.session import create_sessionmaker
 from bot.logs import configure_logging
+from bot.services.income import income_by_day, render_income
 from bot.services.ledger import Ledger, UnknownUserError
 from bot.services.money import format_usd
-from bot.services.reports import admin_report, render_csv, render_table
+from bot.services.payments import PaymentsConfig, PaymentService
+from bot.services.reports import admin_report, render_report_csv, render_table
 
 MAX_TOPUP_USD = Decimal(10_000)
+MAX_USER_ID = 2**63 - 1  # Postgres BIGINT, the type of every Telegram id column
+MICRO_DECIMALS = 6
 
 
 class _Command(click.Command):
@@ -39,14 +53,14 @@ class _Group(_Command, click.Group):
         return list(self.commands)
 
 
-@click.group(cls=_Group, no_args_is_help=True, help=__doc__)
+@click.group(cls=_Group, no_args_is_help=True, help=__doc__.replace("\n\n", "\n\n\b\n", 1))
 def cli() -> None:
     pass
 
 
-def _settings() -> OperatorSettings:
+def _settings(*, telegram: bool = False) -> OperatorSettings:
     try:
-        settings = load_operator_settings()
+        settings = load_telegram_operator_settings() if telegram else load_operator_settings()
     except ConfigurationError as exc:
         click.echo(str(exc), err=True)
         raise Exit(2) from None
@@ -78,14 +92,23 @@ def admin() -> None:
     show_default=True,
     help="Window in days",
 )
-@click.option("--csv", is_flag=True, help="CSV instead of a table")
+@click.option(
+    "--csv",
+    is_flag=True,
+    help="CSV instead of a table: the per-day table, a blank line, then the per-user table",
+)
 def report(days: int, csv: bool) -> None:
-    """Costs per user and per day, provider cost against what users were charged."""
+    """Costs per user and per day, provider cost against what users were charged, and Stars
+    income against provider cost per day."""
 
     async def _run() -> str:
         async with database(_settings()) as engine:
-            result = await admin_report(create_sessionmaker(engine), days)
-        return render_csv(result) if csv else render_table(result)
+            sessionmaker = create_sessionmaker(engine)
+            result = await admin_report(sessionmaker, days)
+            income = await income_by_day(sessionmaker, days, now=result.generated_at)
+        if csv:
+            return render_report_csv(result)
+        return render_table(result) + "\n" + render_income(income)
 
     click.echo(asyncio.run(_run()))
 
@@ -93,10 +116,11 @@ def report(days: int, csv: bool) -> None:
 # ignore_unknown_options: an amount like "-5" must reach _parse_usd (and its message), not be
 # rejected by click as an unknown option.
 @admin.command("topup", context_settings={"ignore_unknown_options": True})
-@click.argument("user_id", type=int, help="Telegram user id")
+@click.argument("user_id", help="Telegram user id")
 @click.argument("usd", help="Amount in dollars, e.g. 5 or 2.50")
-def topup(user_id: int, usd: str) -> None:
+def topup(user_id: str, usd: str) -> None:
     """Credit a user's balance (a ledger row; the user sees it in /balance)."""
+    user = _parse_user_id(user_id)
     micros = _parse_usd(usd)
     settings = _settings()
 
@@ -108,7 +132,7 @@ def topup(user_id: int, usd: str) -> None:
                 hold_ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
             )
             return await billing.topup(
-                user_id,
+                user,
                 micros,
                 key=f"topup:cli:{uuid.uuid4()}",
                 description="top-up from the command line",
@@ -117,24 +141,81 @@ def topup(user_id: int, usd: str) -> None:
     try:
         balance = asyncio.run(_run())
     except UnknownUserError:
-        click.echo(f"No user {user_id}: a person must write to the bot once first.", err=True)
+        click.echo(f"No user {user}: a person must write to the bot once first.", err=True)
         raise Exit(2) from None
-    click.echo(f"Credited {format_usd(micros)} to {user_id}; balance is now {format_usd(balance)}.")
+    click.echo(f"Credited {format_usd(micros)} to {user}; balance is now {format_usd(balance)}.")
+
+
+def _fail(message: str) -> Exit:
+    click.echo(message, err=True)
+    return Exit(2)
+
+
+def _parse_user_id(text: str) -> int:
+    """A Telegram user id that fits the database's BIGINT; anything else is one clear line."""
+    stripped = text.strip()
+    if not stripped.isascii() or not stripped.isdigit() or not 1 <= int(stripped) <= MAX_USER_ID:
+        raise _fail(
+            f"The user id must be a Telegram user id, a whole number from 1 to {MAX_USER_ID} "
+            f"(got {text[:40]!r})."
+        )
+    return int(stripped)
+
+
+@admin.command("stars-reconcile")
+def stars_reconcile() -> None:
+    """Compare Telegram's Star transactions with the database: credit payments it lacks, record
+    refunds made outside the bot, and finish refunds left in progress (the bot also does this
+    every STARS_RECONCILE_INTERVAL_SECONDS)."""
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
+    from bot.telegram.stars import TelegramStars
+
+    settings = _settings(telegram=True)
+    assert isinstance(settings, TelegramOperatorSettings)
+
+    async def _run() -> str:
+        api = (
+            TelegramAPIServer.from_base(settings.TELEGRAM_API_URL)
+            if settings.TELEGRAM_API_URL
+            else None
+        )
+        session = AiohttpSession(api=api) if api else AiohttpSession()
+        bot = Bot(settings.TELEGRAM_BOT_TOKEN.get_secret_value(), session=session)
+        try:
+            async with database(settings) as engine:
+                payments = PaymentService(
+                    create_sessionmaker(engine), PaymentsConfig.from_settings(settings)
+                )
+                report = await payments.reconcile(TelegramStars(bot))
+        finally:
+            await bot.session.close()
+        return (
+            f"Checked {report.transactions} Star transaction(s): credited {report.credited} "
+            f"missing payment(s), recorded {report.external_refunds} refund(s) made outside "
+            f"the bot, finished {report.resumed_refunds} interrupted refund(s)."
+        )
+
+    click.echo(asyncio.run(_run()))
 
 
 def _parse_usd(text: str) -> int:
+    usage = f"The amount must be a positive number of dollars up to {MAX_TOPUP_USD}, e.g. 5 or 2.50"
     try:
         amount = Decimal(text.strip().removeprefix("$"))
-        if not amount.is_finite() or amount <= 0 or amount > MAX_TOPUP_USD:
-            raise ValueError
+    except InvalidOperation:
+        raise _fail(f"{usage} (got {text[:40]!r}).") from None
+    if not amount.is_finite() or amount <= 0 or amount > MAX_TOPUP_USD:
+        raise _fail(f"{usage} (got {text[:40]!r}).")
+    try:
         return usd_to_micros(amount)
-    except (InvalidOperation, ValueError):
-        click.echo(
-            f"The amount must be a positive number of dollars up to {MAX_TOPUP_USD}, "
-            "e.g. 5 or 2.50.",
-            err=True,
-        )
-        raise Exit(2) from None
+    except ValueError:
+        raise _fail(
+            f"The amount has at most {MICRO_DECIMALS} decimal places (one micro-dollar); "
+            f"got {text[:40]!r}."
+        ) from None
 
 
 def run_cli(argv: list[str]) -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -16,8 +17,22 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 SECRET_NAMES = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY")
+# Secrets that only some configurations need (design section 3).
+OPTIONAL_SECRET_NAMES = (
+    "DATABASE_PASSWORD",
+    "OPENAI_API_KEY",
+    "WEBHOOK_SECRET",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+)
+DEFAULT_IMAGE_MODELS = {"google": "gemini-3-pro-image", "openai": "gpt-image-2.6-sunburst"}
 DEFAULT_SECRETS_DIR = Path("secrets")
+# What aiogram accepts as a token: digits, a colon, then a non-empty rest without spaces.
+_TOKEN_SHAPE = re.compile(r"\d+:\S+")
 
 
 class SecretFilesSource(PydanticBaseSettingsSource):
@@ -36,7 +51,7 @@ class SecretFilesSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for name in SECRET_NAMES:
+        for name in (*SECRET_NAMES, *OPTIONAL_SECRET_NAMES):
             if name not in self.settings_cls.model_fields:
                 continue
             value, _, _ = self.get_field_value(self.settings_cls.model_fields[name], name)
@@ -66,15 +81,24 @@ class OperatorSettings(BaseSettings):
 
     # Infrastructure
     DATABASE_URL: SecretStr | None = None
+    # The password for DATABASE_URL, from the secret file `database_password` (so it never sits in
+    # an environment variable); it replaces any password in the URL.
+    DATABASE_PASSWORD: SecretStr | None = None
     DATA_DIR: Path = Path("data")
     TELEGRAM_API_URL: str | None = None
     ANTHROPIC_BASE_URL: str | None = None
     GEMINI_BASE_URL: str | None = None
+    OPENAI_BASE_URL: str | None = None
 
     # Models
     CLAUDE_MODEL: str = "claude-sonnet-5-5"
     VISION_MODEL: str | None = None
-    IMAGE_MODEL: str = "gemini-3-pro-image-preview"
+    IMAGE_PROVIDER: Literal["google", "openai"] = "google"
+    # Empty means the provider's default (DEFAULT_IMAGE_MODELS).
+    IMAGE_MODEL: str = ""
+    TRANSCRIBE_MODEL: str = "gemini-3.5-flash"
+    CHAT_MODELS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    PRICES_FILE: Path | None = None
     CLAUDE_MAX_TOKENS: int = Field(default=4096, ge=256, le=64000)
     VISION_MAX_TOKENS: int = Field(default=1024, ge=128, le=16000)
     CONTEXT_TOKEN_BUDGET: int = Field(default=60_000, ge=2_000)
@@ -94,6 +118,12 @@ class OperatorSettings(BaseSettings):
     GEMINI_TIMEOUT_SECONDS: float = Field(default=150.0, gt=0)
     GEMINI_RETRY_ATTEMPTS: int = Field(default=3, ge=1, le=6)
     GEMINI_RETRY_INITIAL_DELAY: float = Field(default=1.0, ge=0)
+    OPENAI_TIMEOUT_SECONDS: float = Field(default=150.0, gt=0)
+    OPENAI_RETRY_ATTEMPTS: int = Field(default=3, ge=1, le=6)
+    OPENAI_RETRY_INITIAL_DELAY: float = Field(default=1.0, ge=0)
+    # gpt-image-2 and later take any WxH (sides divisible by 16); older models only the standard
+    # 1024x1024, 1536x1024 and 1024x1536.
+    OPENAI_IMAGE_SIZES: Literal["flexible", "standard"] = "flexible"
     SHUTDOWN_GRACE_SECONDS: float = Field(default=25.0, ge=0)
     TELEGRAM_RETRY_MAX_SECONDS: float = Field(default=60.0, ge=0)
     # Outgoing pacing under Telegram's limits (about 1 message/s per chat, 30/s overall).
@@ -115,6 +145,35 @@ class OperatorSettings(BaseSettings):
     BLOB_RETENTION_DAYS: int = Field(default=90, ge=1)
     RECENT_FILES_IN_CONTEXT: int = Field(default=12, ge=0, le=50)
     FILE_HOUSEKEEPING_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
+    # How often inbox rows older than the 7-day duplicate window are deleted.
+    INBOX_PURGE_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
+
+    # Payments and the person's own controls (design section 10)
+    STAR_VALUE_USD: Decimal = Field(default=Decimal("0.013"), gt=0)
+    STAR_PACKAGES: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [50, 100, 250, 500, 1000]
+    )
+    REFUND_WINDOW_DAYS: int = Field(default=21, ge=0, le=90)
+    LOW_BALANCE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
+    CONFIRM_ABOVE_USD: Decimal = Field(default=Decimal("0.20"), ge=0)
+    CONFIRM_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=600)
+    TEXTS_DIR: Path | None = None
+    STARS_RECONCILE_INTERVAL_SECONDS: float = Field(default=3600.0, gt=0)
+
+    # Abilities
+    WEB_TOOLS: Literal["on", "off"] = "on"
+    GROUPS: Literal["off", "mention"] = "mention"
+    MAX_AUDIO_SECONDS: int = Field(default=600, ge=1, le=3600)
+
+    # Scale and operations (design section 12)
+    BOT_MODE: Literal["polling", "webhook"] = "polling"
+    WEBHOOK_URL: str | None = None
+    WEBHOOK_LISTEN: str | None = None
+    # Webhook mode: a replica silent this long is taken for dead (its turns handed back).
+    REPLICA_LEASE_SECONDS: float = Field(default=30.0, ge=3.0, le=45.0)
+    BLOB_STORE_URL: str | None = None
+    S3_ENDPOINT_URL: str | None = None
+    METRICS_LISTEN: str | None = None
 
     # Logging
     LOG_FORMAT: Literal["console", "json"] | None = None
@@ -125,7 +184,28 @@ class OperatorSettings(BaseSettings):
     def _parse_ids(cls, value: object) -> list[int]:
         return _split_ids(value)
 
-    @field_validator("TELEGRAM_API_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL")
+    @field_validator("CHAT_MODELS", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> list[str]:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return list(value) if isinstance(value, list | tuple) else []
+
+    @field_validator("STAR_PACKAGES", mode="before")
+    @classmethod
+    def _parse_packages(cls, value: object) -> list[int]:
+        packages = _split_ids(value)
+        if not packages or any(not 1 <= stars <= 10_000 for stars in packages):
+            raise ValueError("expected comma-separated Star amounts from 1 to 10000")
+        return packages
+
+    @model_validator(mode="after")
+    def _default_image_model(self) -> OperatorSettings:
+        if not self.IMAGE_MODEL:
+            object.__setattr__(self, "IMAGE_MODEL", DEFAULT_IMAGE_MODELS[self.IMAGE_PROVIDER])
+        return self
+
+    @field_validator("TELEGRAM_API_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL", "OPENAI_BASE_URL")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
@@ -142,9 +222,35 @@ class OperatorSettings(BaseSettings):
         secrets_dir = Path(os.environ.get("SECRETS_DIR") or DEFAULT_SECRETS_DIR)
         return init_settings, env_settings, SecretFilesSource(settings_cls, secrets_dir)
 
+    def database_url(self) -> URL | None:
+        """DATABASE_URL with DATABASE_PASSWORD put in (URL.create escapes `@`, `/`, `:`); None when
+        unset (the embedded Postgres)."""
+        if self.DATABASE_URL is None:
+            return None
+        from sqlalchemy.engine import URL, make_url
+
+        url = make_url(self.DATABASE_URL.get_secret_value())
+        if self.DATABASE_PASSWORD is None:
+            return url
+        return URL.create(
+            drivername=url.drivername,
+            username=url.username,
+            password=self.DATABASE_PASSWORD.get_secret_value(),
+            host=url.host,
+            port=url.port,
+            database=url.database,
+            query=url.query,
+        )
+
     @property
     def vision_model(self) -> str:
         return self.VISION_MODEL or self.CLAUDE_MODEL
+
+    @property
+    def chat_models(self) -> list[str]:
+        """The models a person may choose; the default model is always among them."""
+        models = list(self.CHAT_MODELS) or [self.CLAUDE_MODEL]
+        return models if self.CLAUDE_MODEL in models else [self.CLAUDE_MODEL, *models]
 
     @property
     def starter_balance_micros(self) -> int:
@@ -159,6 +265,15 @@ class OperatorSettings(BaseSettings):
         return self.DATA_DIR / "files"
 
     @property
+    def texts_dir(self) -> Path:
+        """Where the operator's /paysupport, /terms and /privacy texts are (design section 10)."""
+        return self.TEXTS_DIR if self.TEXTS_DIR is not None else self.DATA_DIR / "texts"
+
+    @property
+    def star_value_micros(self) -> int:
+        return usd_to_micros(self.STAR_VALUE_USD)
+
+    @property
     def postgres_dir(self) -> Path:
         return self.DATA_DIR / "postgres"
 
@@ -169,6 +284,17 @@ class Settings(OperatorSettings):
     TELEGRAM_BOT_TOKEN: SecretStr
     ANTHROPIC_API_KEY: SecretStr
     GOOGLE_API_KEY: SecretStr
+    OPENAI_API_KEY: SecretStr | None = None
+    WEBHOOK_SECRET: SecretStr | None = None
+    S3_ACCESS_KEY_ID: SecretStr | None = None
+    S3_SECRET_ACCESS_KEY: SecretStr | None = None
+
+    @field_validator("TELEGRAM_BOT_TOKEN")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        if not _TOKEN_SHAPE.fullmatch(value.get_secret_value()):
+            raise ValueError("not a bot token")
+        return value
 
 
 def usd_to_micros(amount: Decimal) -> int:
@@ -186,9 +312,54 @@ class ConfigurationError(Exception):
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning a missing secret or bad value into one readable line."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
+    if settings.IMAGE_PROVIDER == "openai" and settings.OPENAI_API_KEY is None:
+        raise ConfigurationError(
+            missing_secret_message("OPENAI_API_KEY") + " It is needed with IMAGE_PROVIDER=openai."
+        )
+    problem = webhook_problem(settings)
+    if problem is not None:
+        raise ConfigurationError(problem)
+    return settings
+
+
+def missing_secret_message(name: str) -> str:
+    return (
+        f"Missing secret {name}: put it in the file {secrets_dir()}/{name.lower()} "
+        f"(or {name.lower()}.txt), or set the environment variable {name}."
+    )
+
+
+class TelegramOperatorSettings(OperatorSettings):
+    """Operator commands that talk to Telegram (`admin stars-reconcile`) need the bot token."""
+
+    TELEGRAM_BOT_TOKEN: SecretStr
+
+
+def load_telegram_operator_settings() -> TelegramOperatorSettings:
+    try:
+        return TelegramOperatorSettings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def webhook_problem(settings: Settings) -> str | None:
+    """Webhook mode needs the public URL and the secret Telegram echoes (design section 12)."""
+    if settings.BOT_MODE != "webhook":
+        return None
+    missing = []
+    if not settings.WEBHOOK_URL:
+        missing.append("the setting WEBHOOK_URL (the public https URL Telegram posts to)")
+    if settings.WEBHOOK_SECRET is None or not settings.WEBHOOK_SECRET.get_secret_value():
+        missing.append(
+            f"the secret WEBHOOK_SECRET (file {secrets_dir()}/webhook_secret, or the environment "
+            "variable; 1-256 characters A-Z a-z 0-9 _ -)"
+        )
+    if missing:
+        return "BOT_MODE=webhook needs " + " and ".join(missing) + "."
+    return None
 
 
 def load_operator_settings() -> OperatorSettings:
@@ -199,15 +370,43 @@ def load_operator_settings() -> OperatorSettings:
         raise ConfigurationError(describe_validation_error(exc)) from None
 
 
+def secrets_dir() -> str:
+    return os.environ.get("SECRETS_DIR") or str(DEFAULT_SECRETS_DIR)
+
+
+def secret_source(name: str) -> str:
+    """Where a secret's value came from, the way Settings looks (environment first, then files)."""
+    if os.environ.get(name):
+        return f"the environment variable {name}"
+    for candidate in (name.lower(), f"{name.lower()}.txt"):
+        path = Path(secrets_dir()) / candidate
+        if path.is_file():
+            return f"the file {path}"
+    return f"{name} (not set)"
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    secrets_dir = os.environ.get("SECRETS_DIR") or str(DEFAULT_SECRETS_DIR)
-    for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "?"
-        if error["type"] == "missing" and name in SECRET_NAMES:
-            return (
-                f"Missing secret {name}: put it in the file {secrets_dir}/{name.lower()} "
-                f"(or {name.lower()}.txt), or set the environment variable {name}."
-            )
-    first = exc.errors()[0]
-    name = str(first["loc"][0]) if first["loc"] else "?"
+    """One line for the operator: every missing secret at once, else the first bad setting."""
+    errors = exc.errors()
+    names = [str(error["loc"][0]) if error["loc"] else "?" for error in errors]
+    missing = [
+        name
+        for name, error in zip(names, errors, strict=True)
+        if error["type"] == "missing" and name in SECRET_NAMES
+    ]
+    if missing:
+        files = ", ".join(f"{name.lower()}" for name in missing)
+        noun = "secret" if len(missing) == 1 else "secrets"
+        return (
+            f"Missing {noun} {', '.join(missing)}: put each in a file in {secrets_dir()}/ "
+            f"named in lower case ({files}, optionally with .txt), "
+            "or set the environment variable of the same name."
+        )
+    name, first = names[0], errors[0]
+    if name == "TELEGRAM_BOT_TOKEN":
+        return (
+            f"Invalid setting TELEGRAM_BOT_TOKEN: the value from {secret_source(name)} is not a "
+            "bot token (digits, a colon, then the rest, as @BotFather gives it); check that "
+            "file or variable."
+        )
     return f"Invalid setting {name}: {first['msg']}."

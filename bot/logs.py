@@ -51,6 +51,26 @@ class Redactor:
         return {key: self.redact_value(value) for key, value in event_dict.items()}
 
 
+# Libraries whose INFO records are their own chatter (pgserver's whole initdb/pg_ctl command lines
+# and outputs, alembic's plugin set-up): shown as DEBUG, so a normal start shows the bot's lines.
+QUIET_LIBRARIES = ("pgserver", "alembic")
+
+
+class DemoteLibraryInfo(logging.Filter):
+    """INFO records from `QUIET_LIBRARIES` become DEBUG, shown only when the level allows."""
+
+    def __init__(self, level: int, prefixes: tuple[str, ...] = QUIET_LIBRARIES) -> None:
+        super().__init__()
+        self._level = level
+        self._prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.name.startswith(self._prefixes):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self._level <= logging.DEBUG
+        return True
+
+
 class _RedactRendered:
     """Final safety net on the rendered line (tracebacks are rendered late)."""
 
@@ -110,6 +130,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(DemoteLibraryInfo(logging.getLevelNamesMapping()[level]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

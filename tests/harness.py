@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FAKE_BOT_TOKEN = "123456789:TEST-fake-telegram-token-not-real-000"
 FAKE_ANTHROPIC_KEY = "sk-ant-" + "test-fake-anthropic-key-not-real-0000"
 FAKE_GOOGLE_KEY = "AIza" + "TEST-fake-google-key-not-real-000000"
+FAKE_OPENAI_KEY = "sk-" + "proj-TEST-fake-openai-key-not-real-00000000"
 
 
 class PolledTelegram(Protocol):
@@ -43,7 +44,7 @@ class BotProcess:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("ANTHROPIC", "GOOGLE", "GEMINI", "TELEGRAM"))
+            if not k.startswith(("ANTHROPIC", "GOOGLE", "GEMINI", "TELEGRAM", "OPENAI", "IMAGE_"))
         }
         env.update(self._env)
         self._proc = await asyncio.create_subprocess_exec(
@@ -140,8 +141,14 @@ def bot_env(
         "SHUTDOWN_GRACE_SECONDS": "5",
         "DRAFT_INTERVAL_SECONDS": "0.05",
         "GEMINI_RETRY_INITIAL_DELAY": "0.01",
+        "OPENAI_RETRY_INITIAL_DELAY": "0.01",
         "MERGE_WINDOW_SECONDS": "0.3",
+        "WEB_TOOLS": "off",  # tests of web tools turn them on
         "PYTHONUNBUFFERED": "1",
+        # tests that count replies would see the low-balance notice; the tests of it set this
+        "LOW_BALANCE_USD": "0",
+        # likewise the Confirm / Cancel question before a 4K image
+        "CONFIRM_ABOVE_USD": "1000",
     }
     env.update(overrides)
     return env

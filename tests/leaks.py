@@ -6,15 +6,16 @@ import json
 import re
 from collections.abc import Iterable
 
-from tests.harness import FAKE_ANTHROPIC_KEY, FAKE_BOT_TOKEN, FAKE_GOOGLE_KEY
+from tests.harness import FAKE_ANTHROPIC_KEY, FAKE_BOT_TOKEN, FAKE_GOOGLE_KEY, FAKE_OPENAI_KEY
 
 PATTERNS = {
     "bot token": re.compile(r"\d{6,}:[A-Za-z0-9_-]{30,}"),
     "anthropic key": re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}"),
     "google key": re.compile(r"AIza[0-9A-Za-z_-]{30,}"),
+    "openai key": re.compile(r"sk-proj-[A-Za-z0-9_-]{20,}"),
     "base64 over 1 KB": re.compile(r"[A-Za-z0-9+/_-]{1024,}={0,2}"),
 }
-LITERALS = (FAKE_BOT_TOKEN, FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY)
+LITERALS = (FAKE_BOT_TOKEN, FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY, FAKE_OPENAI_KEY)
 
 
 def find_leaks(texts: Iterable[str], extra_secrets: Iterable[str] = ()) -> list[str]:

@@ -145,11 +145,12 @@ def replace_missing_files(messages: list[dict[str, Any]], gone: set[str]) -> Non
         return
     for message in messages:
         for index, block in enumerate(message["content"]):
-            if block.get("type") != "image":
+            if block.get("type") not in ("image", "document"):
                 continue
             source = block.get("source") or {}
             if source.get("type") == "file" and source.get("file_id") in gone:
+                what = "An image" if block["type"] == "image" else "A document"
                 message["content"][index] = {
                     "type": "text",
-                    "text": "[An image was here; it is no longer available to view.]",
+                    "text": f"[{what} was here; it is no longer available to view.]",
                 }

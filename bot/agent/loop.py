@@ -5,19 +5,32 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
 from anthropic.types import Message
 
+from bot.agent.chat_measure import ChatMeasure
 from bot.agent.context import system_blocks, with_cache_breakpoints
 from bot.agent.tools.base import ToolContext
 from bot.agent.tools.registry import ToolCallResult, ToolRegistry
-from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable, StreamedMessage
+from bot.agent.web_tools import (
+    ServerToolUse,
+    server_tool_params,
+    sources_markdown,
+    worst_case_micros,
+)
+from bot.providers.anthropic import (
+    ClaudeGateway,
+    ClaudeUnavailable,
+    StreamedMessage,
+    StreamProgress,
+)
+from bot.services.cancellation import StopToken
 from bot.services.delivery import ProducedFile, Recipient
-from bot.services.metered import Meter, MeteredCalls, PendingCharge, Report, claude_report
-from bot.services.pricing import PriceTable, TokenPrice, worst_case_token_cost_micros
+from bot.services.metered import Meter, MeteredCalls, PendingCharge
+from bot.services.pricing import PriceTable, worst_case_token_cost_micros
 from bot.services.tokens import estimate_tokens
 
 log = structlog.get_logger(__name__)
@@ -67,6 +80,12 @@ class TurnFailed(Exception):
         self.data = data or {}
 
 
+class ToolGate(Protocol):
+    """Asked before each tool call: None to run it, or why it is not run (the tool's error)."""
+
+    async def check(self, name: str, args: dict[str, Any], ctx: ToolContext) -> str | None: ...
+
+
 @dataclass
 class TurnStats:
     iterations: int = 0
@@ -77,6 +96,7 @@ class TurnStats:
     cache_write_tokens: int = 0
     charged_micros: int = 0
     outcome: str = "answered"
+    web: ServerToolUse = field(default_factory=ServerToolUse)  # server tool uses this turn
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,9 @@ class TurnRequest:
     history: list[dict[str, Any]]
     deadline: float
     history_tokens: int = 0  # estimate for `history`; computed when 0
+    model: str | None = None  # the person's chosen chat model; None = the configured default
+    stop: StopToken | None = None  # set by /stop; the turn's task is then cancelled
+    message_thread_id: int | None = None  # a group's forum topic
 
 
 @dataclass(frozen=True)
@@ -94,6 +117,7 @@ class LoopConfig:
     model: str
     max_tokens: int
     max_iterations: int
+    web_tools: bool = False
 
 
 class AgentLoop:
@@ -106,16 +130,17 @@ class AgentLoop:
         prices: PriceTable,
         files: FileSink | None,
         config: LoopConfig,
+        gate: ToolGate | None = None,
     ) -> None:
+        self._gate = gate
         self._claude = claude
         self._registry = registry
         self._metered = metered
         self._prices = prices
-        self._measure = ChatMeasure(prices.token_price(config.model))
         self._files = files
         self._config = config
         self._fixed_tokens = (
-            estimate_tokens(registry.params())
+            estimate_tokens([*server_tool_params(config.web_tools), *registry.params()])
             + estimate_tokens(system_blocks())
             + REQUEST_OVERHEAD_TOKENS
         )
@@ -132,6 +157,9 @@ class AgentLoop:
             )
             refused = message.stop_reason == "refusal"
             assistant_content = _content_to_store(message, drop_tool_calls=refused)
+            sources = sources_markdown(message)
+            if sources:
+                await ui.text_delta(sources)
             # The answer goes out while the call is charged and the message is stored.
             await _all(
                 settle,
@@ -139,11 +167,17 @@ class AgentLoop:
                 persist("assistant", assistant_content) if assistant_content else None,
             )
             if assistant_content:
-                messages.append({"role": "assistant", "content": assistant_content})
+                if messages and messages[-1]["role"] == "assistant":  # after a pause_turn
+                    previous = list(messages[-1]["content"])
+                    messages[-1] = {"role": "assistant", "content": previous + assistant_content}
+                else:
+                    messages.append({"role": "assistant", "content": assistant_content})
                 context_tokens += estimate_tokens(assistant_content)
             if refused:
                 stats.outcome = "refused"
                 return stats
+            if message.stop_reason == "pause_turn":
+                continue  # a long server-tool turn: resend with the partial answer to go on
             if message.stop_reason != "tool_use":
                 stats.outcome = "cut" if message.stop_reason == "max_tokens" else "answered"
                 return stats
@@ -170,37 +204,49 @@ class AgentLoop:
         owed.
         """
         params = with_cache_breakpoints([dict(m) for m in messages])
+        model = request.model or self._config.model
+        # Server tools first: the last custom tool carries the cache breakpoint.
+        tools: list[Any] = [
+            *server_tool_params(self._config.web_tools, stats.web),
+            *self._registry.params(),
+        ]
+        progress = StreamProgress()
 
         async def call() -> StreamedMessage:
             return await self._claude.stream_message(
-                model=self._config.model,
+                model=model,
                 max_tokens=self._config.max_tokens,
                 system=system_blocks(),
-                tools=self._registry.params(),
+                tools=tools,
                 messages=params,
                 on_text=ui.text_delta,
                 deadline=request.deadline,
+                progress=progress,
             )
 
-        meter = self._meter(request, context_tokens, iteration)
+        meter = self._meter(request, context_tokens, iteration, stats.web)
+        measure = ChatMeasure(self._prices.token_price(model), progress, request.stop)
         try:
-            streamed, charge = await self._metered.run(meter, call, self._measure)
+            streamed, charge = await self._metered.run(meter, call, measure)
         except ClaudeUnavailable as exc:
             raise TurnFailed(f"claude_{exc.kind}", detail=exc.detail) from None
         return streamed.message, asyncio.ensure_future(_capture(charge, stats))
 
-    def _meter(self, request: TurnRequest, context_tokens: int, iteration: int) -> Meter:
-        """The worst case: a generous input estimate plus max_tokens of output."""
-        price = self._prices.token_price(self._config.model)
+    def _meter(
+        self, request: TurnRequest, context_tokens: int, iteration: int, web: ServerToolUse
+    ) -> Meter:
+        """The worst case: a generous input estimate plus max_tokens of output, and the server
+        tools this turn may still use."""
+        model = request.model or self._config.model
+        price = self._prices.token_price(model)
         estimate = (context_tokens + self._fixed_tokens) * INPUT_ESTIMATE_MARGIN_PERCENT // 100
+        tokens = worst_case_token_cost_micros(price, estimate, self._config.max_tokens)
         return Meter(
             user_id=request.user_id,
             provider="anthropic",
-            model=self._config.model,
+            model=request.model or self._config.model,
             purpose="chat",
-            worst_case_micros=worst_case_token_cost_micros(
-                price, estimate, self._config.max_tokens
-            ),
+            worst_case_micros=tokens + worst_case_micros(self._config.web_tools, web),
             key=f"hold:llm:{request.update_id}:{iteration}",
         )
 
@@ -222,7 +268,16 @@ class AgentLoop:
                 deadline=request.deadline,
                 report_progress=ui.progress,
                 chat_action=ui.chat_action,
+                message_thread_id=request.message_thread_id,
             )
+            declined = await self._gate.check(block.name, args, ctx) if self._gate else None
+            if declined is not None:  # not run, so nothing is charged for it
+                results.append(
+                    _tool_result_block(
+                        block.id, ToolCallResult(payload={"error": declined}, is_error=True)
+                    )
+                )
+                continue
             outcome = await self._registry.execute(block.name, block.input, ctx)
             if outcome.files:
                 outcome = await self._deliver_files(outcome, ctx)
@@ -233,7 +288,12 @@ class AgentLoop:
         if self._files is None:
             log.error("file_sink_missing", tool_use_id=ctx.tool_use_id)
             return ToolCallResult(payload={"error": "internal error"}, is_error=True)
-        to = Recipient(user_id=ctx.user_id, chat_id=ctx.chat_id, tool_use_id=ctx.tool_use_id)
+        to = Recipient(
+            user_id=ctx.user_id,
+            chat_id=ctx.chat_id,
+            tool_use_id=ctx.tool_use_id,
+            thread_id=ctx.message_thread_id,
+        )
         delivered = await self._files.deliver(outcome.files, to)
         payload = dict(outcome.payload)
         payload["delivered_files"] = delivered
@@ -254,37 +314,15 @@ async def _all(*steps: Awaitable[None] | None) -> None:
 async def _capture(charge: PendingCharge, stats: TurnStats) -> None:
     settlement = await charge.capture()
     report = charge.report
+    stats.web = ServerToolUse(
+        stats.web.web_search_requests + report.web_search_requests,
+        stats.web.web_fetch_requests + report.web_fetch_requests,
+    )
     stats.input_tokens += report.input_tokens
     stats.output_tokens += report.output_tokens
     stats.cache_read_tokens += report.cache_read_tokens
     stats.cache_write_tokens += report.cache_write_tokens
     stats.charged_micros += settlement.charged_micros
-
-
-class ChatMeasure:
-    """A streamed chat message as a Report; a refusal is recorded as blocked (not charged)."""
-
-    def __init__(self, price: TokenPrice) -> None:
-        self._price = price
-
-    def reported(self, result: StreamedMessage) -> Report:
-        message = result.message
-        refused = message.stop_reason == "refusal"
-        report = claude_report(
-            self._price,
-            message,
-            status="blocked" if refused else "ok",
-            error="refusal" if refused else None,
-        )
-        return replace(report, duration_ms=result.duration_ms, charge_key=f"llm:{message.id}")
-
-    def failed(self, exc: BaseException) -> Report:
-        started_output = isinstance(exc, ClaudeUnavailable) and exc.response_started
-        return Report(
-            status="error",
-            error=_failure_label(exc),
-            cost_unknown=started_output or isinstance(exc, asyncio.CancelledError),
-        )
 
 
 def _content_to_store(message: Message, *, drop_tool_calls: bool) -> list[dict[str, Any]]:
@@ -308,11 +346,3 @@ def _tool_result_block(tool_use_id: str, outcome: ToolCallResult) -> dict[str, A
     if outcome.is_error:
         block["is_error"] = True
     return block
-
-
-def _failure_label(exc: BaseException) -> str:
-    if isinstance(exc, ClaudeUnavailable):
-        return f"{exc.kind}: {exc.detail}"[:500]
-    if isinstance(exc, asyncio.CancelledError):
-        return "interrupted"
-    return type(exc).__name__

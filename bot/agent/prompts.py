@@ -21,5 +21,15 @@ request unless they ask for more. Do not retry a prompt that was blocked by the 
 explain and suggest a different wording.
 - The generated image is delivered to the chat automatically; do not paste links or base64.
 
+Documents, voice and the web:
+- PDFs and text files the person attaches are in the message (a PDF as a document, a text file \
+inside <file> tags). To come back to an earlier PDF or text file, call read_document with its \
+file_id from "Available files" and a question.
+- A voice message or audio file arrives already transcribed: the transcript is the person's \
+message (they see it quoted above your answer). Answer it as if they had typed it.
+- When web search and web fetch are available, use them for current events, prices, \
+documentation and anything you are unsure about; each search costs the person money, so search \
+only when it helps. Cite what you found.
+
 If a tool reports insufficient balance, tell the person the price and their balance and that \
-they can ask an administrator to top up."""
+they can top up with Telegram Stars using /buy."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +21,9 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
+        # pgserver asks platformdirs for a runtime dir it does not need; without XDG_RUNTIME_DIR
+        # (containers, CI, sudo) that warns on every start.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         import pgserver
 
         self._data_dir.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ class User(Base):
         CheckConstraint("balance_micros >= 0", name="balance_non_negative"),
         CheckConstraint("held_micros >= 0", name="held_non_negative"),
         CheckConstraint("held_micros <= balance_micros", name="held_within_balance"),
+        CheckConstraint("daily_limit_micros > 0", name="daily_limit_positive"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -57,6 +58,11 @@ class User(Base):
     is_blocked: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    locale: Mapped[str | None] = mapped_column(String(16))
+    chat_model: Mapped[str | None] = mapped_column(String(64))
+    daily_limit_micros: Mapped[int | None] = mapped_column(BigInteger)
+    receipts: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    low_balance_notified: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class Conversation(Base):
@@ -69,11 +75,20 @@ class Conversation(Base):
             unique=True,
             postgresql_where=text("ended_at IS NULL"),
         ),
+        Index(
+            "uq_conversations_active_per_topic",
+            "chat_id",
+            text("coalesce(message_thread_id, 0)"),
+            unique=True,
+            postgresql_where=text("ended_at IS NULL AND user_id IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # None in a group: its conversation belongs to the (chat, topic), not to one person.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_thread_id: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -91,6 +106,7 @@ class Message(Base):
     content: Mapped[list[Any]] = mapped_column(JSONB)
     token_estimate: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     update_id: Mapped[int | None] = mapped_column(BigInteger)
+    sender_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
@@ -98,7 +114,10 @@ class UserFile(Base):
     __tablename__ = "user_files"
     __table_args__ = (
         CheckConstraint("source IN ('user', 'assistant')", name="source_known"),
-        CheckConstraint("kind IN ('photo', 'document', 'generated')", name="kind_known"),
+        CheckConstraint(
+            "kind IN ('photo', 'document', 'generated', 'pdf', 'text', 'voice', 'audio')",
+            name="kind_known",
+        ),
         Index("ix_user_files_user_id_created_at", "user_id", "created_at"),
     )
 
@@ -127,13 +146,17 @@ class UserFile(Base):
 class ApiCall(Base):
     __tablename__ = "api_calls"
     __table_args__ = (
-        CheckConstraint("provider IN ('anthropic', 'google')", name="provider_known"),
+        CheckConstraint("provider IN ('anthropic', 'google', 'openai')", name="provider_known"),
         CheckConstraint(
-            "purpose IN ('chat', 'analyze_image', 'generate_image')", name="purpose_known"
+            "purpose IN ('chat', 'analyze_image', 'generate_image', 'transcribe', 'read_document')",
+            name="purpose_known",
         ),
-        CheckConstraint("status IN ('ok', 'error', 'blocked')", name="status_known"),
+        CheckConstraint(
+            "status IN ('ok', 'error', 'blocked', 'truncated', 'cancelled')", name="status_known"
+        ),
+        CheckConstraint("uncollected_micros >= 0", name="uncollected_non_negative"),
+        CheckConstraint("image_list_price_micros >= 0", name="image_list_price_non_negative"),
         CheckConstraint("charged_micros >= 0 AND provider_cost_micros >= 0", name="costs_positive"),
-        CheckConstraint("uncollected_micros >= 0", name="uncollected_positive"),
         Index("ix_api_calls_user_id_created_at", "user_id", "created_at"),
         Index("ix_api_calls_created_at", "created_at"),
     )
@@ -150,6 +173,11 @@ class ApiCall(Base):
     cache_write_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     image_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     image_size: Mapped[str | None] = mapped_column(String(8))
+    image_output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # The per-image list price of an image call's size (admin_image_price_drift compares it).
+    image_list_price_micros: Mapped[int | None] = mapped_column(BigInteger)
+    web_search_requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    web_fetch_requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     provider_cost_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     charged_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     # What the person could not be charged: the reported cost beyond the hold and the balance.
@@ -169,7 +197,9 @@ class BalanceOperation(Base):
     __tablename__ = "balance_operations"
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('starter', 'topup', 'charge', 'refund', 'adjustment')", name="kind_known"
+            "kind IN ('starter', 'topup', 'charge', 'refund', 'adjustment', 'purchase', "
+            "'purchase_refund')",
+            name="kind_known",
         ),
         CheckConstraint("balance_after_micros >= 0", name="balance_after_non_negative"),
         Index("ix_balance_operations_user_id_id", "user_id", "id"),
@@ -239,3 +269,29 @@ class InboundUpdate(Base):
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Payment(Base):
+    """One Telegram Stars payment, credited once per `telegram_payment_charge_id`.
+
+    `refunding`: the bot asked Telegram to return the Stars and holds the credit
+    (`refund_hold_id`) until it knows the answer; see bot/services/payments.py."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("status IN ('paid', 'refunding', 'refunded')", name="status_known"),
+        CheckConstraint("stars > 0", name="stars_positive"),
+        CheckConstraint("credited_micros >= 0", name="credit_non_negative"),
+        Index("ix_payments_user_id_created_at", "user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    telegram_payment_charge_id: Mapped[str] = mapped_column(String(256), unique=True)
+    stars: Mapped[int] = mapped_column(Integer)
+    credited_micros: Mapped[int] = mapped_column(BigInteger)
+    invoice_payload: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'paid'"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    refund_hold_id: Mapped[int | None] = mapped_column(ForeignKey("balance_holds.id"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+def create_engine(url: str | URL, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,

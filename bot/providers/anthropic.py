@@ -8,7 +8,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -42,6 +42,15 @@ class ClaudeUnavailable(Exception):
         self.retry_after: float | None = None
         self.attempts = 1
         self.file_missing = False  # a Files API id the request named is gone
+
+
+@dataclass
+class StreamProgress:
+    """What a stream delivered so far, for charging a stream we cut (/stop)."""
+
+    usage: dict[str, Any] = field(default_factory=dict)  # as last reported by the provider
+    output_chars: int = 0  # characters of text, tool input and thinking streamed
+    started: bool = False  # message_start arrived: the provider is billing the input
 
 
 @dataclass(frozen=True)
@@ -89,11 +98,14 @@ class ClaudeGateway:
         messages: Sequence[MessageParam],
         on_text: TextCallback,
         deadline: float,
+        progress: StreamProgress | None = None,
     ) -> StreamedMessage:
         """Stream one message. Retries only failures that happened before any output."""
 
         async def once() -> Message:
-            return await self._stream_once(model, max_tokens, system, tools, messages, on_text)
+            return await self._stream_once(
+                model, max_tokens, system, tools, messages, on_text, progress
+            )
 
         return await self._with_retries(once, deadline)
 
@@ -175,8 +187,9 @@ class ClaudeGateway:
         tools: Sequence[ToolParam],
         messages: Sequence[MessageParam],
         on_text: TextCallback,
+        progress: StreamProgress | None = None,
     ) -> Message:
-        message = _MessageBuilder()
+        message = _MessageBuilder(progress or StreamProgress())
         started_output = False
         try:
             stream = await self._client.post(
@@ -259,7 +272,8 @@ class _MessageBuilder:
     SDK builds every response, without validation (``construct``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, progress: StreamProgress) -> None:
+        self._progress = progress
         self._message: dict[str, Any] = {}
         self._blocks: dict[int, dict[str, Any]] = {}
         self._json: dict[int, list[str]] = {}
@@ -273,9 +287,16 @@ class _MessageBuilder:
         """Take one event; returns the text it added, if any."""
         kind = event["type"]
         if kind == "content_block_delta":
-            return self._delta(event["index"], event["delta"])
+            delta = event["delta"]
+            self._progress.output_chars += len(
+                delta.get("text") or delta.get("partial_json") or delta.get("thinking") or ""
+            )
+            return self._delta(event["index"], delta)
         if kind == "message_start":
             self._message = event["message"]
+            self._progress.usage = dict(self._message.get("usage") or {})
+            self._progress.output_chars = 0
+            self._progress.started = True
         elif kind == "content_block_start":
             block = event["content_block"]
             if block.get("type") in {"tool_use", "server_tool_use"}:
@@ -292,6 +313,7 @@ class _MessageBuilder:
             self._message["stop_sequence"] = delta.get("stop_sequence")
             usage = self._message.setdefault("usage", {})
             usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            self._progress.usage = dict(usage)
         elif kind == "message_stop":
             self._stopped = True
         return None

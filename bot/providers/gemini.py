@@ -12,11 +12,24 @@ import contextlib
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
+
+from bot.providers.images import (
+    IMAGE_BLOCKED,
+    NO_IMAGE,
+    PROMPT_BLOCKED,
+    GeneratedImage,
+    ImageBlocked,
+    ImageProvider,
+    ImageResult,
+    ImageUnavailable,
+    ImageUsage,
+    ModelGoneReporter,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,10 +44,7 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 8.0
 TEXT_LIMIT = 300
 
-# Why an answer has no image, in words the model can pass on to the person.
-PROMPT_BLOCKED = "the image model's safety filter blocked this prompt"
-IMAGE_BLOCKED = "the image model's safety filter blocked the generated image"
-NO_IMAGE = "the image model answered without an image"
+MAX_REFERENCES = 14
 SAFETY_FINISH_REASONS = frozenset(
     {
         "SAFETY",
@@ -68,50 +78,23 @@ def create_gemini_client(
 
 
 @dataclass(frozen=True)
-class GeneratedImage:
-    data: bytes = field(repr=False)
-    mime_type: str
-    input_tokens: int
-    output_tokens: int
-    model_version: str | None
-    text: str | None
-    attempts: int
-    duration_ms: int
-
-
-class ImageBlocked(Exception):
-    """No image: a safety block, NO_IMAGE or a text-only answer. Nothing is charged for it."""
-
-    def __init__(
-        self, reason: str, user_reason: str, *, input_tokens: int = 0, output_tokens: int = 0
-    ) -> None:
-        super().__init__(f"{reason}: {user_reason}")
-        self.reason = reason
-        self.user_reason = user_reason
-        self.input_tokens = input_tokens
-        self.output_tokens = output_tokens
-
-
-class ImageUnavailable(Exception):
-    """The provider did not answer usefully. `cost_unknown` is True when the request may have
-    been processed (and billed by the provider) although no answer arrived."""
-
-    def __init__(
-        self, kind: str, detail: str, *, status: int | None = None, cost_unknown: bool = False
-    ) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind  # busy | connection | timeout | bad_request | auth
-        self.detail = detail
-        self.status = status
-        self.cost_unknown = cost_unknown
-        self.attempts = 1
-
-
-@dataclass(frozen=True)
 class GatewayConfig:
     model: str
     retry_attempts: int
     retry_initial_delay: float
+
+
+__all__ = [
+    "IMAGE_BLOCKED",
+    "NO_IMAGE",
+    "PROMPT_BLOCKED",
+    "GatewayConfig",
+    "GeminiImageGateway",
+    "GeneratedImage",
+    "ImageBlocked",
+    "ImageUnavailable",
+    "create_gemini_client",
+]
 
 
 class GeminiImageGateway:
@@ -128,6 +111,7 @@ class GeminiImageGateway:
         self._client: genai.Client | None = None
         self._connecting = asyncio.Lock()
         self._config = config
+        self._gone = ModelGoneReporter("google", config.model)
         # One of the shared provider-call slots, held for the length of one HTTP call.
         self._slot: contextlib.AbstractAsyncContextManager[Any] = (
             concurrency if concurrency is not None else contextlib.nullcontext()
@@ -151,6 +135,14 @@ class GeminiImageGateway:
     def model(self) -> str:
         return self._config.model
 
+    @property
+    def provider(self) -> ImageProvider:
+        return "google"
+
+    @property
+    def max_references(self) -> int:
+        return MAX_REFERENCES
+
     async def generate(
         self,
         prompt: str,
@@ -159,7 +151,7 @@ class GeminiImageGateway:
         image_size: str,
         references: Sequence[tuple[bytes, str]],
         deadline: float,
-    ) -> GeneratedImage:
+    ) -> ImageResult:
         """One image. Retries 429/5xx and failed connects with backoff inside `deadline`."""
         started = time.monotonic()
         client = await self._connected()
@@ -177,6 +169,8 @@ class GeminiImageGateway:
                 response = await self._call_once(client, contents, config, deadline)
             except ImageUnavailable as exc:
                 exc.attempts = attempt
+                if exc.kind == "model_gone":
+                    self._gone.gone(exc.detail)
                 delay = self._retry_delay(exc, attempt, deadline)
                 if delay is None:
                     raise
@@ -186,6 +180,7 @@ class GeminiImageGateway:
                 await asyncio.sleep(delay)
                 continue
             duration_ms = int((time.monotonic() - started) * 1000)
+            self._gone.served()
             return _image_from(response, attempt, duration_ms)
 
     @staticmethod
@@ -247,6 +242,9 @@ def _classify_api_error(exc: genai_errors.APIError) -> ImageUnavailable:
         return ImageUnavailable("busy", detail, status=status)
     if status in (401, 403):
         return ImageUnavailable("auth", detail, status=status)
+    if status == 404:
+        message = str(exc.message or "")[:200]
+        return ImageUnavailable("model_gone", f"{detail}: {message}", status=status)
     return ImageUnavailable("bad_request", detail, status=status)
 
 
@@ -256,6 +254,29 @@ def _tokens(response: types.GenerateContentResponse) -> tuple[int, int]:
         return 0, 0
     output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
     return usage.prompt_token_count or 0, output
+
+
+def _usage(response: types.GenerateContentResponse) -> ImageUsage | None:
+    """The reported usage by kind; None without candidatesTokensDetails (design section 6):
+    IMAGE candidate tokens at the image-output rate, the other candidate tokens and the thoughts
+    at the text-output rate, prompt tokens at the input rate of their modality."""
+    usage = response.usage_metadata
+    if usage is None or not usage.candidates_tokens_details:
+        return None
+    image_output = _modality_tokens(usage.candidates_tokens_details, "IMAGE")
+    text_output = max(0, (usage.candidates_token_count or 0) - image_output)
+    prompt = usage.prompt_token_count or 0
+    image_input = min(prompt, _modality_tokens(usage.prompt_tokens_details or [], "IMAGE"))
+    return ImageUsage(
+        text_input_tokens=prompt - image_input,
+        image_input_tokens=image_input,
+        text_output_tokens=text_output + (usage.thoughts_token_count or 0),
+        image_output_tokens=image_output,
+    )
+
+
+def _modality_tokens(details: Sequence[types.ModalityTokenCount], modality: str) -> int:
+    return sum(d.token_count or 0 for d in details if _enum_name(d.modality) == modality)
 
 
 def _enum_name(value: Any) -> str:
@@ -273,7 +294,7 @@ def _answer_text(parts: Sequence[types.Part]) -> str | None:
 
 def _image_from(
     response: types.GenerateContentResponse, attempts: int, duration_ms: int
-) -> GeneratedImage:
+) -> ImageResult:
     input_tokens, output_tokens = _tokens(response)
     feedback = response.prompt_feedback
     if not response.candidates:
@@ -303,13 +324,13 @@ def _image_from(
         )
     final = images[-1]
     assert final.data is not None
-    return GeneratedImage(
+    return ImageResult(
         data=final.data,
         mime_type=final.mime_type or "image/png",
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
+        usage=_usage(response),
         model_version=response.model_version,
         text=text,
         attempts=attempts,
         duration_ms=duration_ms,
+        images_in_response=len(images),
     )

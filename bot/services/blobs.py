@@ -16,7 +16,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import structlog
 
@@ -42,6 +42,21 @@ def validate_blob_id(sha256: str) -> str:
     if not isinstance(sha256, str) or _SHA256_HEX.fullmatch(sha256) is None:
         raise InvalidBlobIdError("a blob id is 64 lowercase hex characters")
     return sha256
+
+
+class Blobs(Protocol):
+    """What the file service needs of a blob store: the local directory (BlobStore) or S3
+    (bot.services.s3_blobs.S3BlobStore)."""
+
+    async def put(self, data: bytes) -> str: ...
+
+    async def get(self, sha256: str) -> bytes: ...
+
+    async def exists(self, sha256: str) -> bool: ...
+
+    async def delete(self, sha256: str) -> bool: ...
+
+    async def purge_older_than(self, age: timedelta) -> int: ...
 
 
 class BlobStore:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import and_, func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.direct import DirectSQL, Row
@@ -32,13 +32,15 @@ class OpenedTurn:
 # Everything a turn starts from, in one statement: the active conversation (started if there is
 # none), its messages (only those after $4 when it is the conversation $3 this process has
 # cached), the user's newest files (for the note to Claude) and the Files API ids that are gone.
-_OPEN_TURN = """
+# In a group ($6 is the forum topic, 0 outside topics) the conversation is the (chat, topic)'s,
+# with no user; the files are still the addressing person's.
+_OPEN_TURN_TEMPLATE = """
     WITH existing AS (
         SELECT id FROM conversations
-        WHERE user_id = $1 AND chat_id = $2 AND ended_at IS NULL
+        WHERE {match} AND ended_at IS NULL
     ), created AS (
-        INSERT INTO conversations (user_id, chat_id)
-        SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM existing)
+        INSERT INTO conversations (user_id, chat_id, message_thread_id)
+        SELECT {values} WHERE NOT EXISTS (SELECT 1 FROM existing)
         ON CONFLICT DO NOTHING
         RETURNING id
     ), conversation AS (
@@ -55,7 +57,9 @@ _OPEN_TURN = """
         (
             SELECT json_agg(f ORDER BY f.id) FROM (
                 SELECT id, kind, source, mime_type, size_bytes, width, height,
-                       metadata ->> 'prompt' AS prompt,
+                       metadata ->> 'prompt' AS prompt, filename,
+                       left(metadata ->> 'transcript', 120) AS transcript,
+                       metadata ->> 'pages' AS pages,
                        extract(epoch FROM created_at) AS created_at
                 FROM user_files
                 WHERE user_id = $1 AND deleted_at IS NULL
@@ -69,9 +73,16 @@ _OPEN_TURN = """
               AND (deleted_at IS NOT NULL OR expires_at < now())
         ) AS unavailable
 """
+_OPEN_TURN = _OPEN_TURN_TEMPLATE.format(
+    match="user_id = $1 AND chat_id = $2", values="$1, $2, NULL"
+)
+_OPEN_GROUP_TURN = _OPEN_TURN_TEMPLATE.format(
+    match="user_id IS NULL AND chat_id = $2 AND coalesce(message_thread_id, 0) = $6",
+    values="NULL, $2, nullif($6, 0)",
+)
 _INSERT_MESSAGE = """
-    INSERT INTO messages (conversation_id, role, content, token_estimate, update_id)
-    VALUES ($1, $2, $3, $4, $5)
+    INSERT INTO messages (conversation_id, role, content, token_estimate, update_id, sender_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
     RETURNING id
 """
 
@@ -84,7 +95,7 @@ class _CachedConversation:
     tokens: int
 
 
-ChatKey = tuple[int, int]  # (user_id, chat_id)
+ChatKey = tuple[int, int, int]  # (user_id, chat_id, 0) in private; (0, chat_id, topic) in groups
 
 
 class ConversationCache:
@@ -128,18 +139,32 @@ class ConversationStore:
         self._cache = ConversationCache(cache_tokens)
 
     async def open_turn(
-        self, user_id: int, chat_id: int, update_id: int, build_content: ContentBuilder
+        self,
+        user_id: int,
+        chat_id: int,
+        update_id: int,
+        build_content: ContentBuilder,
+        *,
+        group_topic: int | None = None,
     ) -> OpenedTurn:
-        """Find or start the conversation, load it, and append the user's message."""
-        cached = self._cache.take((user_id, chat_id))
-        found = await self._sql.fetchrow(
-            _OPEN_TURN,
+        """Find or start the conversation, load it, and append the user's message.
+
+        `group_topic` (0 outside forum topics) makes it the group's shared conversation; the
+        person's files are not listed there (the note would show them to the whole group).
+        """
+        key = (user_id, chat_id, 0) if group_topic is None else (0, chat_id, group_topic)
+        cached = self._cache.take(key)
+        params: list[Any] = [
             user_id,
             chat_id,
             cached.conversation_id if cached else 0,
             cached.last_id if cached else 0,
-            self._recent_files_limit,
-        )
+            self._recent_files_limit if group_topic is None else 0,
+        ]
+        if group_topic is not None:
+            params.append(group_topic)
+        sql = _OPEN_TURN if group_topic is None else _OPEN_GROUP_TURN
+        found = await self._sql.fetchrow(sql, *params)
         if found is None or found["conversation_id"] is None:
             raise RuntimeError("no active conversation could be found or started")
         conversation_id = int(found["conversation_id"])
@@ -150,25 +175,32 @@ class ConversationStore:
         message = StoredMessage(
             role="user", content=content, token_estimate=estimate_tokens(content)
         )
-        new_id = await self._insert(conversation_id, message, update_id)
+        new_id = await self._insert(conversation_id, message, update_id, sender_id=user_id)
         messages.append(message)
         self._cache.put(
-            (user_id, chat_id),
+            key,
             _CachedConversation(
                 conversation_id, new_id, messages, sum(m.token_estimate for m in messages)
             ),
         )
         return OpenedTurn(conversation_id, list(messages), set(found["unavailable"] or ()))
 
-    async def end_active(self, user_id: int, chat_id: int) -> bool:
+    async def end_active(
+        self, user_id: int, chat_id: int, *, group_topic: int | None = None
+    ) -> bool:
+        """End the person's conversation in a private chat, or the group topic's (`group_topic`)."""
+        owner = (
+            Conversation.user_id == user_id
+            if group_topic is None
+            else and_(
+                Conversation.user_id.is_(None),
+                func.coalesce(Conversation.message_thread_id, 0) == group_topic,
+            )
+        )
         async with self._sessionmaker() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(
-                    Conversation.user_id == user_id,
-                    Conversation.chat_id == chat_id,
-                    Conversation.ended_at.is_(None),
-                )
+                .where(owner, Conversation.chat_id == chat_id, Conversation.ended_at.is_(None))
                 .values(ended_at=func.now())
                 .returning(Conversation.id)
             )
@@ -183,7 +215,14 @@ class ConversationStore:
         message = StoredMessage(role=role, content=content, token_estimate=estimate_tokens(content))
         await self._insert(conversation_id, message, update_id)
 
-    async def _insert(self, conversation_id: int, message: StoredMessage, update_id: int) -> int:
+    async def _insert(
+        self,
+        conversation_id: int,
+        message: StoredMessage,
+        update_id: int,
+        *,
+        sender_id: int | None = None,
+    ) -> int:
         return int(
             await self._sql.fetchval(
                 _INSERT_MESSAGE,
@@ -192,6 +231,7 @@ class ConversationStore:
                 json.dumps(message.content),
                 message.token_estimate,
                 update_id,
+                sender_id,
             )
         )
 
@@ -224,6 +264,9 @@ def _catalog_entries(rows: list[Row] | None) -> list[CatalogEntry]:
             width=r["width"],
             height=r["height"],
             prompt=r["prompt"] or None,
+            filename=r.get("filename"),
+            transcript=r.get("transcript"),
+            pages=int(r["pages"]) if r.get("pages") else None,
             created_at=datetime.fromtimestamp(r["created_at"], UTC),
         )
         for r in rows or ()

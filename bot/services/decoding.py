@@ -194,14 +194,64 @@ def _preview(
     return _encode(small, "JPEG", quality=PREVIEW_JPEG_QUALITY), "image/jpeg", small.size
 
 
-def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
-    """The whole pipeline, synchronously (CPU bound: call it from a worker thread)."""
+# The PNG chunks a picture needs; every other chunk (text, EXIF, XMP, ICC, time, private) goes.
+_PNG_KEPT_CHUNKS: Final = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_critical_chunks(data: bytes) -> bytes | None:
+    """The PNG with only IHDR, PLTE, IDAT and IEND, nothing after IEND; None when malformed."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    kept = [_PNG_SIGNATURE]
+    position = len(_PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        end = position + 12 + length
+        if end > len(data):
+            return None
+        if kind in _PNG_KEPT_CHUNKS:
+            kept.append(data[position:end])
+        if kind == b"IEND":
+            return b"".join(kept)
+        position = end
+    return None
+
+
+def _png_stream_as_is(data: bytes, image: Image.Image) -> bytes | None:
+    """A decoded PNG whose pixels need no change (same mode and size, no rotation, no
+    transparency key) stored as its own image data without the metadata chunks: about 4 s less
+    than a re-encode for a 4K image. None when a re-encode is needed."""
+    with _open(data, "PNG") as raw:
+        unchanged = (
+            raw.mode == image.mode
+            and raw.mode in ("L", "RGB", "RGBA")
+            and raw.size == image.size
+            and "transparency" not in raw.info
+            and _orientation(raw) == 1
+        )
+    return _png_critical_chunks(data) if unchanged else None
+
+
+def prepare_image(
+    data: bytes, limits: ImageLimits, *, keep_png_stream: bool = False
+) -> PreparedImage:
+    """The whole pipeline, synchronously (CPU bound: call it from a worker thread).
+
+    `keep_png_stream` (images from the image provider): a PNG whose pixels need no change keeps
+    its own image data, with every metadata chunk and anything after IEND removed, instead of a
+    full re-encode. Users' uploads are always re-encoded."""
     source_format = check_envelope(data, limits)
     with _decoder_errors_as_rejections(effective_max_pixels(limits)):
         _inspect(data, source_format, limits)
         image = _decode(data, source_format)
         stored_format = _stored_format(image, source_format)
-        original = _encode_original(image, stored_format)
+        original = None
+        if keep_png_stream and source_format == "PNG" and stored_format == "PNG":
+            original = _png_stream_as_is(data, image)
+        if original is None:
+            original = _encode_original(image, stored_format)
         preview, preview_mime, preview_size = _preview(image, original, stored_format)
     return PreparedImage(
         original=original,

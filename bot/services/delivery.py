@@ -43,6 +43,7 @@ class Recipient:
     user_id: int
     chat_id: int
     tool_use_id: str
+    thread_id: int | None = None  # a group's forum topic: the file goes there
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,13 @@ class SendFailed(Exception):
 
 class FileSender(Protocol):
     async def send_image(
-        self, chat_id: int, image: PreparedImage, filename: str, image_size: str | None
+        self,
+        chat_id: int,
+        image: PreparedImage,
+        filename: str,
+        image_size: str | None,
+        *,
+        thread_id: int | None = None,
     ) -> Delivery:
         """Send as a photo and/or a document; raises SendFailed."""
         ...
@@ -101,7 +108,7 @@ class FileDelivery:
         filename = safe_filename(item.filename, prepared, default="image")
         try:
             delivery = await self._sender.send_image(
-                to.chat_id, prepared, filename, item.image_size
+                to.chat_id, prepared, filename, item.image_size, thread_id=to.thread_id
             )
         except SendFailed as exc:
             await _release(item.charge, f"send_failed: {exc}")

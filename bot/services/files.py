@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import UserFile
 from bot.providers.anthropic import ClaudeGateway
-from bot.services.blobs import BlobMissing, BlobStore
+from bot.services.blobs import BlobMissing, Blobs
 from bot.services.media import ImageProcessor, PreparedImage
 
 log = structlog.get_logger(__name__)
@@ -97,7 +97,7 @@ class FileService:
         *,
         sessionmaker: async_sessionmaker[AsyncSession],
         claude: ClaudeGateway,
-        blobs: BlobStore,
+        blobs: Blobs,
         processor: ImageProcessor,
         config: FilesConfig,
     ) -> None:

@@ -11,6 +11,7 @@ import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 
+from bot.i18n import N_, _
 from bot.services.files import FileService, NewFile, safe_filename
 from bot.services.incoming import Attachment, IntakeResult, UserFacingError
 from bot.services.media import ImageProcessor, MediaRejected, rejected_too_large
@@ -19,8 +20,8 @@ log = structlog.get_logger(__name__)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 DOWNLOAD_TIMEOUT_SECONDS = 60
-DOWNLOAD_FAILED_REPLY = "I couldn't download that file from Telegram. Please send it again."
-UPLOAD_FAILED_REPLY = "I couldn't process the image right now. Please try again in a minute."
+DOWNLOAD_FAILED_REPLY = N_("I couldn't download that file from Telegram. Please send it again.")
+UPLOAD_FAILED_REPLY = N_("I couldn't process the image right now. Please try again in a minute.")
 
 
 class _DownloadTooLarge(Exception):
@@ -118,4 +119,4 @@ class ImageIntake:
 
 def _over_limit_message(max_bytes: int) -> str:
     limit = rejected_too_large(max_bytes, max_bytes).user_message.split("; ", 1)[-1]
-    return f"This file is too large; {limit}"
+    return _("This file is too large; {limit}").format(limit=limit)

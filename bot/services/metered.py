@@ -60,6 +60,10 @@ class Report:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     image_count: int = 0
+    image_output_tokens: int = 0
+    image_list_price_micros: int | None = None
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
     request_id: str | None = None
     duration_ms: int = 0
     error: str | None = None
@@ -73,6 +77,10 @@ class Measure(Protocol[T_contra]):
     def reported(self, result: T_contra) -> Report: ...
 
     def failed(self, exc: BaseException) -> Report: ...
+
+
+# Told of every api_calls row the metered path writes (metrics count them; nothing changes).
+Recorded = Callable[[CallRecord, Settlement], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,22 +97,34 @@ class PendingCharge:
     meter: Meter
     hold: Hold
     report: Report
+    on_recorded: Recorded | None = None
 
     async def capture(self, attach: Attach | None = None) -> Settlement:
         """Record the call and charge what it cost; `attach` writes its row in the same
         transaction. Finishes even when the caller is cancelled."""
-        record = _record(self.meter, self.report)
-        return await asyncio.shield(self.ledger.settle(self.hold, record, attach=attach))
+        return await self._settle(_record(self.meter, self.report), attach)
 
     async def release(self, error: str) -> Settlement:
         """Record the call as failed (what it reported is kept) and charge nothing."""
         failed = replace(self.report, status="error", error=error, charge_key=None)
-        return await asyncio.shield(self.ledger.settle(self.hold, _record(self.meter, failed)))
+        return await self._settle(_record(self.meter, failed), None)
+
+    async def _settle(self, record: CallRecord, attach: Attach | None) -> Settlement:
+        settle = self.ledger.settle(self.hold, record, attach=attach)
+        settlement = await asyncio.shield(settle)
+        if settlement.applied and self.on_recorded is not None:
+            self.on_recorded(record, settlement)
+        return settlement
 
 
 class MeteredCalls:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, on_recorded: Recorded | None = None) -> None:
         self._ledger = ledger
+        self._on_recorded = on_recorded
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
 
     def user_price(self, provider_cost_micros: int) -> int:
         return self._ledger.user_price(provider_cost_micros)
@@ -123,11 +143,16 @@ class MeteredCalls:
             result = await call()
             report = _timed(measure.reported(result), started)
         except BaseException as exc:
+            # A failure charges nothing, except a stream the person stopped ('cancelled'): what
+            # it streamed so far is charged, under the key its Report names.
             failed = _timed(measure.failed(exc), started)
-            record = _record(meter, replace(failed, charge_key=f"failed:{meter.key}"))
-            await asyncio.shield(self._ledger.settle(hold, record))
+            key = failed.charge_key or f"failed:{meter.key}"
+            record = _record(meter, replace(failed, charge_key=key))
+            await PendingCharge(self._ledger, meter, hold, failed, self._on_recorded)._settle(
+                record, None
+            )
             raise
-        return result, PendingCharge(self._ledger, meter, hold, report)
+        return result, PendingCharge(self._ledger, meter, hold, report, self._on_recorded)
 
     async def call(
         self, meter: Meter, call: Callable[[], Awaitable[T]], measure: Measure[T]
@@ -183,6 +208,10 @@ def _record(meter: Meter, report: Report) -> CallRecord:
         cache_read_tokens=report.cache_read_tokens,
         image_count=report.image_count,
         image_size=meter.image_size,
+        image_output_tokens=report.image_output_tokens,
+        image_list_price_micros=report.image_list_price_micros,
+        web_search_requests=report.web_search_requests,
+        web_fetch_requests=report.web_fetch_requests,
         error=report.error,
         provider_cost_unknown=report.cost_unknown,
         request_id=report.request_id,

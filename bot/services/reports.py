@@ -86,23 +86,40 @@ class AdminReport:
     totals: ReportTotals
 
 
+# Users with calls in the window, and users topped up in it without a call (so an operator can
+# confirm a top-up in the report).
 _USERS_SQL = text(
     """
-    SELECT c.user_id,
+    WITH calls AS (
+        SELECT user_id,
+               COUNT(*) AS calls,
+               COALESCE(SUM(image_count)
+                        FILTER (WHERE purpose = 'generate_image' AND status = 'ok'), 0) AS images,
+               COALESCE(SUM(provider_cost_micros), 0) AS provider_cost_micros,
+               COALESCE(SUM(charged_micros), 0) AS charged_micros
+        FROM api_calls
+        WHERE (created_at AT TIME ZONE 'UTC')::date >= :since
+        GROUP BY user_id
+    ), topped_up AS (
+        SELECT DISTINCT user_id
+        FROM balance_operations
+        WHERE kind = 'topup'
+          AND (created_at AT TIME ZONE 'UTC')::date >= :since
+          AND created_at <= :until
+    )
+    SELECT v.user_id,
            v.username,
-           COUNT(*) AS calls,
-           COALESCE(SUM(c.image_count)
-                    FILTER (WHERE c.purpose = 'generate_image' AND c.status = 'ok'), 0) AS images,
-           COALESCE(SUM(c.provider_cost_micros), 0) AS provider_cost_micros,
-           COALESCE(SUM(c.charged_micros), 0) AS charged_micros,
+           COALESCE(c.calls, 0) AS calls,
+           COALESCE(c.images, 0) AS images,
+           COALESCE(c.provider_cost_micros, 0) AS provider_cost_micros,
+           COALESCE(c.charged_micros, 0) AS charged_micros,
            v.balance_usd,
            v.total_topups_usd,
            v.last_activity_at
-    FROM api_calls c
-    JOIN admin_user_costs v ON v.user_id = c.user_id
-    WHERE (c.created_at AT TIME ZONE 'UTC')::date >= :since
-    GROUP BY c.user_id, v.username, v.balance_usd, v.total_topups_usd, v.last_activity_at
-    ORDER BY charged_micros DESC, c.user_id
+    FROM admin_user_costs v
+    LEFT JOIN calls c ON c.user_id = v.user_id
+    WHERE c.user_id IS NOT NULL OR v.user_id IN (SELECT user_id FROM topped_up)
+    ORDER BY charged_micros DESC, v.user_id
     """
 )
 
@@ -126,7 +143,9 @@ async def admin_report(
     generated_at = now or datetime.now(UTC)
     since = generated_at.astimezone(UTC).date() - timedelta(days=days - 1)
     async with sessionmaker() as session:
-        user_rows = (await session.execute(_USERS_SQL, {"since": since})).all()
+        user_rows = (
+            await session.execute(_USERS_SQL, {"since": since, "until": generated_at})
+        ).all()
         daily_rows = (await session.execute(_DAILY_SQL, {"since": since})).all()
     users = tuple(
         UserCostRow(
@@ -301,6 +320,11 @@ def render_users_csv(report: AdminReport) -> str:
     writer.writerow(_USER_HEADER)
     writer.writerows(_user_cells(row, money) for row in report.users)
     return buffer.getvalue()
+
+
+def render_report_csv(report: AdminReport) -> str:
+    """Both tables as CSV, per day (with its total row) then per user, a blank line between."""
+    return render_csv(report) + "\n" + render_users_csv(report)
 
 
 def _align(rows: Sequence[Sequence[str]]) -> list[str]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +30,8 @@ class UserState:
     id: int
     is_blocked: bool
     is_new: bool
+    chat_model: str | None = None  # chosen with /model; None = the default model
+    locale: str | None = None  # chosen with /language; None = follow language_code
 
 
 class UserService:
@@ -53,8 +56,49 @@ class UserService:
         state = await self._upsert(who)
         if len(self._fresh) > MAX_CACHED_USERS:
             self._fresh.clear()
-        self._fresh[who] = (now, UserState(id=state.id, is_blocked=state.is_blocked, is_new=False))
+        self._fresh[who] = (now, dataclasses.replace(state, is_new=False))
         return state
+
+    async def chosen_locale(self, user_id: int) -> str | None:
+        """The language the person chose with /language (None: follow Telegram's)."""
+        for who, (_, state) in self._fresh.items():
+            if who.id == user_id:
+                return state.locale
+        async with self._sessionmaker() as session:
+            row = (await session.execute(select(User.locale).where(User.id == user_id))).first()
+        return None if row is None else row[0]
+
+    async def language_of(self, user_id: int) -> tuple[str | None, str | None]:
+        """The person's chosen locale and Telegram language_code, for texts sent unprompted."""
+        async with self._sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(User.locale, User.language_code).where(User.id == user_id)
+                )
+            ).first()
+        return (None, None) if row is None else (row[0], row[1])
+
+    async def set_chat_model(self, user_id: int, model: str) -> bool:
+        """Store the person's model choice; False when they are unknown or blocked."""
+        return await self._set(user_id, chat_model=model)
+
+    async def set_locale(self, user_id: int, locale: str) -> bool:
+        """Store the person's language choice; False when they are unknown or blocked."""
+        return await self._set(user_id, locale=locale)
+
+    async def _set(self, user_id: int, **values: str) -> bool:
+        stmt = (
+            update(User)
+            .where(User.id == user_id, User.is_blocked.is_(False))
+            .values(**values)
+            .returning(User.id)
+        )
+        async with self._sessionmaker() as session:
+            changed = (await session.execute(stmt)).first() is not None
+            await session.commit()
+        for identity in [who for who in self._fresh if who.id == user_id]:
+            del self._fresh[identity]  # the next message reads the choice
+        return changed
 
     async def _upsert(self, who: TelegramIdentity) -> UserState:
         """Create or refresh the user in one statement; credit the starter balance once."""
@@ -75,7 +119,9 @@ class UserService:
                     "last_seen_at": func.now(),
                 },
             )
-            .returning(User.is_blocked, User.created_at == User.last_seen_at)
+            .returning(
+                User.is_blocked, User.created_at == User.last_seen_at, User.chat_model, User.locale
+            )
         )
         async with self._sessionmaker() as session:
             row = (await session.execute(stmt)).one()
@@ -83,4 +129,6 @@ class UserService:
         is_blocked, is_new = bool(row[0]), bool(row[1])
         if is_new and self._starter_micros > 0:
             await self._billing.credit_starter(who.id, self._starter_micros)
-        return UserState(id=who.id, is_blocked=is_blocked, is_new=is_new)
+        return UserState(
+            id=who.id, is_blocked=is_blocked, is_new=is_new, chat_model=row[2], locale=row[3]
+        )

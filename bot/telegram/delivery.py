@@ -21,38 +21,55 @@ class TelegramFileSender:
         self._bot = bot
 
     async def send_image(
-        self, chat_id: int, image: PreparedImage, filename: str, image_size: str | None
+        self,
+        chat_id: int,
+        image: PreparedImage,
+        filename: str,
+        image_size: str | None,
+        *,
+        thread_id: int | None = None,
     ) -> Delivery:
         try:
-            return await self._send(chat_id, image, filename, image_size)
+            return await self._send(chat_id, image, filename, image_size, thread_id)
         except (TelegramAPIError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("file_send_failed", chat_id=chat_id, error=type(exc).__name__)
             raise SendFailed(type(exc).__name__) from None
 
     async def _send(
-        self, chat_id: int, image: PreparedImage, filename: str, image_size: str | None
+        self,
+        chat_id: int,
+        image: PreparedImage,
+        filename: str,
+        image_size: str | None,
+        thread_id: int | None,
     ) -> Delivery:
         plan = plan_delivery(image.width, image.height, image.size_bytes, image_size=image_size)
         sent_as: list[str] = []
         file_ids: tuple[str | None, str | None] = (None, None)
         if plan.as_photo:
-            message = await self._send_photo(chat_id, image.original, filename)
+            message = await self._send_photo(chat_id, image.original, filename, thread_id)
             if message is not None and message.photo:
                 sent_as.append("photo")
                 file_ids = (message.photo[-1].file_id, message.photo[-1].file_unique_id)
         if plan.also_document or not sent_as:
             message = await self._bot.send_document(
-                chat_id, BufferedInputFile(image.original, filename=filename)
+                chat_id,
+                BufferedInputFile(image.original, filename=filename),
+                message_thread_id=thread_id,
             )
             sent_as.append("document")
             if message.document is not None and file_ids[0] is None:
                 file_ids = (message.document.file_id, message.document.file_unique_id)
         return Delivery(sent_as, *file_ids)
 
-    async def _send_photo(self, chat_id: int, data: bytes, filename: str) -> Message | None:
+    async def _send_photo(
+        self, chat_id: int, data: bytes, filename: str, thread_id: int | None
+    ) -> Message | None:
         """A photo, or None when Telegram refuses this image as a photo (send a document)."""
         try:
-            return await self._bot.send_photo(chat_id, BufferedInputFile(data, filename=filename))
+            return await self._bot.send_photo(
+                chat_id, BufferedInputFile(data, filename=filename), message_thread_id=thread_id
+            )
         except TelegramEntityTooLarge:
             log.info("photo_refused", chat_id=chat_id, reason="too_large")
             return None

@@ -5,22 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from aiogram import Dispatcher
+from aiogram.utils.i18n import I18n
 
 from bot.config import Settings
+from bot.i18n import LocaleMiddleware, create_i18n
 from bot.services.inbox import Inbox
 from bot.services.users import UserService
+from bot.telegram.addressing import GroupAddressingMiddleware
 from bot.telegram.handlers import chat, common
 from bot.telegram.middlewares import GateMiddleware, UpdateOutcomeMiddleware
 
-ALLOWED_UPDATES = ("message",)
+ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query")
 
 
 def build_dispatcher(
-    settings: Settings, *, inbox: Inbox, users: UserService, extra_routers: list[Any], **deps: Any
+    settings: Settings,
+    *,
+    inbox: Inbox,
+    users: UserService,
+    extra_routers: list[Any],
+    i18n: I18n | None = None,
+    **deps: Any,
 ) -> Dispatcher:
     """`deps` become handler arguments by name (aiogram workflow data)."""
-    dp = Dispatcher(settings=settings, **deps)
+    i18n = i18n or create_i18n()
+    dp = Dispatcher(settings=settings, users=users, **deps)
     dp.update.outer_middleware(UpdateOutcomeMiddleware(inbox))
+    dp.update.outer_middleware(LocaleMiddleware(i18n))  # the gate's own replies
+    dp.message.middleware(LocaleMiddleware(i18n))  # after the gate: the person's choice
+    dp.callback_query.middleware(LocaleMiddleware(i18n, users))
+    dp.message.outer_middleware(GroupAddressingMiddleware(settings.GROUPS))
     dp.message.outer_middleware(
         GateMiddleware(
             users,

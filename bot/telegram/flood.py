@@ -57,7 +57,11 @@ PACED_METHODS: Final = frozenset(
     }
 )
 # aiogram's polling loop already backs off on failures; a retry here would only stack delays.
-NOT_RETRIED_ON_FAILURE: Final = frozenset({"getUpdates"})
+# getUpdates has its own back-off in the poller, and start-up's getMe its own deadline; a draft or
+# a chat action is cosmetic and stale a second later (the next one replaces it).
+NOT_RETRIED_ON_FAILURE: Final = frozenset(
+    {"getUpdates", "getMe", "sendMessageDraft", "sendChatAction"}
+)
 FAILURE_BACKOFF: Final = (0.5, 1.0)
 _MIN_JITTER: Final = 0.05
 
@@ -91,8 +95,10 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
         not_retried_on_failure: frozenset[str] = NOT_RETRIED_ON_FAILURE,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_retry_after: Callable[[], None] | None = None,
     ) -> None:
         self._max_wait = max_wait
+        self._on_retry_after = on_retry_after
         self._failure_backoff = tuple(failure_backoff)
         self._jitter = jitter
         self._not_retried = not_retried_on_failure
@@ -120,6 +126,8 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
         self, method: TelegramMethod[TelegramType], exc: TelegramRetryAfter, waited: float
     ) -> float:
         name, chat = _method_name(method), _chat_of(method)
+        if self._on_retry_after is not None:
+            self._on_retry_after()
         if waited + exc.retry_after > self._max_wait:
             log.warning(
                 "telegram_retry_after_exhausted",
@@ -185,8 +193,9 @@ PACING_HEADROOM = 0.97
 class OutgoingPacer:
     """Per-chat and global pacing of visible messages, as token buckets.
 
-    A chat gets `per_chat_burst` messages at once and then `per_chat_rate` per second; all chats
-    together get `global_burst` at once and `global_rate` per second. Callers wait in arrival
+    A chat gets `per_chat_burst` messages at once and then `per_chat_rate` per second; a group (a
+    negative chat id) gets at most `group_per_minute` messages in any minute, evenly spaced; all
+    chats together get `global_burst` at once and `global_rate` per second. Callers wait in arrival
     order by sleeping until their slot; a message with a free slot does not wait (or yield) at
     all. Buckets of idle chats are dropped, so memory follows the number of active chats.
     """
@@ -198,12 +207,15 @@ class OutgoingPacer:
         per_chat_burst: int = 3,
         global_rate: float = 30.0,
         global_burst: int = 30,
+        group_per_minute: float = 20.0 * PACING_HEADROOM,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         sweep_every: int = 1024,
     ) -> None:
         self._chat_interval = 1.0 / per_chat_rate
         self._chat_tolerance = (per_chat_burst - 1) * self._chat_interval
+        # No burst in a group: evenly spaced, no minute holds more than `group_per_minute`.
+        self._group_interval = max(60.0 / group_per_minute, self._chat_interval)
         global_interval = 1.0 / global_rate
         self._global = _Bucket(global_interval, (global_burst - 1) * global_interval)
         self._chats: dict[ChatKey, _Bucket] = {}
@@ -215,6 +227,11 @@ class OutgoingPacer:
     @property
     def tracked_chats(self) -> int:
         return len(self._chats)
+
+    def set_global_rate(self, rate: float, burst: int) -> None:
+        """A new overall allowance (several replicas share Telegram's global rate)."""
+        self._global.interval = 1.0 / rate
+        self._global.tolerance = (max(1, burst) - 1) * self._global.interval
 
     async def acquire(self, chat_id: ChatKey | None) -> float:
         """Waits until a visible message to `chat_id` may be sent; returns the seconds waited."""
@@ -242,7 +259,11 @@ class OutgoingPacer:
         bucket = self._chats.get(chat_id)
         if bucket is None:
             self._drop_idle_chats(now)
-            bucket = self._chats[chat_id] = _Bucket(self._chat_interval, self._chat_tolerance)
+            if isinstance(chat_id, int) and chat_id < 0:
+                bucket = _Bucket(self._group_interval, 0.0)
+            else:
+                bucket = _Bucket(self._chat_interval, self._chat_tolerance)
+            self._chats[chat_id] = bucket
         return bucket
 
     def _drop_idle_chats(self, now: float) -> None:

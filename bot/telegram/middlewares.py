@@ -13,6 +13,7 @@ from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import Message, TelegramObject, Update
 
+from bot.i18n import N_, _
 from bot.logs import bind_context
 from bot.services.inbox import Inbox
 from bot.services.users import TelegramIdentity, UserService
@@ -23,10 +24,10 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 DEFERRED = object()  # returned by a handler that scheduled a turn; the turn records its own outcome
 IGNORED = object()  # returned when the gate turned a message away
-NOT_ALLOWED_REPLY = "Sorry, this bot is private. Ask its owner for access."
+NOT_ALLOWED_REPLY = N_("Sorry, this bot is private. Ask its owner for access.")
 MAX_REMEMBERED_STRANGERS = 100_000
 MAX_TRACKED_USERS = 10_000
-TOO_FAST_REPLY = (
+TOO_FAST_REPLY = N_(
     "You're sending messages faster than I can take them. Please wait a minute and try again."
 )
 
@@ -77,20 +78,25 @@ class GateMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Message)
         who = event.from_user
-        if who is None or who.is_bot or event.chat.type != "private":
+        if who is None or who.is_bot:
             return IGNORED
+        if event.chat.type != "private" and not data.get("group_addressed"):
+            return IGNORED  # groups: see bot.telegram.addressing, registered before the gate
         if self._allowed and who.id not in self._allowed:
             return await self._refuse_stranger(event)
         state = await self._users.touch(
             TelegramIdentity(who.id, who.username, who.first_name, who.language_code)
         )
+        if event.successful_payment is not None:  # money was taken: always credit it
+            data["user_state"] = state
+            return await handler(event, data)
         if state.is_blocked:
             return IGNORED
         verdict = self._rate.check(who.id, time.monotonic())
         if verdict is not RateVerdict.ALLOWED:
             if verdict is RateVerdict.REFUSED_TELL:
                 log.info("message_rate_limited", user_id=who.id)
-                await event.answer(TOO_FAST_REPLY)
+                await event.answer(_(TOO_FAST_REPLY))
             return IGNORED
         data["user_state"] = state
         return await handler(event, data)
@@ -102,7 +108,7 @@ class GateMiddleware(BaseMiddleware):
                 self._refused.clear()
             self._refused.add(event.from_user.id)
             log.info("stranger_refused", user_id=event.from_user.id)
-            await event.answer(NOT_ALLOWED_REPLY)
+            await event.answer(_(NOT_ALLOWED_REPLY))
         return IGNORED
 
 

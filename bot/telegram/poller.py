@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 from aiogram import Bot, Dispatcher
-from aiogram.exceptions import TelegramNetworkError, TelegramServerError, TelegramUnauthorizedError
+from aiogram.exceptions import TelegramUnauthorizedError
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
@@ -17,6 +18,11 @@ from bot.services.inbox import InboundRecord, Inbox
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF = 5.0
+# The shortest time between two getUpdates calls that both came back empty. Telegram holds an
+# empty poll for `timeout` seconds; a server that answers at once would otherwise be polled
+# about a thousand times a second.
+MIN_EMPTY_POLL_INTERVAL = 0.5
+HEARTBEAT_EVERY = 5.0
 # Updates past the gate at once (user bookkeeping, commands, handing chat turns to the scheduler).
 # The rest wait as parsed updates: a burst from hundreds of people would otherwise hold as many
 # database checkouts, middleware frames and pending statements at once, for no gain in speed.
@@ -56,6 +62,8 @@ class Poller:
         *,
         allowed_updates: Sequence[str],
         timeout: int,
+        min_empty_interval: float = MIN_EMPTY_POLL_INTERVAL,
+        heartbeat: Path | None = None,
     ) -> None:
         self._bot = bot
         self._dp = dispatcher
@@ -66,16 +74,24 @@ class Poller:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_of_sender: dict[int, asyncio.Task[None]] = {}
         self._in_flight = asyncio.Semaphore(MAX_UPDATES_IN_FLIGHT)
+        self._min_empty_interval = min_empty_interval
+        self._heartbeat = heartbeat
+        self._last_beat = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            began = loop.time()
+            self._beat(began)
             try:
                 updates = await self._fetch(stop)
             except TelegramUnauthorizedError:
                 log.error("telegram_token_rejected")
                 raise
-            except (TelegramNetworkError, TelegramServerError) as exc:
+            except Exception as exc:
+                # Network, 5xx, or an answer in a shape the Bot API never gives: wait and poll
+                # again; polling never stops on its own.
                 log.warning("polling_failed", error=type(exc).__name__, retry_in=backoff)
                 await _sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
@@ -84,7 +100,23 @@ class Poller:
             if updates:
                 await self._accept(updates)
                 await self._wait_for_room(stop)
+            else:
+                early = self._min_empty_interval - (loop.time() - began)
+                if early > 0:
+                    await _sleep_unless(stop, early)
         await self._confirm_offset()
+
+    def _beat(self, now: float) -> None:
+        """Touch the heartbeat file (the container healthcheck reads its age), at most every 5 s."""
+        if self._heartbeat is None or now - self._last_beat < HEARTBEAT_EVERY:
+            return
+        self._last_beat = now
+        try:
+            self._heartbeat.parent.mkdir(parents=True, exist_ok=True)
+            self._heartbeat.touch()
+        except OSError as exc:
+            log.warning("heartbeat_failed", path=str(self._heartbeat), error=str(exc))
+            self._heartbeat = None
 
     async def _fetch(self, stop: asyncio.Event) -> list[Update]:
         request = GetUpdates(

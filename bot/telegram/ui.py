@@ -9,15 +9,15 @@ from typing import Any
 
 import structlog
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
 
+from bot.i18n import N_, _
 from bot.telegram.rendering import render_draft
 from bot.telegram.sending import MessageSender
 
 log = structlog.get_logger(__name__)
 
 CHAT_ACTION_REFRESH_SECONDS = 4.5
-CUT_NOTE = "\n\n_(The answer was cut here: it reached the length limit.)_"
+CUT_NOTE = N_("\n\n_(The answer was cut here: it reached the length limit.)_")
 
 
 def describe_tool(name: str, args: dict[str, Any]) -> tuple[str, str]:
@@ -25,11 +25,14 @@ def describe_tool(name: str, args: dict[str, Any]) -> tuple[str, str]:
     if name == "generate_image":
         size = str(args.get("image_size") or "2K")
         ratio = str(args.get("aspect_ratio") or "1:1")
-        verb = "Editing" if args.get("reference_file_ids") else "Generating"
-        return f"{verb} a {size} image, {ratio}…", "upload_photo"
+        if args.get("reference_file_ids"):
+            line = _("Editing a {size} image, {ratio}…")
+        else:
+            line = _("Generating a {size} image, {ratio}…")
+        return line.format(size=size, ratio=ratio), "upload_photo"
     if name == "analyze_image":
-        return "Looking at the image…", "typing"
-    return "Working…", "typing"
+        return _("Looking at the image…"), "typing"
+    return _("Working…"), "typing"
 
 
 class TelegramTurnUI:
@@ -43,8 +46,13 @@ class TelegramTurnUI:
         chat_id: int,
         draft_id: int,
         draft_interval: float,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+        drafts: bool = True,
     ) -> None:
         self._bot = bot
+        self._thread_id = thread_id  # a forum topic: everything goes there
+        self._reply_to = reply_to  # groups: the first answer replies to the addressing message
         self._sender = sender
         self._chat_id = chat_id
         self._draft_id = draft_id or 1
@@ -53,10 +61,11 @@ class TelegramTurnUI:
         self._last_draft = 0.0
         self._draft_task: asyncio.Task[None] | None = None
         self._streaming = False  # an answer's text is arriving and a draft was scheduled
-        self._drafts_enabled = True
+        self._drafts_enabled = drafts  # drafts are private-chat only; groups see a chat action
         self._action = "typing"
         self._action_task: asyncio.Task[None] | None = None
         self._kick_task: asyncio.Task[None] | None = None
+        self._action_failed = False
         self._text_visible = False
         self.messages_sent = 0
 
@@ -72,7 +81,7 @@ class TelegramTurnUI:
 
     async def text_delta(self, text: str) -> None:
         self._buffer += text
-        self._text_visible = True
+        self._text_visible = self._drafts_enabled  # without drafts, "typing" goes on
         self._maybe_draft(self._buffer)
 
     async def end_message(self, *, cut: bool) -> None:
@@ -83,8 +92,10 @@ class TelegramTurnUI:
         if not text:
             return
         if cut:
-            text += CUT_NOTE
-        self.messages_sent += await self._sender.send_markdown(self._chat_id, text)
+            text += _(CUT_NOTE)
+        self.messages_sent += await self._sender.send_markdown(
+            self._chat_id, text, thread_id=self._thread_id, reply_to=self._reply_to
+        )
 
     async def discard(self) -> None:
         """Drop text that was streamed but not finished: a broken answer is never sent as final."""
@@ -141,7 +152,9 @@ class TelegramTurnUI:
                 entities=chunk.entities or None,
                 parse_mode=None,
             )
-        except TelegramAPIError as exc:
+        except Exception as exc:
+            # Any failure, of any shape: no more drafts in this turn; the answer still goes out
+            # as a message.
             self._drafts_enabled = False
             log.info("drafts_disabled", chat_id=self._chat_id, error=type(exc).__name__)
 
@@ -160,7 +173,12 @@ class TelegramTurnUI:
             await asyncio.sleep(CHAT_ACTION_REFRESH_SECONDS)
 
     async def _send_chat_action(self) -> None:
+        """Any failure is logged (once a turn) and the loop goes on: the action is cosmetic."""
         try:
-            await self._bot.send_chat_action(chat_id=self._chat_id, action=self._action)
-        except Exception as exc:  # any failure of a chat action is harmless to the turn
-            log.debug("chat_action_failed", chat_id=self._chat_id, error=type(exc).__name__)
+            await self._bot.send_chat_action(
+                chat_id=self._chat_id, action=self._action, message_thread_id=self._thread_id
+            )
+        except Exception as exc:
+            if not self._action_failed:
+                self._action_failed = True
+                log.info("chat_action_failed", chat_id=self._chat_id, error=type(exc).__name__)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
+from aiogram.utils.i18n import I18n
 
 from bot.agent.context import (
     repair_history,
@@ -16,8 +17,10 @@ from bot.agent.context import (
     trim_to_budget,
 )
 from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats, TurnUI
+from bot.i18n import _, locale_scope
+from bot.services.cancellation import RunningTurns, StopToken, stopped_by_person
 from bot.services.conversations import ConversationStore
-from bot.services.file_catalog import NOTE_HEADER, CatalogEntry, files_note
+from bot.services.file_catalog import CatalogEntry, files_note
 from bot.services.inbox import Inbox
 from bot.services.incoming import (
     Attachment,
@@ -27,8 +30,21 @@ from bot.services.incoming import (
     UserFacingError,
 )
 from bot.services.ledger import InsufficientBalance
-from bot.services.money import format_usd
 from bot.services.tokens import StoredMessage
+from bot.services.transcripts import shown_transcript
+from bot.turns.content import UNPROCESSED_ATTACHMENT_NOTE, last_files_note, user_content
+from bot.turns.replies import (
+    EMPTY_REPLY,
+    GROUP_NO_BALANCE_REPLY,
+    INTERNAL_ERROR_REPLY,
+    OUTCOME_NOTES,
+    STOPPED_NOTE,
+    TIMEOUT_REPLY,
+    UNSUPPORTED_REPLY,
+    insufficient_balance_reply,
+    reply_for_failure,
+    with_intake_charge,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +61,7 @@ class TurnView(TurnUI, Protocol):
     async def discard(self) -> None: ...
 
 
-UIFactory = Callable[[int, int], TurnView]
+UIFactory = Callable[[IncomingMessage], TurnView]
 
 
 @dataclass
@@ -61,44 +77,13 @@ class TurnLog:
     stats: TurnStats = field(default_factory=TurnStats)
 
 
-def user_content(
-    text: str, images: Sequence[IntakeResult], files_note_text: str | None
-) -> list[dict[str, Any]]:
-    """The new user message: the files note (when it changed), attached images, then the text."""
-    blocks: list[dict[str, Any]] = []
-    if files_note_text:
-        blocks.append({"type": "text", "text": files_note_text})
-    for image in images:
-        if image.claude_file_id:
-            blocks.append(
-                {"type": "image", "source": {"type": "file", "file_id": image.claude_file_id}}
-            )
-        blocks.append(
-            {"type": "text", "text": f"[The user attached an image: file_id {image.file_id}]"}
-        )
-    blocks.append({"type": "text", "text": text.strip() or "(The user sent only the attachment.)"})
-    return blocks
+class TurnNotices(Protocol):
+    """What is said after a turn besides the answer (receipts, the low-balance notice); neither
+    method raises (`begin` gives None when it could not take its mark)."""
 
+    async def begin(self, user_id: int) -> int | None: ...
 
-def last_files_note(messages: Sequence[StoredMessage]) -> str | None:
-    """The most recent "Available files" note still in the context, if any."""
-    for message in reversed(messages):
-        if message.role != "user":
-            continue
-        for block in message.content:
-            text = block.get("text")
-            if (
-                block.get("type") == "text"
-                and isinstance(text, str)
-                and text.startswith(NOTE_HEADER)
-            ):
-                return text
-    return None
-
-
-UNPROCESSED_ATTACHMENT_NOTE = (
-    "[The user attached a file that could not be processed; they were told why.]"
-)
+    async def end(self, user_id: int, chat_id: int, mark: int) -> None: ...
 
 
 class ChatService:
@@ -111,27 +96,51 @@ class ChatService:
         intake: AttachmentIntake | None,
         ui_factory: UIFactory,
         config: ChatConfig,
+        notices: TurnNotices | None = None,
+        on_finished: Callable[[str, float], None] | None = None,
+        running: RunningTurns | None = None,
+        i18n: I18n | None = None,
     ) -> None:
+        self._notices = notices
+        self._on_finished = on_finished
+        self._i18n = i18n
+        self._running = running if running is not None else RunningTurns()
         self._loop = loop
         self._conversations = conversations
         self._inbox = inbox
         self._intake = intake
         self._ui_factory = ui_factory
         self._config = config
+        # What intake charged per running turn (transcriptions), for the failure replies.
+        self._intake_charged: dict[int, int] = {}
 
     async def run_turn(self, incoming: IncomingMessage) -> None:
+        """Run the turn in the sender's language (it runs outside the handler's context)."""
+        if self._i18n is None:
+            await self._run_turn(incoming)
+            return
+        with locale_scope(self._i18n, incoming.locale):
+            await self._run_turn(incoming)
+
+    async def _run_turn(self, incoming: IncomingMessage) -> None:
         turn = TurnLog()
-        ui = self._ui_factory(incoming.chat_id, incoming.update_id)
+        mark = await self._notices.begin(incoming.user_id) if self._notices else None
+        ui = self._ui_factory(incoming)
         ui.start()
         status = "answered"
+        stop: StopToken | None = None
         try:
-            async with asyncio.timeout(self._config.turn_timeout):
-                turn.stats = await self._answer(incoming, ui)
+            with self._running.running(incoming.user_id, incoming.chat_id) as stop:
+                async with asyncio.timeout(self._config.turn_timeout):
+                    turn.stats = await self._answer(incoming, ui, stop)
             turn.outcome = turn.stats.outcome
             await self._explain_outcome(ui, turn.stats)
         except asyncio.CancelledError:
-            status, turn.outcome = "interrupted", "interrupted"
-            raise
+            if not stopped_by_person(stop):
+                status, turn.outcome = "interrupted", "interrupted"
+                raise
+            turn.outcome = "stopped"
+            await self._say_stopped(ui, incoming)
         except TimeoutError:
             status, turn.outcome = "failed", "timeout"
             await self._reply(ui, incoming, TIMEOUT_REPLY)
@@ -140,7 +149,8 @@ class ChatService:
             await self._reply(ui, incoming, reply_for_failure(exc.reason))
         except InsufficientBalance as exc:
             status, turn.outcome = "failed", "insufficient_balance"
-            await self._reply(ui, incoming, insufficient_balance_reply(exc))
+            reply = GROUP_NO_BALANCE_REPLY if incoming.in_group else insufficient_balance_reply(exc)
+            await self._reply(ui, incoming, reply)
         except UserFacingError as exc:
             status, turn.outcome = "failed", exc.reason
             await self._reply(ui, incoming, exc.reply)
@@ -151,8 +161,12 @@ class ChatService:
         finally:
             await ui.close()
             await asyncio.shield(self._finish(incoming, status, turn))
+        if self._notices is not None and mark is not None:
+            await self._notices.end(incoming.user_id, incoming.chat_id, mark)
 
-    async def _answer(self, incoming: IncomingMessage, ui: TurnView) -> TurnStats:
+    async def _answer(
+        self, incoming: IncomingMessage, ui: TurnView, stop: StopToken | None
+    ) -> TurnStats:
         if not incoming.text.strip() and not incoming.attachments:
             raise UserFacingError(EMPTY_REPLY, "empty_message")
         try:
@@ -160,6 +174,12 @@ class ChatService:
         except UserFacingError:
             await self._keep_unprocessed(incoming)
             raise
+        for taken in images:
+            if taken.transcript:
+                await ui.text_delta(shown_transcript(taken.transcript))
+        charged = sum(taken.charged_micros for taken in images)
+        if charged:
+            self._intake_charged[incoming.update_id] = charged
         budget = self._config.context_token_budget
 
         def build_content(
@@ -168,10 +188,14 @@ class ChatService:
             note = files_note(files)
             if note is not None and note == last_files_note(trim_to_budget(earlier, budget)):
                 note = None
-            return user_content(incoming.text, images, note)
+            return user_content(incoming.text, images, note, incoming.sender_name)
 
         opened = await self._conversations.open_turn(
-            incoming.user_id, incoming.chat_id, incoming.update_id, build_content
+            incoming.user_id,
+            incoming.chat_id,
+            incoming.update_id,
+            build_content,
+            group_topic=incoming.group_topic,
         )
 
         async def persist(role: str, blocks: list[dict[str, Any]]) -> None:
@@ -189,6 +213,9 @@ class ChatService:
             history=history,
             deadline=time.monotonic() + self._config.turn_timeout,
             history_tokens=sum(m.token_estimate for m in kept),
+            model=incoming.chat_model,
+            stop=stop,
+            message_thread_id=incoming.topic_thread_id,
         )
         return await self._loop.run(request, ui, persist)
 
@@ -196,12 +223,16 @@ class ChatService:
         """The message stays in the conversation even when its attachment could not be taken."""
 
         def build_content(_: list[StoredMessage], __: list[CatalogEntry]) -> list[dict[str, Any]]:
-            blocks = user_content(incoming.text, [], None)
+            blocks = user_content(incoming.text, [], None, incoming.sender_name)
             blocks.insert(0, {"type": "text", "text": UNPROCESSED_ATTACHMENT_NOTE})
             return blocks
 
         await self._conversations.open_turn(
-            incoming.user_id, incoming.chat_id, incoming.update_id, build_content
+            incoming.user_id,
+            incoming.chat_id,
+            incoming.update_id,
+            build_content,
+            group_topic=incoming.group_topic,
         )
 
     async def _take(self, user_id: int, attachment: Attachment) -> IntakeResult:
@@ -215,23 +246,38 @@ class ChatService:
             return  # Claude already said why
         if extra:
             await ui.progress("")
-            await ui.text_delta(extra)
+            await ui.text_delta(_(extra))
             await ui.end_message(cut=False)
 
+    async def _say_stopped(self, ui: TurnView, incoming: IncomingMessage) -> None:
+        """What was streamed stays visible, marked as stopped."""
+        try:
+            await ui.text_delta(_(STOPPED_NOTE))
+            await ui.end_message(cut=False)
+        except Exception:
+            log.exception("reply_failed", update_id=incoming.update_id)
+
     async def _reply(self, ui: TurnView, incoming: IncomingMessage, text: str) -> None:
+        charged = self._intake_charged.get(incoming.update_id, 0)
+        if charged:
+            text = with_intake_charge(text, charged)
         try:
             await ui.discard()
-            await ui.text_delta(text)
+            await ui.text_delta(_(text))
             await ui.end_message(cut=False)
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)
 
     async def _finish(self, incoming: IncomingMessage, status: str, turn: TurnLog) -> None:
+        turn.stats.charged_micros += self._intake_charged.pop(incoming.update_id, 0)
         for update_id in (incoming.update_id, *incoming.extra_update_ids):
             await self._inbox.mark(
                 update_id, status, error=None if status == "answered" else turn.outcome
             )
         s = turn.stats
+        duration = time.monotonic() - turn.started
+        if self._on_finished is not None:
+            self._on_finished(turn.outcome, duration)
         log.info(
             "turn_completed",
             update_id=incoming.update_id,
@@ -244,38 +290,5 @@ class ChatService:
             cache_read_tokens=s.cache_read_tokens,
             cache_write_tokens=s.cache_write_tokens,
             charged_micros=s.charged_micros,
-            duration_ms=int((time.monotonic() - turn.started) * 1000),
+            duration_ms=int(duration * 1000),
         )
-
-
-TIMEOUT_REPLY = "Sorry, that took too long and I stopped. Nothing was charged for the unfinished part. Please try again."
-INTERNAL_ERROR_REPLY = (
-    "Sorry, something went wrong on my side. Nothing was charged for it. Please try again."
-)
-EMPTY_REPLY = "Your message was empty. Send me some text, a photo or an image file."
-UNSUPPORTED_REPLY = "I can't handle this kind of message. Send text, a photo, or an image file (JPEG, PNG, WebP or GIF)."
-OUTCOME_NOTES = {
-    "refused": "I can't help with that request.",
-    "max_iterations": "I stopped here because this request needed too many steps. Tell me how to continue if you want more.",
-}
-FAILURE_REPLIES = {
-    "claude_busy": "Claude is busy right now. Please try again in a minute; nothing was charged.",
-    "claude_connection": "I couldn't reach Claude just now. Please try again in a minute; nothing was charged.",
-    "claude_timeout": "Claude took too long to answer. Please try again; nothing was charged.",
-    "claude_stream_broken": "The answer was interrupted by a connection problem. Please try again; nothing was charged.",
-    "claude_spend_limit": "The assistant is temporarily unavailable. The administrators have been notified; please try again later.",
-    "claude_auth": "The assistant is temporarily unavailable. Please try again later.",
-    "claude_bad_request": "Sorry, I couldn't process that message. Try /new to start a fresh conversation.",
-}
-
-
-def reply_for_failure(reason: str) -> str:
-    return FAILURE_REPLIES.get(reason, INTERNAL_ERROR_REPLY)
-
-
-def insufficient_balance_reply(exc: InsufficientBalance) -> str:
-    return (
-        f"Your balance is too low for this: it needs about {format_usd(exc.needed_micros)} "
-        f"and you have {format_usd(exc.available_micros)} available. "
-        "Ask an administrator to top up your balance (see /balance)."
-    )

@@ -1,11 +1,16 @@
 """Benchmark: the bot's own overhead, throughput, memory, start-up and prompt-cache efficiency.
 
-    uv run python -m tests.bench [--quick] [--json results.json]
+    uv run python -m tests.bench [--quick] [--images-only] [--inputs-only] [--json results.json]
 
 Starts a throwaway Postgres, the fake Telegram/Anthropic/Gemini servers (in this process) and the
 real bot process, drives simulated users through the fake Telegram, and prints the figures. Exits
 non-zero if a turn was lost. Overhead = time from the update being handed to getUpdates until the
 final reply reaches the fake Telegram, minus the time spent inside the fake providers.
+
+The image phases use photo-like images (gradients and noise; a 4K PNG is 20-30 MB): overhead per
+image turn beyond the providers' time (decode, strip, re-encode for the photo, Files API upload,
+sendPhoto and sendDocument), p50/p99 at 2K and 4K, and peak RSS with 8 concurrent 4K generations
+while another person chats. `--images-only` runs just those.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import io
 import itertools
 import json
 import os
@@ -29,13 +35,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from PIL import Image
 from sqlalchemy.engine import make_url
 
 from tests.fakes.anthropic import FakeAnthropic, RecordedRequest, Reply, prompt_segments, text_reply
 from tests.fakes.anthropic import tool_use_block as _tool_use_block
-from tests.fakes.gemini import FakeGemini, image_reply
+from tests.fakes.gemini import (
+    FakeGemini,
+    GeminiRequest,
+    ImageReply,
+    TranscriptReply,
+    image_reply,
+    output_size,
+    raw_bytes_reply,
+)
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import FAKE_BOT_TOKEN, BotProcess, bot_env
+from tests.media_samples import ogg_opus, pdf
 from tests.pg import TestPostgres
 
 ANSWER = (
@@ -139,22 +155,48 @@ def turn_tag(body: dict[str, Any]) -> str:
 
 
 def responder(request: RecordedRequest) -> Reply:
-    """Text answers that echo the turn's tag; a "draw" message first calls generate_image."""
+    """Text answers that echo the turn's tag; a "draw" message first calls generate_image (at the
+    size the message names: "draw ... 4K"; 1K otherwise)."""
     body = request.json or {}
     text = last_user_text(body)
     if text == "TOOL_RESULT":
         return text_reply(f"{turn_tag(body)} Here is your image. " + ANSWER[:80])
     if "draw" in text:
+        size = next((s for s in ("4K", "2K") if s in text), "1K")
+        ratio = "16:9" if size != "1K" else "1:1"
         return Reply(
             content=[
                 {"type": "text", "text": "Drawing it now."},
                 _tool_use_block(
-                    "generate_image", {"prompt": "a small red cat", "image_size": "1K"}
+                    "generate_image",
+                    {"prompt": "a small red cat", "image_size": size, "aspect_ratio": ratio},
                 ),
             ],
             stop_reason="tool_use",
         )
     return text_reply(f"{turn_tag(body)} " + ANSWER)
+
+
+def photo_png(width: int, height: int) -> bytes:
+    """A photo-like PNG: colour gradients under per-pixel noise, which compresses as badly as a
+    photograph does (about 6 MB at 2K and 25 MB at 4K), unlike a flat test colour."""
+    gx = Image.linear_gradient("L").resize((width, height))
+    gy = Image.linear_gradient("L").rotate(90).resize((width, height))
+    base = Image.merge("RGB", (gx, gy, Image.blend(gx, gy, 0.5)))
+    noise = Image.merge("RGB", tuple(Image.effect_noise((width, height), 14) for _ in range(3)))
+    out = io.BytesIO()
+    Image.blend(base, noise, 0.25).save(out, "PNG", compress_level=6)
+    return out.getvalue()
+
+
+VOICE_NOTE = ogg_opus(8)  # an 8-second voice note, about 25 KB
+PDF_FILE = pdf(5, "A page of the benchmark report with some words on it")
+TRANSCRIPT = "tell me something about this voice note"
+
+
+def gemini_responder(request: GeminiRequest) -> TranscriptReply | ImageReply:
+    """Transcripts for audio, images for everything else."""
+    return TranscriptReply(TRANSCRIPT) if request.audio else image_reply()
 
 
 class ProcessMeter:
@@ -188,6 +230,7 @@ class Bench:
         self.figures: dict[str, Any] = {}
         self.pg = TestPostgres()
         self.statement_log: Path | None = None
+        self.last_turns: list[Turn] = []
 
     async def _connect(self, database: str) -> asyncpg.Connection:
         url = make_url(self.pg.url_for(database))
@@ -237,18 +280,32 @@ class Bench:
         self.pg.start()
         await self.pg.create_template()
         await self.enable_statement_log()
+        if self.args.images_only:
+            try:
+                await self.image_phases()
+            finally:
+                self.pg.stop()
+            self.report()
+            return 1 if any(r.lost for r in self.results) else 0
         try:
-            await self.measure_startup()
+            if not self.args.inputs_only:
+                await self.measure_startup()
             async with (
                 FakeTelegram(token=FAKE_BOT_TOKEN) as telegram,
                 FakeAnthropic(default=responder) as anthropic,
-                FakeGemini(default=image_reply()) as gemini,
+                FakeGemini(default=gemini_responder) as gemini,
             ):
+                if self.args.inputs_only:
+                    await self.inputs_phase(telegram, anthropic, gemini)
+                    self.report()
+                    return 1 if any(r.lost for r in self.results) else 0
                 await self.overhead_phases(telegram, anthropic, gemini)
+                await self.inputs_phase(telegram, anthropic, gemini)
                 await self.long_conversation(telegram, anthropic, gemini)
                 await self.memory_over_waves(telegram, anthropic, gemini)
                 await self.cache_efficiency(telegram, anthropic, gemini)
             await self.limited_phases()
+            await self.image_phases()
         finally:
             self.pg.stop()
         self.report()
@@ -316,6 +373,7 @@ class Bench:
         think: float = 0.0,
         timeout: float = 120.0,
         first_index: int = 0,
+        image_size: str = "1K",
     ) -> list[Turn]:
         """Each user sends `turns_per_user` messages; waits for each final reply unless `gap` > 0.
 
@@ -332,9 +390,22 @@ class Bench:
                 await asyncio.sleep(rng.uniform(0, think))
             for index in range(first_index, first_index + turns_per_user):
                 kind = kind_of(user, index)
-                words = "please draw a cat" if kind == "image" else "tell me something"
+                words = (
+                    f"please draw a cat {image_size}" if kind == "image" else "tell me something"
+                )
                 turn = Turn(user=user, index=index, sent_at=time.monotonic(), kind=kind)
-                telegram.push_text(user, f"{tag(user, index)} {words}")
+                if kind == "voice":
+                    telegram.push_voice(user, VOICE_NOTE, duration=8, caption=tag(user, index))
+                elif kind == "pdf":
+                    telegram.push_document(
+                        user,
+                        PDF_FILE,
+                        filename="report.pdf",
+                        mime_type="application/pdf",
+                        caption=f"{tag(user, index)} what is this?",
+                    )
+                else:
+                    telegram.push_text(user, f"{tag(user, index)} {words}")
                 pending.append(turn)
                 if gap > 0:
                     await asyncio.sleep(gap)
@@ -413,13 +484,14 @@ class Bench:
         think: float = 0.0,
         env: dict[str, str] | None = None,
         user_base: int = 10_000,
+        warmup_kind_of: Callable[[int, int], str] = lambda u, t: "text",
     ) -> PhaseResult:
         anthropic.ttft = ttft
         bot, database = await self.start_bot(telegram, anthropic, gemini, **(env or {}))
         meter = ProcessMeter(bot.pid)
         ids = [user_base + i for i in range(users)]
         # Warm-up turn per process, not measured (first-use costs of the bot's own code paths).
-        await self.drive(telegram, anthropic, [user_base - 1], 2)
+        await self.drive(telegram, anthropic, [user_base - 1], 2, kind_of=warmup_kind_of)
         cpu0, x0 = meter.cpu_seconds(), await self.db_transactions(database)
         trips0 = self.db_round_trips(database)
         tg0 = len([r for r in telegram.requests if r.method != "getUpdates"])
@@ -432,6 +504,7 @@ class Bench:
         cpu = meter.cpu_seconds() - cpu0
         xacts = await self.db_transactions(database) - x0
         tg_calls = len([r for r in telegram.requests if r.method != "getUpdates"]) - tg0
+        self.last_turns = result_turns
         result = self.summarize(name, result_turns, wall, cpu, xacts, tg_calls)
         trips = self.db_round_trips(database)
         if trips is not None and trips0 is not None:
@@ -473,6 +546,32 @@ class Bench:
             think=THINK_SECONDS,
             user_base=900_000,
         )
+
+    async def inputs_phase(
+        self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
+    ) -> None:
+        """Voice notes and PDFs among text turns: the overhead of each kind (Gemini's time, in
+        this process, counts as the bot's), and peak memory against the text phases."""
+        kinds = ("text", "voice", "pdf", "text")
+        result = await self.phase(
+            "inputs (voice notes and 5-page PDFs among text), 20 users",
+            telegram,
+            anthropic,
+            gemini,
+            20,
+            8 if not self.args.quick else 4,
+            ttft=0.0,
+            kind_of=lambda u, t: kinds[(u + t) % len(kinds)],
+            think=THINK_SECONDS,
+            user_base=800_000,
+            # First use of google-genai (0.5 s import) and pypdf is not the steady state.
+            warmup_kind_of=lambda u, t: ("voice", "pdf")[t % 2],
+        )
+        turns = self.last_turns
+        for kind in ("voice", "pdf"):
+            done = [t for t in turns if t.kind == kind and t.replied_at is not None]
+            result.extra[f"overhead_ms_{kind}"] = percentiles([t.overhead_ms for t in done])
+        result.extra["file_bytes"] = {"voice": len(VOICE_NOTE), "pdf": len(PDF_FILE)}
 
     async def long_conversation(
         self, telegram: FakeTelegram, anthropic: FakeAnthropic, gemini: FakeGemini
@@ -578,6 +677,99 @@ class Bench:
         )
         return {"prompt_micros_x1m": cost, "read_share": round(reads / max(1, everything), 4)}
 
+    async def image_phases(self) -> None:
+        """Photo-like 2K and 4K images: the bot's overhead per image turn beyond the providers'
+        time, and peak memory with 8 concurrent 4K generations while another person chats.
+
+        Telegram pacing is lifted (as in the long conversation) so the figures show the bot's own
+        work on the image, not the 1 message/s per chat an image turn's several messages wait for.
+        """
+        quick = self.args.quick
+        photos = {
+            size: photo_png(*output_size("16:9", size, realistic=True)) for size in ("2K", "4K")
+        }
+        self.figures["image_png_mb"] = {k: round(len(v) / 1e6, 1) for k, v in photos.items()}
+        fast = {"TELEGRAM_CHAT_RATE": "1000", "TELEGRAM_GLOBAL_RATE": "1000"}
+        async with (
+            FakeTelegram(token=FAKE_BOT_TOKEN) as telegram,
+            FakeAnthropic(default=responder) as anthropic,
+            FakeGemini() as gemini,
+        ):
+            anthropic.ttft = 0.0
+            for size, turns in (("2K", 4 if quick else 20), ("4K", 3 if quick else 10)):
+                gemini.set_default(raw_bytes_reply(photos[size], "image/png"))
+                bot, _ = await self.start_bot(telegram, anthropic, gemini, **fast)
+                meter = ProcessMeter(bot.pid)
+                user = 8_000_000 + len(self.results)
+                image = lambda u, t: "image"  # noqa: E731
+                await self.drive(telegram, anthropic, [user - 1], 1, kind_of=image, image_size=size)
+                cpu0 = meter.cpu_seconds()
+                with harness_gc_paused():
+                    done = await self.drive(
+                        telegram, anthropic, [user], turns, kind_of=image, image_size=size
+                    )
+                cpu = meter.cpu_seconds() - cpu0
+                answered = [t for t in done if t.replied_at is not None]
+                overhead = [
+                    (t.latency - t.provider_seconds - self._gemini_time(gemini, t)) * 1000
+                    for t in answered
+                ]
+                result = PhaseResult(
+                    name=f"image turns at {size} (photo-like PNG), 1 user",
+                    turns=len(answered),
+                    lost=len(done) - len(answered),
+                    wall_seconds=round(sum(t.latency for t in answered), 2),
+                    overhead_ms=percentiles(overhead),
+                    cpu_ms_per_turn=round(cpu * 1000 / max(1, len(answered)), 1),
+                )
+                result.extra["peak_rss_mb"] = round(meter.peak_rss_mb(), 1)
+                result.extra["provider_ms_p50"] = percentiles(
+                    [(t.latency * 1000 - o) for t, o in zip(answered, overhead, strict=True)]
+                ).get("p50")
+                self.results.append(result)
+                self.figures[f"image_{size}_overhead_ms"] = result.overhead_ms
+                await bot.stop()
+
+            # 8 people draw a 4K image at once while a ninth chats.
+            gemini.set_default(raw_bytes_reply(photos["4K"], "image/png"))
+            gemini.latency = 2.0  # the images are in progress together, as they would be
+            bot, _ = await self.start_bot(telegram, anthropic, gemini, **fast)
+            meter = ProcessMeter(bot.pid)
+            await self.drive(telegram, anthropic, [8_500_000], 2)
+            rss_before = meter.rss_mb()
+            drawers = [8_600_000 + i for i in range(8)]
+            chatter = 8_700_000
+            with harness_gc_paused():
+                started = time.monotonic()
+                done = await self.drive(
+                    telegram,
+                    anthropic,
+                    [*drawers, chatter],
+                    1,
+                    kind_of=lambda u, t: "text" if u == chatter else "image",
+                    image_size="4K",
+                    timeout=300,
+                )
+                chat = await self.drive(telegram, anthropic, [chatter], 5, first_index=1)
+                wall = time.monotonic() - started
+            gemini.latency = 0.0
+            result = self.summarize(
+                "8 concurrent 4K generations + one person chatting", [*done, *chat], wall, 0, 0, 0
+            )
+            result.extra["peak_rss_mb"] = round(meter.peak_rss_mb(), 1)
+            result.extra["rss_before_mb"] = round(rss_before, 1)
+            self.figures["peak_rss_mb_8_concurrent_4k"] = result.extra["peak_rss_mb"]
+            self.figures["chat_overhead_ms_during_4k_images"] = result.overhead_ms
+            await bot.stop()
+
+    @staticmethod
+    def _gemini_time(gemini: FakeGemini, turn: Turn) -> float:
+        """Time inside the fake Gemini during a turn (one person, so nothing overlaps)."""
+        end = turn.replied_at or turn.sent_at
+        return sum(
+            r.duration or 0.0 for r in gemini.requests if turn.sent_at <= r.time_start <= end
+        )
+
     async def limited_phases(self) -> None:
         """Telegram's limits on: ~1 message/s per chat, ~30/s overall, 429 with retry_after."""
         async with (
@@ -669,6 +861,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer turns (a smoke run)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--images-only", action="store_true", help="only the image phases (photo-like 2K/4K)"
+    )
+    parser.add_argument(
+        "--inputs-only", action="store_true", help="only the voice and PDF phase (and no start-up)"
+    )
     return asyncio.run(Bench(parser.parse_args()).run())
 
 

@@ -95,7 +95,7 @@ def image_call(
     return CallRecord(
         user_id=user_id,
         provider="google",
-        model="gemini-3-pro-image-preview",
+        model="gemini-3-pro-image",
         purpose="generate_image",
         status=status,  # type: ignore[arg-type]
         provider_cost_micros=cost,

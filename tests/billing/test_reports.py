@@ -24,11 +24,11 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 CALLS = [
     # user, created_at, provider, model, purpose, status, tokens (in, out, read, write),
     # images, provider cost, charged
-    (1, "2026-11-20 10:00+00:00", "google", "gemini-3-pro-image-preview", "generate_image", "ok",
+    (1, "2026-11-20 10:00+00:00", "google", "gemini-3-pro-image", "generate_image", "ok",
      (0, 0, 0, 0), 1, 134_000, 201_000),
     (1, "2026-11-19 23:59+00:00", "anthropic", "claude-sonnet-5-5", "chat", "ok",
      (1000, 500, 2000, 0), 0, 12_345, 18_518),
-    (1, "2026-11-19 08:00+00:00", "google", "gemini-3-pro-image-preview", "generate_image", "error",
+    (1, "2026-11-19 08:00+00:00", "google", "gemini-3-pro-image", "generate_image", "error",
      (0, 0, 0, 0), 0, 0, 0),
     (2, "2026-11-14 00:30+00:00", "anthropic", "claude-sonnet-5-5", "analyze_image", "ok",
      (700, 80, 0, 0), 0, 3_000, 4_500),
@@ -46,17 +46,17 @@ user_id  username  calls  images  provider_cost    charged     margin    balance
       2  bob           1       0      $0.003000  $0.004500  $0.001500  $1.000000
 
 Per day
-day         provider   model                       purpose         calls  failed  input_tok  \
+day         provider   model               purpose         calls  failed  input_tok  \
 output_tok  cache_read_tok  cache_write_tok  images  provider_cost    charged     margin
-2026-11-14  anthropic  claude-sonnet-5-5           analyze_image       1       0        700  \
+2026-11-14  anthropic  claude-sonnet-5-5   analyze_image       1       0        700  \
         80               0                0       0      $0.003000  $0.004500  $0.001500
-2026-11-19  anthropic  claude-sonnet-5-5           chat                1       0       1000  \
+2026-11-19  anthropic  claude-sonnet-5-5   chat                1       0       1000  \
        500            2000                0       0      $0.012345  $0.018518  $0.006173
-2026-11-19  google     gemini-3-pro-image-preview  generate_image      1       1          0  \
+2026-11-19  google     gemini-3-pro-image  generate_image      1       1          0  \
          0               0                0       0      $0.000000  $0.000000  $0.000000
-2026-11-20  google     gemini-3-pro-image-preview  generate_image      1       0          0  \
+2026-11-20  google     gemini-3-pro-image  generate_image      1       0          0  \
          0               0                0       1      $0.134000  $0.201000  $0.067000
-total                                                                  4       1             \
+total                                                          4       1             \
                                                   1      $0.149345  $0.224018  $0.074673
 """
 
@@ -140,9 +140,9 @@ async def test_admin_report_on_a_seeded_database(sessionmaker: Sessions, billing
         "0.003000,0.004500,0.001500\n"
         "2026-11-19,anthropic,claude-sonnet-5-5,chat,1,0,1000,500,2000,0,0,"
         "0.012345,0.018518,0.006173\n"
-        "2026-11-19,google,gemini-3-pro-image-preview,generate_image,1,1,0,0,0,0,0,"
+        "2026-11-19,google,gemini-3-pro-image,generate_image,1,1,0,0,0,0,0,"
         "0.000000,0.000000,0.000000\n"
-        "2026-11-20,google,gemini-3-pro-image-preview,generate_image,1,0,0,0,0,0,1,"
+        "2026-11-20,google,gemini-3-pro-image,generate_image,1,0,0,0,0,0,1,"
         "0.134000,0.201000,0.067000\n"
         "total,,,,4,1,,,,,1,0.149345,0.224018,0.074673\n"
     )

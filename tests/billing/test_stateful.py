@@ -1,5 +1,6 @@
-"""A Hypothesis state machine drives the billing service on real Postgres and compares the
-database with a plain in-memory model after every step."""
+"""A Hypothesis state machine drives the billing service and the Stars payments on real Postgres
+(Telegram's side played by the fake Bot API server) and compares the database with a plain
+in-memory model after every step."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
 import pytest
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -34,12 +38,18 @@ from bot.services.ledger import (
     InsufficientBalance,
     Ledger,
 )
+from bot.services.payments import PaymentsConfig, PaymentService, RefundStatus
 from bot.services.pricing import apply_markup
+from bot.telegram.stars import TelegramStars
 from tests.billing.conftest import HOLD_TTL
+from tests.fakes.telegram import FakeTelegram
 
 T = TypeVar("T")
 MARKUP = Decimal("1.5")
 amounts = st.integers(min_value=1, max_value=2_000_000)
+STAR = 13_000
+TOKEN = "123456:TEST-fake-token-not-real"
+PAYMENTS = PaymentsConfig(star_value_micros=STAR, refund_window=timedelta(days=21))
 
 
 class LoopThread:
@@ -66,6 +76,17 @@ class Env:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     billing: Ledger
+    payments: PaymentService
+    telegram: FakeTelegram
+    bot: Bot
+    stars: TelegramStars
+
+
+@dataclass
+class ModelPurchase:
+    payment_id: int
+    credit: int
+    status: str = "paid"
 
 
 @dataclass
@@ -83,6 +104,7 @@ class Model:
     topup_keys: list[str] = field(default_factory=list)
     adjust_keys: list[str] = field(default_factory=list)
     charge_keys: list[str] = field(default_factory=list)
+    purchases: dict[str, ModelPurchase] = field(default_factory=dict)
 
     @property
     def available(self) -> int:
@@ -102,7 +124,9 @@ _STATE_SQL = text(
         WHERE user_id = u.id AND status = 'held'),
       (SELECT COUNT(*) FROM admin_balance_mismatches WHERE user_id = u.id),
       (SELECT COALESCE(json_object_agg(idempotency_key, status), '{}'::json)
-         FROM balance_holds WHERE user_id = u.id)
+         FROM balance_holds WHERE user_id = u.id AND idempotency_key NOT LIKE 'stars-refund:%'),
+      (SELECT COALESCE(json_object_agg(telegram_payment_charge_id, status), '{}'::json)
+         FROM payments WHERE user_id = u.id)
     FROM users u WHERE u.id = :id
     """
 )
@@ -265,17 +289,105 @@ class BillingMachine(RuleBasedStateMachine):
         for key in open_keys:
             self.model.close(key, "expired")
 
+    # Stars
+
+    @rule(stars=st.integers(min_value=1, max_value=300), deliveries=st.integers(1, 3))
+    def purchase(self, stars: int, deliveries: int) -> None:
+        charge = self.run(self._pay(stars))
+        for n in range(deliveries):
+            bought = self.run(
+                self.env.payments.credit(self.user_id, charge, stars, f"stars:{self.user_id}")
+            )
+            assert bought.applied is (n == 0)
+            assert bought.credited_micros == stars * STAR
+            if n == 0:
+                self.model.balance += stars * STAR
+            assert bought.balance_micros == self.model.balance
+        payment_id = self.run(self._payment_id(charge))
+        self.model.purchases[charge] = ModelPurchase(payment_id, stars * STAR)
+
+    @precondition(lambda self: self.model.purchases)
+    @rule(data=st.data(), answer=st.sampled_from(["ok", "ok", "refused", "no_answer"]))
+    def refund(self, data: st.DataObject, answer: str) -> None:
+        charge = data.draw(st.sampled_from(sorted(self.model.purchases)))
+        known = self.model.purchases[charge]
+        if answer == "refused":
+            self.run(self._fail_refund(400, "Bad Request: CHARGE_NOT_FOUND"))
+        elif answer == "no_answer":
+            self.run(self._fail_refund(502, "Bad Gateway"))
+        result = self.run(self.env.payments.refund(self.user_id, known.payment_id, self.env.stars))
+        self.run(self._clear_failures())
+        if known.status != "paid":
+            assert result.status is RefundStatus.NOT_REFUNDABLE
+        elif known.credit > self.model.available:
+            assert result.status is RefundStatus.CREDIT_SPENT
+        elif answer == "ok":
+            assert result.status is RefundStatus.REFUNDED
+            assert result.debited_micros == known.credit
+            self.model.balance -= known.credit
+            known.status = "refunded"
+            assert result.balance_micros == self.model.balance
+        elif answer == "refused":
+            assert result.status is RefundStatus.REFUSED
+        else:
+            assert result.status is RefundStatus.PENDING
+            self.model.held += known.credit
+            known.status = "refunding"
+
+    @rule()
+    def resume_refunds(self) -> None:
+        pending = [p for p in self.model.purchases.values() if p.status == "refunding"]
+        assert self.run(self.env.payments.resume_refunds(self.env.stars)) == len(pending)
+        for known in pending:
+            self.model.held -= known.credit
+            self.model.balance -= known.credit
+            known.status = "refunded"
+
     @invariant()
     def database_matches_the_model(self) -> None:
         row = self.run(self._state())
-        balance, held, ledger_sum, open_holds, mismatches, statuses = row
+        balance, held, ledger_sum, open_holds, mismatches, statuses, payments = row
         assert balance >= 0
         assert balance == ledger_sum == self.model.balance
         assert held == open_holds == self.model.held
         assert mismatches == 0
         assert statuses == {k: h.status for k, h in self.model.holds.items()}
+        assert payments == {k: p.status for k, p in self.model.purchases.items()}
+
+    @invariant()
+    def refundable_purchases_match_the_model(self) -> None:
+        offered = self.run(self.env.payments.refundable(self.user_id))
+        expected = {
+            charge
+            for charge, p in self.model.purchases.items()
+            if p.status == "paid" and p.credit <= self.model.available
+        }
+        if len(expected) <= 10:  # /refund lists at most the 10 newest
+            assert {p.charge_id for p in offered} == expected
+        else:
+            assert len(offered) == 10 and {p.charge_id for p in offered} <= expected
+
+    async def _pay(self, stars: int) -> str:
+        return self.env.telegram.push_successful_payment(
+            self.user_id, stars, f"stars:{self.user_id}", deliver=False
+        )
+
+    async def _fail_refund(self, code: int, description: str) -> None:
+        self.env.telegram.fail("refundStarPayment", error_code=code, description=description)
+
+    async def _clear_failures(self) -> None:
+        self.env.telegram.clear_failures()
+
+    async def _payment_id(self, charge: str) -> int:
+        async with self.env.sessionmaker() as session:
+            payment_id = await session.scalar(
+                text("SELECT id FROM payments WHERE telegram_payment_charge_id = :c"), {"c": charge}
+            )
+        assert payment_id is not None
+        return int(payment_id)
 
     def teardown(self) -> None:
+        self.run(self.env.payments.resume_refunds(self.env.stars))
         for key, known in self.model.holds.items():
             if known.status == "held":
                 self.run(self.billing.release(self._hold(key), reason="teardown"))
@@ -290,7 +402,7 @@ class BillingMachine(RuleBasedStateMachine):
         return tuple(row)
 
 
-@pytest.mark.slow  # about 25-35 s: 200 examples x 25 steps on real Postgres
+@pytest.mark.slow  # about 40-60 s: 200 examples x 25 steps on real Postgres
 def test_billing_state_machine_matches_the_model(database_url: str) -> None:
     runner = LoopThread()
 
@@ -298,7 +410,24 @@ def test_billing_state_machine_matches_the_model(database_url: str) -> None:
         engine = create_engine(database_url, pool_size=5, max_overflow=5)
         sessions = create_sessionmaker(engine)
         billing = Ledger(sessions, markup=MARKUP, hold_ttl=HOLD_TTL)
-        return Env(runner=runner, engine=engine, sessionmaker=sessions, billing=billing)
+        telegram = FakeTelegram(token=TOKEN)
+        await telegram.start()
+        bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.base_url)))
+        return Env(
+            runner=runner,
+            engine=engine,
+            sessionmaker=sessions,
+            billing=billing,
+            payments=PaymentService(sessions, PAYMENTS),
+            telegram=telegram,
+            bot=bot,
+            stars=TelegramStars(bot),
+        )
+
+    async def close_env(env: Env) -> None:
+        await env.engine.dispose()
+        await env.bot.session.close()
+        await env.telegram.stop()
 
     env = runner.run(open_env())
     try:
@@ -313,5 +442,5 @@ def test_billing_state_machine_matches_the_model(database_url: str) -> None:
             ),
         )
     finally:
-        runner.run(env.engine.dispose())
+        runner.run(close_env(env))
         runner.close()

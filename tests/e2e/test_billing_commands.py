@@ -72,7 +72,7 @@ async def seed_call(
     age: timedelta = timedelta(0),
 ) -> None:
     provider = "anthropic" if purpose != "generate_image" else "google"
-    model = "claude-sonnet-5-5" if provider == "anthropic" else "gemini-3-pro-image-preview"
+    model = "claude-sonnet-5-5" if provider == "anthropic" else "gemini-3-pro-image"
     async with engine.begin() as conn:
         await conn.execute(
             text(
@@ -155,6 +155,8 @@ async def test_usage_sums_the_last_30_days_by_category(running: Running) -> None
         "• Chat: $0.00",
         "• Image analysis: $0.00 (0 images)",
         "• Image generation: $0.00 (0 images)",
+        "• Voice transcription: $0.00",
+        "• Document reading: $0.00",
         "Total: $0.00",
     ]
 
@@ -166,13 +168,16 @@ async def test_usage_sums_the_last_30_days_by_category(running: Running) -> None
     await seed_call(engine, 1002, "generate_image", charged=0, status="error")
     await seed_call(engine, 1002, "generate_image", charged=134_000, images=1, age=timedelta(31))
     await seed_call(engine, 1001, "generate_image", charged=134_000, images=1)
+    await seed_call(engine, 1002, "transcribe", charged=1_000)
 
     assert (await ask(telegram, 1002, "/usage")).splitlines() == [
         "Spending in the last 30 days:",
         "• Chat: $0.012345",
         "• Image analysis: $0.02 (1 image)",
         "• Image generation: $0.2680 (2 images)",
-        "Total: $0.300345",
+        "• Voice transcription: $0.0010",
+        "• Document reading: $0.00",
+        "Total: $0.301345",
     ]
 
 

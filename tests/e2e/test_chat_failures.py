@@ -218,12 +218,12 @@ async def test_messages_that_cannot_be_answered(
         )
     await assert_next_message_works(telegram, anthropic_fake, engine, user, "Please answer this.")
 
-    # An empty (whitespace) text and a voice message get a plain reply and cost nothing.
+    # An empty (whitespace) text and a location (not something the bot reads) get a plain reply
+    # and cost nothing.
     requests_before = len(anthropic_fake.message_requests())
     [reply] = await ask(telegram, 3202, "   ")
     assert "empty" in reply
-    voice = voice_update(3203, update_id=900001)
-    telegram.push_update(voice)
+    telegram.push_update(location_update(3203, update_id=900001))
     [reply] = await next_reply_after(telegram, 3203, 0)
     assert "isn't supported" in reply
     assert await wait_update_finished(telegram, engine, 900001) == "ignored"
@@ -232,7 +232,7 @@ async def test_messages_that_cannot_be_answered(
         assert await balance(engine, user_id) == STARTER_MICROS
 
 
-def voice_update(user_id: int, *, update_id: int) -> dict[str, Any]:
+def location_update(user_id: int, *, update_id: int) -> dict[str, Any]:
     person = {"id": user_id, "is_bot": False, "first_name": "Vera"}
     return {
         "update_id": update_id,
@@ -241,12 +241,7 @@ def voice_update(user_id: int, *, update_id: int) -> dict[str, Any]:
             "date": int(time.time()),
             "chat": {"id": user_id, "type": "private", "first_name": "Vera"},
             "from": person,
-            "voice": {
-                "file_id": "AwACAgIAAxkBAAIBvoice",
-                "file_unique_id": "AgADvoice",
-                "duration": 3,
-                "mime_type": "audio/ogg",
-            },
+            "location": {"latitude": 48.8584, "longitude": 2.2945},
         },
     }
 

@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.turns.chat import TIMEOUT_REPLY
+from bot.turns.replies import TIMEOUT_REPLY
 from tests.e2e.conftest import StartBot
 from tests.e2e.test_chat import (
     ask,

@@ -28,7 +28,7 @@ from tests.e2e.test_chat import (
     wait_update_finished,
 )
 from tests.e2e.test_chat_failures import FAILURES as CLAUDE_FAILURES
-from tests.e2e.test_images import BLOCKED_CASES, IMAGE_PRICE, png, result_text
+from tests.e2e.test_images import BLOCKED_CASES, last_image_cost, png, result_text
 from tests.fakes.anthropic import (
     FakeAnthropic,
     RecordedRequest,
@@ -191,7 +191,7 @@ async def assert_image_outcome(
     files = await scalar(world.engine, "SELECT count(*) FROM user_files WHERE user_id = :u", u=user)
     media = [s for s in world.telegram.sent(user) if s.method in ("sendPhoto", "sendDocument")]
     if delivered:
-        assert (call_status, charged, image_count) == ("ok", IMAGE_PRICE, 1)
+        assert (call_status, charged, image_count) == ("ok", last_image_cost(world.gemini), 1)
         assert files == 1 and media
     else:
         assert (call_status, charged) == (status, 0)

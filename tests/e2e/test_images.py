@@ -27,11 +27,13 @@ from tests.fakes.gemini import (
     text_only,
 )
 from tests.fakes.telegram import FakeTelegram
+from tests.image_charges import gemini_cost, hold_for
 
 USER = 4242
 STARTER_USD = "5.00"
 STARTER_MICROS = 5_000_000
-IMAGE_PRICE = 134_000
+IMAGE_MODEL = "gemini-3-pro-image"  # the default configuration
+IMAGE_HOLD = hold_for(IMAGE_MODEL, "2K")  # 134000 + 25%
 FINISHED = ("answered", "failed")
 
 
@@ -87,6 +89,12 @@ def result_text(block: dict[str, Any]) -> str:
     return str(content)
 
 
+def last_image_cost(gemini: FakeGemini, size: str = "2K") -> int:
+    """The usage-based cost of the last image the fake answered with (design section 6)."""
+    answered = [r for r in gemini.generate_requests() if r.status == 200]
+    return gemini_cost(answered[-1].usage, size)
+
+
 def png(width: int, height: int, color: tuple[int, int, int] = (30, 120, 200)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), color).save(out, "PNG")
@@ -124,6 +132,7 @@ async def test_draw_edit_look_and_analyze_are_charged_exactly(
     assert len(photos) == 1
     [gen_request] = gemini_fake.generate_requests()
     assert gen_request.api_version == "v1beta"
+    assert gen_request.model == IMAGE_MODEL  # the default configuration, a live model id
     assert gen_request.texts == ["a cat"]
     assert gen_request.aspect_ratio == "16:9"
     assert gen_request.image_size == "2K"
@@ -146,9 +155,12 @@ async def test_draw_edit_look_and_analyze_are_charged_exactly(
     assert image_call["status"] == "ok"
     assert image_call["image_count"] == 1
     assert image_call["image_size"] == "2K"
-    assert image_call["provider_cost_micros"] == IMAGE_PRICE
-    assert image_call["charged_micros"] == 201_000
-    assert image_call["output_tokens"] > 0
+    cat_cost = gemini_cost(gen_request.usage, "2K")
+    assert cat_cost > 134_400  # 1120 image tokens at 120 USD/MTok, plus prompt and thinking
+    assert image_call["provider_cost_micros"] == cat_cost
+    assert image_call["charged_micros"] == math.ceil(Decimal(cat_cost) * markup)
+    assert image_call["image_output_tokens"] == 1120
+    assert image_call["output_tokens"] > 1120
     [draw_result] = tool_results(anthropic_fake)
     payload = json.loads(result_text(draw_result))
     assert payload["success"] is True
@@ -223,7 +235,8 @@ async def test_draw_edit_look_and_analyze_are_charged_exactly(
         expected = math.ceil(Decimal(call["provider_cost_micros"]) * markup)
         assert call["charged_micros"] == expected, call
     images_charged = [c for c in calls if c["purpose"] == "generate_image"]
-    assert [c["charged_micros"] for c in images_charged] == [201_000, 201_000]
+    expected_costs = [gemini_cost(r.usage, "2K") for r in gemini_fake.generate_requests()]
+    assert [c["provider_cost_micros"] for c in images_charged] == expected_costs
     total = sum(c["charged_micros"] for c in calls)
     assert await balance(engine, USER) == STARTER_MICROS - total
     [ledger] = await rows(
@@ -304,7 +317,23 @@ async def test_large_and_odd_images_arrive_as_documents(
         result = json.loads(result_text(tool_results(anthropic_fake)[-1]))
         assert result["delivered_files"][0]["sent_as"] == sent_as
     calls = await rows(engine, "SELECT * FROM api_calls WHERE purpose = 'generate_image'")
-    assert [c["charged_micros"] for c in calls] == [240_000, IMAGE_PRICE, IMAGE_PRICE]
+    expected = [
+        gemini_cost(r.usage, size)
+        for r, size in zip(gemini_fake.generate_requests(), ["4K", "2K", "2K"], strict=True)
+    ]
+    assert expected[0] > 240_000  # 2000 image tokens at 120 USD/MTok, plus prompt and thinking
+    assert [c["charged_micros"] for c in calls] == expected
+    assert [c["image_output_tokens"] for c in calls] == [2000, 1120, 1120]
+    assert [c["image_list_price_micros"] for c in calls] == [240_000, 134_000, 134_000]
+    drift = await rows(
+        engine,
+        "SELECT image_size, images, usage_cost_usd, list_price_usd FROM admin_image_price_drift"
+        " ORDER BY image_size",
+    )
+    assert [(d["image_size"], d["images"]) for d in drift] == [("2K", 2), ("4K", 1)]
+    assert drift[0]["usage_cost_usd"] == Decimal(expected[1] + expected[2]) / 1_000_000
+    assert drift[0]["list_price_usd"] == Decimal("0.268")
+    assert drift[1]["usage_cost_usd"] == Decimal(expected[0]) / 1_000_000
     files = await rows(engine, "SELECT width, height FROM user_files ORDER BY id")
     assert [(f["width"], f["height"]) for f in files][1:] == [(20, 600), (9000, 1100)]
 
@@ -351,7 +380,7 @@ async def test_failed_files_api_upload_still_delivers_the_image(
     [row] = await rows(engine, "SELECT * FROM user_files")
     assert row["claude_file_id"] is None
     [call] = await rows(engine, "SELECT * FROM api_calls WHERE purpose = 'generate_image'")
-    assert call["charged_micros"] == IMAGE_PRICE
+    assert call["charged_micros"] == last_image_cost(gemini_fake)
 
     # analyze_image on it re-uploads the stored copy and records the new Files API id.
     anthropic_fake.script(

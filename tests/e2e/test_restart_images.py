@@ -21,7 +21,7 @@ from tests.e2e.test_chat import (
     update_status,
     wait_update_finished,
 )
-from tests.e2e.test_images import IMAGE_PRICE
+from tests.e2e.test_images import IMAGE_HOLD, last_image_cost
 from tests.fakes.anthropic import FakeAnthropic, text_reply, tool_use_reply
 from tests.fakes.gemini import Delay, FakeGemini, image_reply
 from tests.fakes.telegram import FakeTelegram
@@ -99,7 +99,7 @@ async def assert_resend_works(
     assert await wait_update_finished(telegram, engine, update_id, timeout=20) == "answered"
     assert final_texts(telegram, user)[before:] == ["Here it is."]
     images = [c for c in await api_calls(engine, user) if c[0] == "generate_image"]
-    assert [c[1:3] for c in images if c[1] == "ok"] == [("ok", IMAGE_PRICE)]
+    assert [c[1:3] for c in images if c[1] == "ok"] == [("ok", last_image_cost(gemini_fake))]
     assert await open_holds(engine) == 0
 
 
@@ -185,7 +185,7 @@ async def test_sigkill_during_an_image_generation_then_restart(
     [(held_amount,)] = await rows(
         engine, "SELECT amount_micros FROM balance_holds WHERE status = 'held'"
     )
-    assert held_amount == IMAGE_PRICE  # stranded by the kill, until the next start
+    assert held_amount == IMAGE_HOLD  # stranded by the kill, until the next start
 
     restarted = await start_bot(STARTER_BALANCE_USD=STARTER_USD)
     await restarted.wait_for_log('"holds_expired"', timeout=15)

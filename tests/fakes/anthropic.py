@@ -24,6 +24,7 @@ import string
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Self, TypeVar
@@ -447,6 +448,116 @@ def max_tokens_reply(text: str) -> Reply:
     return Reply(content=[text_block(text)], stop_reason="max_tokens")
 
 
+# Server tools (web_search / web_fetch): blocks as the API returns them. `encrypted_content` and
+# `encrypted_index` are opaque tokens the API checks when they come back (see `issued_tokens`).
+
+
+def server_tool_use_block(
+    name: str, input: Mapping[str, Any], *, id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "server_tool_use",
+        "id": id or random_id("srvtoolu_01"),
+        "name": name,
+        "input": dict(input),
+    }
+
+
+def web_search_result_block(tool_use_id: str, results: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """`results` are (url, title) pairs."""
+    return {
+        "type": "web_search_tool_result",
+        "tool_use_id": tool_use_id,
+        "content": [
+            {
+                "type": "web_search_result",
+                "url": url,
+                "title": title,
+                "encrypted_content": "EqgfCioIARgBIiQ" + random_id("", 40),
+                "page_age": "April 30, 2026",
+            }
+            for url, title in results
+        ],
+    }
+
+
+def web_search_error_block(tool_use_id: str, error_code: str) -> dict[str, Any]:
+    return {
+        "type": "web_search_tool_result",
+        "tool_use_id": tool_use_id,
+        "content": {"type": "web_search_tool_result_error", "error_code": error_code},
+    }
+
+
+def web_fetch_result_block(tool_use_id: str, url: str, text: str) -> dict[str, Any]:
+    return {
+        "type": "web_fetch_tool_result",
+        "tool_use_id": tool_use_id,
+        "content": {
+            "type": "web_fetch_result",
+            "url": url,
+            "content": {
+                "type": "document",
+                "source": {"type": "text", "media_type": "text/plain", "data": text},
+                "title": url,
+                "citations": {"enabled": True},
+            },
+            "retrieved_at": _now_rfc3339(),
+        },
+    }
+
+
+def cited_text_block(text: str, sources: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Text with `web_search_result_location` citations; `sources` are (url, title) pairs."""
+    return {
+        "type": "text",
+        "text": text,
+        "citations": [
+            {
+                "type": "web_search_result_location",
+                "url": url,
+                "title": title,
+                "encrypted_index": "Eo8BCioIAhgBIiQ" + random_id("", 30),
+                "cited_text": text[:150],
+            }
+            for url, title in sources
+        ],
+    }
+
+
+def web_search_reply(
+    query: str,
+    results: Sequence[tuple[str, str]],
+    answer: str,
+    *,
+    cite: int = 1,
+    stop_reason: str = "end_turn",
+) -> Reply:
+    """One search, its results, and an answer citing the first `cite` results."""
+    use = server_tool_use_block("web_search", {"query": query})
+    return Reply(
+        content=[
+            text_block(f"Let me search for {query}."),
+            use,
+            web_search_result_block(use["id"], results),
+            cited_text_block(answer, results[:cite]),
+        ],
+        stop_reason=stop_reason,
+    )
+
+
+def pause_turn_reply(*queries: str) -> Reply:
+    """A long server-tool turn paused after some searches; the client resends to continue."""
+    blocks: list[dict[str, Any]] = []
+    for query in queries:
+        use = server_tool_use_block("web_search", {"query": query})
+        blocks += [
+            use,
+            web_search_result_block(use["id"], [(f"https://example.org/{len(blocks)}", query)]),
+        ]
+    return Reply(content=blocks, stop_reason="pause_turn")
+
+
 def overloaded() -> ApiError:
     return ApiError(529, "overloaded_error", "Overloaded")
 
@@ -636,6 +747,12 @@ def _check_block(block: Any, role: str, files: Mapping[str, StoredFile], where: 
         raise _invalid("messages: text content blocks must contain non-whitespace text")
     if kind == "image":
         _image_size(block.get("source"), files, where)
+    if kind == "document":
+        _check_document(block, files, where)
+    if kind in _SERVER_RESULT_BLOCKS or kind == "server_tool_use":
+        _check_server_block(block, where)
+    if kind == "text" and block.get("citations") is not None:
+        _check_citations(block["citations"], where)
     if kind == "tool_use" and not (
         isinstance(block.get("id"), str)
         and isinstance(block.get("name"), str)
@@ -648,6 +765,146 @@ def _check_block(block: Any, role: str, files: Mapping[str, StoredFile], where: 
         raise _invalid(f"{where}.signature: Field required")
     if kind == "tool_result":
         _check_tool_result(block, files, where)
+
+
+_SERVER_RESULT_BLOCKS = {"web_search_tool_result", "web_fetch_tool_result"}
+_SERVER_TOOL_NAMES = {"web_search", "web_fetch", "code_execution"}
+_DOCUMENT_KEYS = {"type", "source", "title", "context", "citations", "cache_control"}
+_PDF_TOKENS_PER_PAGE = 1500
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+_MAX_PDF_PAGES = 100
+
+# Opaque tokens the fake issued (encrypted_content, encrypted_index); one that comes back
+# changed or invented is refused, as the API does. Filled per server by FakeAnthropic.
+_issued: ContextVar[set[str] | None] = ContextVar("_issued", default=None)
+
+
+def _pdf_pages(data: bytes, where: str) -> int:
+    if not data.startswith(b"%PDF-"):
+        raise _invalid(f"{where}.source: The PDF specified was not valid.")
+    if b"/Encrypt" in data:
+        raise _invalid(f"{where}.source: The PDF specified is password protected.")
+    pages = len(_PAGE_OBJECT.findall(data))
+    if pages == 0:
+        raise _invalid(f"{where}.source: The PDF specified was not valid.")
+    if pages > _MAX_PDF_PAGES:
+        raise _invalid(f"{where}: A maximum of {_MAX_PDF_PAGES} PDF pages may be provided.")
+    return pages
+
+
+def _check_document(block: Mapping[str, Any], files: Mapping[str, StoredFile], where: str) -> int:
+    """Validate a document block like the API; return its input tokens."""
+    extra = set(block) - _DOCUMENT_KEYS
+    if extra:
+        raise _invalid(f"{where}.{sorted(extra)[0]}: Extra inputs are not permitted")
+    for name in ("title", "context"):
+        if block.get(name) is not None and not isinstance(block[name], str):
+            raise _invalid(f"{where}.{name}: Input should be a valid string")
+    citations = block.get("citations")
+    if citations is not None and not (
+        isinstance(citations, dict) and isinstance(citations.get("enabled"), bool)
+    ):
+        raise _invalid(f"{where}.citations.enabled: Input should be a valid boolean")
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _invalid(f"{where}.source: Field required")
+    kind = source.get("type")
+    if kind == "base64":
+        if source.get("media_type") != "application/pdf":
+            raise _invalid(f"{where}.source.base64.media_type: Input should be 'application/pdf'")
+        try:
+            data = base64.b64decode(str(source.get("data", "")), validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid(f"{where}.source.base64.data: invalid base64 data") from None
+        return _pdf_pages(data, where) * _PDF_TOKENS_PER_PAGE
+    if kind == "text":
+        if source.get("media_type") != "text/plain":
+            raise _invalid(f"{where}.source.text.media_type: Input should be 'text/plain'")
+        data = source.get("data")
+        if not isinstance(data, str) or not data.strip():
+            raise _invalid(f"{where}.source.text.data: text must be non-empty")
+        return _text_tokens(data)
+    if kind == "file":
+        stored = files.get(str(source.get("file_id")))
+        if stored is None or stored.deleted:
+            raise _invalid(f"{where}.source.file_id: File not found: {source.get('file_id')}")
+        if stored.mime_type == "application/pdf":
+            return _pdf_pages(stored.data, where) * _PDF_TOKENS_PER_PAGE
+        if stored.mime_type == "text/plain":
+            return _text_tokens(stored.data.decode("utf-8", "replace"))
+        raise _invalid(
+            f"{where}.source.file_id: File type {stored.mime_type} is not supported as a "
+            "document; use application/pdf or text/plain"
+        )
+    if kind == "url":
+        if not isinstance(source.get("url"), str):
+            raise _invalid(f"{where}.source.url.url: Field required")
+        return _PDF_TOKENS_PER_PAGE
+    if kind == "content":
+        content = source.get("content")
+        if not isinstance(content, list | str) or not content:
+            raise _invalid(f"{where}.source.content.content: Field required")
+        return _text_tokens(_canonical(content))
+    raise _invalid(
+        f"{where}.source: Input tag '{kind}' found using 'type' does not match any of the "
+        "expected tags: 'base64', 'content', 'file', 'text', 'url'"
+    )
+
+
+def _check_issued(token: Any, where: str) -> None:
+    issued = _issued.get()
+    if issued is not None and token not in issued:
+        raise _invalid(
+            f"{where}: Invalid encrypted content; pass server tool blocks back unchanged"
+        )
+
+
+def _check_server_block(block: Mapping[str, Any], where: str) -> None:
+    kind = block["type"]
+    if kind == "server_tool_use":
+        if not (
+            isinstance(block.get("id"), str)
+            and block["id"].startswith("srvtoolu_")
+            and block.get("name") in _SERVER_TOOL_NAMES
+            and isinstance(block.get("input"), dict)
+        ):
+            raise _invalid(
+                f"{where}: server_tool_use blocks need `id`, a server tool `name`, `input`"
+            )
+        return
+    if not isinstance(block.get("tool_use_id"), str):
+        raise _invalid(f"{where}.tool_use_id: Field required")
+    content = block.get("content")
+    if kind == "web_search_tool_result" and isinstance(content, list):
+        for k, result in enumerate(content):
+            if not (isinstance(result, dict) and result.get("type") == "web_search_result"):
+                raise _invalid(f"{where}.content.{k}: Input should be a web_search_result")
+            _check_issued(result.get("encrypted_content"), f"{where}.content.{k}.encrypted_content")
+    elif not isinstance(content, dict):
+        raise _invalid(f"{where}.content: Field required")
+
+
+def _check_citations(citations: Any, where: str) -> None:
+    if not isinstance(citations, list):
+        raise _invalid(f"{where}.citations: Input should be a valid list")
+    for k, citation in enumerate(citations):
+        if isinstance(citation, dict) and citation.get("type") == "web_search_result_location":
+            _check_issued(citation.get("encrypted_index"), f"{where}.citations.{k}.encrypted_index")
+
+
+def _server_tool_pairing(message: Mapping[str, Any], i: int) -> None:
+    """Every server tool result answers a server_tool_use earlier in the same message."""
+    seen: set[str] = set()
+    for j, block in enumerate(_content_blocks(message)):
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "server_tool_use":
+            seen.add(str(block.get("id")))
+        elif block.get("type") in _SERVER_RESULT_BLOCKS and block.get("tool_use_id") not in seen:
+            raise _invalid(
+                f"messages.{i}.content.{j}: `{block.get('type')}` block with no matching "
+                "`server_tool_use` before it"
+            )
 
 
 def _check_tool_result(
@@ -716,12 +973,72 @@ def _check_messages(messages: Any, files: Mapping[str, StoredFile]) -> None:
                 _check_block(block, role, files, f"messages.{i}.content.{j}")
         else:
             raise _invalid(f"messages.{i}.content: must be a string or a non-empty list of blocks")
-    if messages[-1]["role"] != "user":
+    if messages[-1]["role"] != "user" and not _continues_server_turn(messages[-1]):
         raise _invalid(
             "This model does not support assistant message prefill. "
             "The conversation must end with a user message."
         )
     _check_tool_pairing(messages)
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            _server_tool_pairing(message, i)
+
+
+def _continues_server_turn(message: Mapping[str, Any]) -> bool:
+    """A trailing assistant message is a `pause_turn` continuation when it ends with server tool
+    activity (the API then carries on); anything else is prefill, which is refused."""
+    blocks = _content_blocks(message)
+    last = blocks[-1] if blocks else None
+    return isinstance(last, dict) and (
+        last.get("type") == "server_tool_use" or last.get("type") in _SERVER_RESULT_BLOCKS
+    )
+
+
+_SERVER_TOOL_TYPES = {
+    "web_search": ("web_search_20250305", "web_search_20260209", "web_search_20260318"),
+    "web_fetch": (
+        "web_fetch_20250910",
+        "web_fetch_20260209",
+        "web_fetch_20260309",
+        "web_fetch_20260318",
+    ),
+}
+_SERVER_TOOL_KEYS = {
+    "type",
+    "name",
+    "max_uses",
+    "allowed_domains",
+    "blocked_domains",
+    "user_location",
+    "cache_control",
+    "defer_loading",
+    "strict",
+    "allowed_callers",
+}
+_FETCH_KEYS = {"citations", "max_content_tokens", "use_cache", "url_sources"}
+
+
+def _check_server_tool(tool: Mapping[str, Any], i: int) -> None:
+    kind = tool.get("type")
+    family = next((n for n, types in _SERVER_TOOL_TYPES.items() if kind in types), None)
+    if family is None:
+        raise _invalid(
+            f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the "
+            "expected tags"
+        )
+    if tool.get("name") != family:
+        raise _invalid(f"tools.{i}.{kind}.name: Input should be '{family}'")
+    allowed = _SERVER_TOOL_KEYS | (_FETCH_KEYS if family == "web_fetch" else set())
+    extra = set(tool) - allowed
+    if extra:
+        raise _invalid(f"tools.{i}.{kind}.{sorted(extra)[0]}: Extra inputs are not permitted")
+    max_uses = tool.get("max_uses")
+    if max_uses is not None and (
+        not isinstance(max_uses, int) or isinstance(max_uses, bool) or max_uses < 1
+    ):
+        raise _invalid(f"tools.{i}.{kind}.max_uses: Input should be greater than 0")
+    if tool.get("allowed_domains") is not None and tool.get("blocked_domains") is not None:
+        raise _invalid(f"tools.{i}: Cannot specify both allowed_domains and blocked_domains")
 
 
 def _check_tools(tools: Any) -> None:
@@ -738,6 +1055,8 @@ def _check_tools(tools: Any) -> None:
                 f"tools.{i}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'"
             )
         is_custom = tool.get("type") in (None, "custom")
+        if not is_custom:
+            _check_server_tool(tool, i)
         schema = tool.get("input_schema")
         if is_custom and not (isinstance(schema, dict) and schema.get("type") == "object"):
             raise _invalid(f"tools.{i}.custom.input_schema: Input should be an object schema")
@@ -811,6 +1130,11 @@ def _image_tokens(source: Any, files: Mapping[str, StoredFile]) -> int:
 def _block_tokens(block: Any, files: Mapping[str, StoredFile]) -> int:
     if isinstance(block, dict) and block.get("type") == "image":
         return _image_tokens(block.get("source"), files)
+    if isinstance(block, dict) and block.get("type") == "document":
+        try:
+            return _check_document(block, files, "document")
+        except _RejectedError:
+            return _PDF_TOKENS_PER_PAGE
     if isinstance(block, dict) and isinstance(block.get("content"), list):
         rest = {k: v for k, v in block.items() if k != "content"}
         return _text_tokens(_canonical(rest)) + sum(
@@ -935,7 +1259,10 @@ def output_tokens(content: Sequence[Block]) -> int:
 
 
 def usage_dict(
-    prompt: PromptUsage, output: int, override: Mapping[str, Any] | None
+    prompt: PromptUsage,
+    output: int,
+    override: Mapping[str, Any] | None,
+    server_tools: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     usage: dict[str, Any] = {
         "input_tokens": prompt.input_tokens,
@@ -948,8 +1275,21 @@ def usage_dict(
         },
         "service_tier": "standard",
     }
+    if server_tools is not None and any(server_tools.values()):
+        usage["server_tool_use"] = {
+            "web_search_requests": server_tools.get("web_search", 0),
+            "web_fetch_requests": server_tools.get("web_fetch", 0),
+        }
     usage.update(override or {})
     return usage
+
+
+def server_tool_counts(content: Sequence[Block]) -> dict[str, int]:
+    counts = {"web_search": 0, "web_fetch": 0}
+    for block in content:
+        if block.get("type") == "server_tool_use" and block.get("name") in counts:
+            counts[str(block["name"])] += 1
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -976,8 +1316,10 @@ def _block_start(block: Block) -> dict[str, Any]:
     kind = block["type"]
     if kind == "text":
         return {"type": "text", "text": ""}
-    if kind == "tool_use":
-        return {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+    if kind in ("tool_use", "server_tool_use"):
+        return {"type": kind, "id": block["id"], "name": block["name"], "input": {}}
+    if kind == "text" and block.get("citations") is not None:
+        return {"type": "text", "text": "", "citations": []}
     if kind == "thinking":
         return {"type": "thinking", "thinking": "", "signature": ""}
     return dict(block)
@@ -986,9 +1328,11 @@ def _block_start(block: Block) -> dict[str, Any]:
 def _block_deltas(block: Block) -> Iterator[dict[str, Any]]:
     kind = block["type"]
     if kind == "text":
+        for citation in block.get("citations") or []:
+            yield {"type": "citations_delta", "citation": dict(citation)}
         for piece in _chunks(block["text"], _TEXT_CHUNK):
             yield {"type": "text_delta", "text": piece}
-    elif kind == "tool_use":
+    elif kind in ("tool_use", "server_tool_use"):
         yield {"type": "input_json_delta", "partial_json": ""}
         for piece in _chunks(json.dumps(block["input"], ensure_ascii=False), _JSON_CHUNK):
             yield {"type": "input_json_delta", "partial_json": piece}
@@ -1041,6 +1385,7 @@ def stream_events(message: Mapping[str, Any]) -> list[_Event]:
             "cache_creation_input_tokens",
             "cache_read_input_tokens",
             "output_tokens",
+            "server_tool_use",
         )
         if key in usage
     }
@@ -1090,6 +1435,7 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
         self.models = set(models) if models is not None else None
         self.cache = PromptCache(cache_min_tokens)
         self.files: dict[str, StoredFile] = {}
+        self.issued_tokens: set[str] = set()
         self._upload_failures: deque[int] = deque()
         self._delete_failures: deque[int] = deque()
 
@@ -1166,10 +1512,13 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
             return self._error(
                 record, ApiError(400, message="There was an error parsing the body"), "invalid"
             )
+        token = _issued.set(self.issued_tokens)
         try:
             validate_messages_body(record.json, self.files)
         except _RejectedError as exc:
             return self._error(record, exc.error, "invalid")
+        finally:
+            _issued.reset(token)
         body = record.json
         if self.models is not None and body["model"] not in self.models:
             return self._error(record, ApiError(404, message=f"model: {body['model']}"), "invalid")
@@ -1203,6 +1552,7 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
         model = reply.model or str(body["model"])
         prompt = self.cache.account(model, prompt_segments(body, self.files))
         content = [dict(block) for block in reply.content]
+        self._remember_tokens(content)
         return {
             "id": random_id("msg_01"),
             "type": "message",
@@ -1212,8 +1562,18 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
             "stop_reason": reply.stop_reason,
             "stop_sequence": None,
             "stop_details": dict(reply.stop_details) if reply.stop_details else None,
-            "usage": usage_dict(prompt, output_tokens(content), reply.usage),
+            "usage": usage_dict(
+                prompt, output_tokens(content), reply.usage, server_tool_counts(content)
+            ),
         }
+
+    def _remember_tokens(self, content: Sequence[Block]) -> None:
+        for block in content:
+            results = block.get("content") if block.get("type") in _SERVER_RESULT_BLOCKS else None
+            for result in results if isinstance(results, list) else []:
+                self.issued_tokens.add(str(result.get("encrypted_content")))
+            for citation in block.get("citations") or []:
+                self.issued_tokens.add(str(citation.get("encrypted_index")))
 
     def _tps(self, reply: Reply) -> float | None:
         return (

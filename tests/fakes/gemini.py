@@ -4,6 +4,12 @@ Tests start it in-process (`async with FakeGemini() as fake:`), point `genai.Cli
 `fake.base_url` (`HttpOptions(base_url=..., api_version="v1beta", retry_options=...)`), script
 replies with `fake.script(...)` and assert on `fake.requests` (`GeminiRequest`s with decoded images).
 Replies carry real images made with Pillow. An unscripted request gets a 500, never a success.
+
+Like the real service, it serves only live model ids (`LIVE_MODELS`): a retired or unknown id is a
+404 in Google's own error shape, so a configuration naming a shut-down model fails here as it would
+in production. `usageMetadata` is reported as Gemini 3 Pro Image reports it: prompt tokens by
+modality, `candidatesTokensDetails` with the IMAGE tokens (1120 at 1K and 2K, 2000 at 4K) and
+`thoughtsTokenCount` (thinking is always on).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from tests.fakes.anthropic import (
 )
 
 __all__ = [
+    "DEFAULT_THOUGHTS_TOKENS",
+    "LIVE_MODELS",
+    "RETIRED_MODELS",
     "UNSCRIPTED",
     "ApiError",
     "CandidateReply",
@@ -56,6 +65,20 @@ __all__ = [
 ]
 
 API_VERSIONS = ("v1", "v1beta")
+# What Google serves (Nov 2026; reference/apis-next.md section 5.1), and what it shut down.
+LIVE_MODELS = (
+    "gemini-3-pro-image",
+    "gemini-3.1-flash-image",
+    "gemini-nano-banana-2.1",
+    "gemini-3.5-flash",
+)
+RETIRED_MODELS = (
+    "gemini-3-pro-image-preview",
+    "gemini-3.1-flash-image-preview",
+    "gemini-2.5-flash-image",
+)
+# Gemini 3 Pro Image always thinks; a short plan is a couple of hundred tokens.
+DEFAULT_THOUGHTS_TOKENS = 184
 ASPECT_RATIOS_1K = {
     "1:1": (1024, 1024),
     "2:3": (848, 1264),
@@ -106,6 +129,31 @@ class InlineImage:
     mime_type: str
 
 
+AUDIO_MIME_TYPES = {
+    "audio/wav",
+    "audio/mp3",
+    "audio/mpeg",
+    "audio/aiff",
+    "audio/aac",
+    "audio/ogg",
+    "audio/flac",
+    "audio/mp4",
+}
+AUDIO_TOKENS_PER_SECOND = 32
+AUDIO_BYTES_PER_SECOND = 2000  # a guess for formats whose duration the fake does not parse
+
+
+@dataclass(frozen=True)
+class InlineAudio:
+    data: bytes
+    mime_type: str
+    seconds: float
+
+    @property
+    def tokens(self) -> int:
+        return max(1, math.ceil(self.seconds * AUDIO_TOKENS_PER_SECOND))
+
+
 @dataclass
 class GeminiRequest(RecordedRequest):
     """A generateContent call, with the SDK's quirks already undone (images decoded)."""
@@ -114,7 +162,9 @@ class GeminiRequest(RecordedRequest):
     model: str = ""
     texts: list[str] = field(default_factory=list)
     images: list[InlineImage] = field(default_factory=list)
+    audio: list[InlineAudio] = field(default_factory=list)
     generation_config: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None  # the usageMetadata the fake answered with
 
     @property
     def image_config(self) -> dict[str, Any]:
@@ -165,6 +215,11 @@ class ImageReply:
     data: bytes | None = None  # raw bytes sent as the image instead of a rendered one
     mime_type: str | None = None
     usage: Mapping[str, Any] | None = None
+    thoughts_tokens: int = DEFAULT_THOUGHTS_TOKENS
+    images: int = 1  # final (non-thought) image parts in the answer
+    # "full": as Gemini reports it; "no_details": without candidatesTokensDetails; "none": no
+    # usageMetadata at all.
+    usage_mode: str = "full"
 
 
 @dataclass(frozen=True)
@@ -174,6 +229,15 @@ class CandidateReply:
     finish_reason: str
     text: str | None = None
     omit_content: bool = False
+    usage: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptReply:
+    """A transcription: the text of the audio, with usage that counts the AUDIO prompt tokens
+    (32 per second) apart from the TEXT ones."""
+
+    text: str
     usage: Mapping[str, Any] | None = None
 
 
@@ -210,9 +274,14 @@ def image_reply(
     realistic_size: bool = False,
     noise: bool = False,
     color: tuple[int, int, int] = (220, 60, 40),
+    thoughts_tokens: int = DEFAULT_THOUGHTS_TOKENS,
+    images: int = 1,
+    usage_mode: str = "full",
 ) -> ImageReply:
     if fmt not in _FORMATS:
         raise ValueError(f"fmt must be one of {sorted(_FORMATS)}")
+    if usage_mode not in ("full", "no_details", "none"):
+        raise ValueError("usage_mode must be full, no_details or none")
     return ImageReply(
         width,
         height,
@@ -223,12 +292,17 @@ def image_reply(
         realistic_size=realistic_size,
         noise=noise,
         color=color,
+        thoughts_tokens=thoughts_tokens,
+        images=images,
+        usage_mode=usage_mode,
     )
 
 
-def raw_bytes_reply(data: bytes, mime: str, *, text: str | None = None) -> ImageReply:
+def raw_bytes_reply(
+    data: bytes, mime: str, *, text: str | None = None, usage_mode: str = "full"
+) -> ImageReply:
     """Send arbitrary (possibly hostile) bytes as the final image part."""
-    return ImageReply(text=text, data=data, mime_type=mime)
+    return ImageReply(text=text, data=data, mime_type=mime, usage_mode=usage_mode)
 
 
 def blocked_prompt(reason: str = "PROHIBITED_CONTENT") -> PromptBlocked:
@@ -347,6 +421,38 @@ def _check_generation_config(config: Any) -> dict[str, Any]:
     return config
 
 
+def ogg_seconds(data: bytes) -> float | None:
+    """Duration of an Ogg Opus/Vorbis stream from its last page's granule, or None when the
+    bytes are not an Ogg stream that carries audio."""
+    if not data.startswith(b"OggS") or len(data) < 28:
+        return None
+    segments = data[26]
+    first = data[27 + segments : 27 + segments + 64]
+    if first.startswith(b"OpusHead"):
+        rate, pre_skip = 48000, int.from_bytes(first[10:12], "little")
+    elif first.startswith(b"\x01vorbis"):
+        rate, pre_skip = int.from_bytes(first[12:16], "little") or 48000, 0
+    else:
+        return None
+    last = data.rfind(b"OggS")
+    granule = int.from_bytes(data[last + 6 : last + 14], "little", signed=True)
+    return max(0.0, (granule - pre_skip) / rate)
+
+
+def _parse_audio(data: bytes, mime: str, where: str) -> InlineAudio:
+    if mime not in AUDIO_MIME_TYPES:
+        raise _invalid(f"Unsupported MIME type: {mime}")
+    if not data:
+        raise _invalid(f"* GenerateContentRequest.{where}.inline_data.data: required")
+    if mime == "audio/ogg":
+        seconds = ogg_seconds(data)
+        if seconds is None:
+            raise _invalid("Request contains an invalid argument: unable to process input audio.")
+    else:
+        seconds = len(data) / AUDIO_BYTES_PER_SECOND
+    return InlineAudio(data, mime, seconds)
+
+
 def _parse_contents(contents: Any) -> tuple[list[str], list[InlineImage]]:
     if not isinstance(contents, list) or not contents:
         raise _invalid("* GenerateContentRequest.contents: contents is not specified")
@@ -367,9 +473,25 @@ def _parse_contents(contents: Any) -> tuple[list[str], list[InlineImage]]:
             inline = _either(part, "inlineData", "inline_data")
             if inline is not None:
                 images.append(_parse_inline(inline, where))
+    images = [i for i in images if not i.mime_type.startswith("audio/")]
     if len(images) > MAX_INPUT_IMAGES:
         raise _invalid(f"Too many images in the request: {len(images)} (max {MAX_INPUT_IMAGES})")
     return texts, images
+
+
+def _audio_parts(contents: Any) -> list[InlineAudio]:
+    audio = []
+    for i, content in enumerate(contents):
+        for j, part in enumerate(content.get("parts") or []):
+            inline = _either(part, "inlineData", "inline_data")
+            if inline is None:
+                continue
+            parsed = _parse_inline(inline, f"contents[{i}].parts[{j}]")
+            if parsed.mime_type.startswith("audio/"):
+                audio.append(
+                    _parse_audio(parsed.data, parsed.mime_type, f"contents[{i}].parts[{j}]")
+                )
+    return audio
 
 
 def _parse_inline(inline: Any, where: str) -> InlineImage:
@@ -399,10 +521,23 @@ def _text_tokens(texts: Sequence[str]) -> int:
 def _prompt_usage(request: GeminiRequest) -> dict[str, Any]:
     text = max(1, _text_tokens(request.texts))
     image = INPUT_IMAGE_TOKENS * len(request.images)
+    audio = sum(a.tokens for a in request.audio)
     details = [{"modality": "TEXT", "tokenCount": text}]
     if image:
         details.append({"modality": "IMAGE", "tokenCount": image})
-    return {"promptTokenCount": text + image, "promptTokensDetails": details}
+    if audio:
+        details.append({"modality": "AUDIO", "tokenCount": audio})
+    return {"promptTokenCount": text + image + audio, "promptTokensDetails": details}
+
+
+def render_transcript(reply: TranscriptReply, request: GeminiRequest) -> dict[str, Any]:
+    candidate = {
+        "content": {"role": "model", "parts": [{"text": reply.text}]},
+        "finishReason": "STOP",
+        "index": 0,
+    }
+    usage = _usage(request, 0, reply.text, 0, reply.usage)
+    return _envelope(request, candidates=[candidate], usageMetadata=usage)
 
 
 def _usage(
@@ -451,7 +586,7 @@ def _image_bytes(reply: ImageReply, request: GeminiRequest) -> tuple[bytes, str,
 def render_image_reply(reply: ImageReply, request: GeminiRequest) -> dict[str, Any]:
     data, mime, width, height = _image_bytes(reply, request)
     parts: list[dict[str, Any]] = []
-    thoughts = 0
+    thoughts = reply.thoughts_tokens
     if reply.thought_text:
         parts.append({"text": reply.thought_text, "thought": True})
         thoughts += _text_tokens([reply.thought_text])
@@ -464,13 +599,20 @@ def render_image_reply(reply: ImageReply, request: GeminiRequest) -> dict[str, A
         thoughts += OUTPUT_IMAGE_TOKENS["1K"]
     if reply.text:
         parts.append({"text": reply.text})
-    final: dict[str, Any] = {"inlineData": {"mimeType": mime, "data": _b64(data)}}
-    if reply.thought_signature:
-        final["thoughtSignature"] = _b64(secrets.token_bytes(32))
-    parts.append(final)
-    image_tokens = OUTPUT_IMAGE_TOKENS.get(request.image_size or "1K", 1120)
+    for n in range(reply.images):
+        # A second image differs from the first (another colour), as a real second take would.
+        extra = render_image(width, height, reply.fmt, (10, 200, 90)) if n and width else data
+        final: dict[str, Any] = {"inlineData": {"mimeType": mime, "data": _b64(extra)}}
+        if reply.thought_signature:
+            final["thoughtSignature"] = _b64(secrets.token_bytes(32))
+        parts.append(final)
+    image_tokens = OUTPUT_IMAGE_TOKENS.get(request.image_size or "1K", 1120) * reply.images
     candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
     usage = _usage(request, image_tokens, reply.text, thoughts, reply.usage)
+    if reply.usage_mode == "none":
+        return _envelope(request, candidates=[candidate])
+    if reply.usage_mode == "no_details":
+        usage.pop("candidatesTokensDetails", None)
     return _envelope(request, candidates=[candidate], usageMetadata=usage)
 
 
@@ -493,7 +635,16 @@ def render_blocked(reply: PromptBlocked, request: GeminiRequest) -> dict[str, An
 # The fake server
 # ---------------------------------------------------------------------------------------------
 
-GeminiReply = ImageReply | CandidateReply | PromptBlocked | ApiError | Delay | Hang | Responder
+GeminiReply = (
+    ImageReply
+    | CandidateReply
+    | TranscriptReply
+    | PromptBlocked
+    | ApiError
+    | Delay
+    | Hang
+    | Responder
+)
 
 
 class FakeGemini(FakeServer[GeminiRequest]):
@@ -505,12 +656,12 @@ class FakeGemini(FakeServer[GeminiRequest]):
         latency: float = 0.0,
         default: GeminiReply | None = None,
         api_key: str | None = None,
-        models: Sequence[str] | None = None,
+        models: Sequence[str] = LIVE_MODELS,
     ) -> None:
         super().__init__(default=default)
         self.latency = latency
         self.api_key = api_key
-        self.models = set(models) if models is not None else None
+        self.models = set(models)
 
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_post("/{version}/models/{model_action}", self._on_generate)
@@ -555,7 +706,7 @@ class FakeGemini(FakeServer[GeminiRequest]):
             return ApiError(
                 400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."
             )
-        unknown_model = self.models is not None and record.model not in self.models
+        unknown_model = record.model not in self.models
         if record.api_version not in API_VERSIONS or action != "generateContent" or unknown_model:
             return ApiError(
                 404,
@@ -576,7 +727,9 @@ class FakeGemini(FakeServer[GeminiRequest]):
         if not isinstance(body, dict):
             return ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
         try:
-            record.texts, record.images = _parse_contents(body.get("contents"))
+            record.texts, images = _parse_contents(body.get("contents"))
+            record.images = [i for i in images if not i.mime_type.startswith("audio/")]
+            record.audio = _audio_parts(body.get("contents"))
             config = body.get("generationConfig", body.get("generation_config"))
             record.generation_config = _check_generation_config(config)
         except _InvalidError as exc:
@@ -602,6 +755,8 @@ class FakeGemini(FakeServer[GeminiRequest]):
         if isinstance(reply, ApiError):
             return self._error(record, reply, "error")
         body = self._render(reply, record)
+        if body is not None:
+            record.usage = body.get("usageMetadata")
         if body is None:
             message = f"FakeGemini: bad scripted reply {reply!r}"
             return self._error(record, ApiError(500, "INTERNAL", message), "unscripted")
@@ -615,6 +770,8 @@ class FakeGemini(FakeServer[GeminiRequest]):
             return render_candidate_reply(reply, record)
         if isinstance(reply, PromptBlocked):
             return render_blocked(reply, record)
+        if isinstance(reply, TranscriptReply):
+            return render_transcript(reply, record) if record.audio else None
         return None
 
     @staticmethod

@@ -20,7 +20,19 @@ Unknown method -> 404 ``Not Found: method not found``.
 
 Methods: getMe, getUpdates (long poll), sendMessage, editMessageText, sendMessageDraft,
 sendChatAction, sendPhoto, sendDocument, sendMediaGroup, getFile, deleteMessage, setMyCommands,
-getMyCommands, deleteMyCommands, answerCallbackQuery, deleteWebhook, getWebhookInfo, logOut, close.
+getMyCommands, deleteMyCommands, answerCallbackQuery, setWebhook, deleteWebhook, getWebhookInfo,
+logOut, close; Stars: sendInvoice, answerPreCheckoutQuery, refundStarPayment, getStarTransactions
+(section "Stars").
+
+Webhooks: after ``setWebhook(url, secret_token=..., allowed_updates=..., max_connections=...)`` the
+fake POSTs each pending update (JSON) to ``url`` with ``X-Telegram-Bot-Api-Secret-Token``, like
+Telegram: one chat's updates one at a time and in order (the next only after a 2xx for the one
+before), different chats concurrently up to ``max_connections``; a non-2xx answer or a connection
+error is recorded as ``last_error_message`` and the update is sent again after
+``webhook_retry_delay`` seconds (an update leaves the queue only with a 2xx). getUpdates answers 409
+while a webhook is set; ``deleteWebhook`` stops the deliveries (``drop_pending_updates`` drops the
+queue). ``webhook_sets`` records every setWebhook's parameters; ``webhook_deliveries`` every attempt
+(update_id, HTTP status or 0 for a connection error, time).
 
 Like the real server, a non-empty ``parse_mode`` wins over ``entities``/``caption_entities`` (the
 text is then parsed as HTML/MarkdownV2/Markdown and markup errors give "can't parse entities").
@@ -38,7 +50,22 @@ a negative ``chat_id`` is a group):
                   media_group_id=None, file_size=None, ...)
     push_callback(user_id, data, *, message_id, chat_id=None, ...)
     push_update(raw)        # any dict; pushing an update_id again delivers it again
-    add_chat(chat_id, *, first_name=..., username=..., title=...)
+    push_pre_checkout(user_id, stars, payload) -> query id
+    push_successful_payment(user_id, stars, payload, *, charge_id=None, deliver=True)
+        -> charge id (the payment is also added to the bot's Star transactions; deliver=False
+        only adds it there, as when the update was lost)
+    refund_outside(user_id, charge_id)   # a refund the bot did not ask for (owner, store)
+    add_chat(chat_id, *, first_name=..., username=..., title=..., is_forum=False)
+    add_topic(chat_id, message_thread_id)   # a forum topic the bot may send to
+    push_text(..., message_thread_id=N)     # in a forum topic (is_topic_message when the chat
+                                            # is a forum), as Telegram sends it
+
+Groups (apis-next.md section 2): with ``group_per_minute`` set, at most that many messages per
+minute go to each group (negative chat id), else 429 with ``retry_after``. A ``message_thread_id``
+on a send to a group must name a topic added with ``add_topic`` (else 400 "message thread not
+found", like Telegram for a reply thread or General). With ``privacy=True`` a group message that
+is not addressed to the bot (a /cmd@bot, a reply to the bot, or an entity mentioning it) is
+dropped before getUpdates, as Telegram does for a bot in privacy mode.
 
 getUpdates: the pending updates (sorted by update_id) are returned at once; otherwise the call waits
 up to ``timeout`` seconds and wakes when a test pushes one. Updates already delivered are confirmed
@@ -49,7 +76,8 @@ Recording:
     sent(chat_id, *, include_drafts=False, include_actions=False) -> list[SentItem]
         SentItem: method, chat_id, time (monotonic), message_id, text (as sent), entities,
         parse_mode, caption, photo/document (bytes), filename, mime, draft_id, action,
-        media_group_id, reply_markup, file_id, parsed_text (after markup parsing).
+        media_group_id, reply_markup, file_id, parsed_text (after markup parsing),
+        message_thread_id, reply_to_message_id.
         Successful sendMessage, editMessageText, sendPhoto, sendDocument and sendMediaGroup
         (one item per album entry); drafts and chat actions only when asked.
     requests: list[RequestRecord]   (every call, failures included: method, params, files,
@@ -69,6 +97,9 @@ Both raise AssertionError describing what was sent (and recent errors) on timeou
 
 Failures:
     fail(method, *, error_code, description=None, retry_after=None, times=1, chat_id=None)
+    fail_raw(method, *, status, body, times=1, chat_id=None)   # any status and body, as is
+    hang(method)                     # accepted, never answered
+    answer_polls_at_once()           # getUpdates answers at once, like a server ignoring timeout
 queues scripted failures (429 gets "Too Many Requests: retry after N" and parameters.retry_after).
 ``FakeTelegram(per_chat_rate=1.0, global_rate=30.0)`` turns on Telegram-like flood limits (token
 buckets with a small burst) for sends and edits; excess calls get 429 with retry_after >= 1 s.
@@ -87,9 +118,10 @@ import struct
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import aiohttp
 from aiohttp import BodyPartReader, hdrs, web
 from PIL import Image
 
@@ -157,6 +189,7 @@ JSON_FIELDS = frozenset(
         "results",
         "options",
         "menu_button",
+        "prices",
     }
 )
 RATE_LIMITED_METHODS = frozenset(
@@ -201,6 +234,14 @@ class TelegramError(Exception):
         if self.parameters:
             body["parameters"] = self.parameters
         return body
+
+
+class RawAnswer(TelegramError):
+    """An answer in a shape Telegram never gives (a proxy's error page, a broken result)."""
+
+    def __init__(self, code: int, raw: str) -> None:
+        super().__init__(code, f"raw answer: {raw[:100]}")
+        self.raw = raw
 
 
 def bad_request(detail: str) -> TelegramError:
@@ -264,6 +305,8 @@ class SentItem:
     reply_markup: dict[str, Any] | None = None
     file_id: str | None = None
     parsed_text: str | None = None
+    message_thread_id: int | None = None
+    reply_to_message_id: int | None = None
 
 
 @dataclass
@@ -289,6 +332,27 @@ class QueuedUpdate:
     update_id: int
     payload: dict[str, Any]
     delivered: bool = False
+    posting: bool = False
+    retry_at: float = 0.0
+
+
+@dataclass
+class Webhook:
+    url: str
+    secret_token: str | None
+    max_connections: int
+    allowed_updates: list[str] | None
+    drop_pending_updates: bool
+
+
+@dataclass
+class WebhookDelivery:
+    update_id: int
+    status: int  # 0: the connection failed
+    time: float
+
+
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 @dataclass
@@ -392,6 +456,12 @@ class Call:
             return self.chat_id()
         except TelegramError:
             return None
+
+
+def utf16_slice(text: str, offset: int, length: int) -> str:
+    """The part of `text` an entity covers (offsets count UTF-16 code units)."""
+    encoded = text.encode("utf-16-le")
+    return encoded[2 * offset : 2 * (offset + length)].decode("utf-16-le", errors="replace")
 
 
 def utf16_len(text: str) -> int:
@@ -1029,11 +1099,144 @@ async def read_multipart(
             files[name] = UploadedFile(name, part.filename, content_type, data)
 
 
+def _chat_key(queued: QueuedUpdate) -> object:
+    """Updates of one chat are delivered one at a time, in order; others each on their own."""
+    for value in queued.payload.values():
+        if not isinstance(value, dict):
+            continue
+        chat = value.get("chat") or (value.get("message") or {}).get("chat")
+        if isinstance(chat, dict) and "id" in chat:
+            return ("chat", chat["id"])
+        sender = value.get("from")
+        if isinstance(sender, dict) and "id" in sender:
+            return ("user", sender["id"])
+    return ("update", queued.update_id)
+
+
 def error_response(error: TelegramError) -> web.Response:
+    if isinstance(error, RawAnswer):
+        return web.Response(status=error.code, text=error.raw, content_type="application/json")
     return web.json_response(error.body(), status=error.code)
 
 
 Handler = Callable[[Call], Awaitable[Any]]
+
+
+PRE_CHECKOUT_TIMEOUT = 10.0
+MAX_INVOICE_PAYLOAD_BYTES = 128
+MAX_STARS_PER_INVOICE = 10000
+
+
+@dataclass
+class SentInvoice:
+    chat_id: int
+    message_id: int
+    invoice: dict[str, Any]
+    payload: str
+
+
+@dataclass
+class PreCheckoutAnswer:
+    ok: bool
+    error_message: str | None
+    seconds: float
+
+
+@dataclass
+class FakeStars:
+    """The bot's Stars account as the fake keeps it.
+
+    `charges` by telegram_payment_charge_id; `transactions` in Telegram's StarTransaction shape,
+    chronological (an incoming payment has a `source`, a refund a `receiver` and the same id);
+    `stall_refunds` = "before" | "after" makes refundStarPayment hang before or after the refund
+    is made (to kill the bot in between), until `released` is set."""
+
+    invoices: list[SentInvoice] = field(default_factory=list)
+    queries: dict[str, float] = field(default_factory=dict)
+    answers: dict[str, PreCheckoutAnswer] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transactions: list[dict[str, Any]] = field(default_factory=list)
+    refund_calls: int = 0
+    stall_refunds: str | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    serial: int = 0
+
+    def pay(self, charge_id: str, user: dict[str, Any], stars: int, payload: str) -> None:
+        self.charges[charge_id] = {
+            "user_id": user["id"],
+            "user": user,
+            "stars": stars,
+            "payload": payload,
+            "refunded": False,
+        }
+        self.transactions.append(
+            {
+                "id": charge_id,
+                "amount": stars,
+                "date": int(time.time()),
+                "source": {
+                    "type": "user",
+                    "transaction_type": "invoice_payment",
+                    "user": user,
+                    "invoice_payload": payload,
+                },
+            }
+        )
+
+    def refund(self, charge_id: str) -> None:
+        charge = self.charges[charge_id]
+        if charge["refunded"]:
+            raise ValueError(f"{charge_id} is already refunded")
+        charge["refunded"] = True
+        self.transactions.append(
+            {
+                "id": charge_id,
+                "amount": charge["stars"],
+                "date": int(time.time()),
+                "receiver": {
+                    "type": "user",
+                    "transaction_type": "invoice_payment",
+                    "user": charge["user"],
+                    "invoice_payload": charge["payload"],
+                },
+            }
+        )
+
+    def refunded(self, charge_id: str) -> bool:
+        return bool(self.charges[charge_id]["refunded"])
+
+
+def check_invoice(call: Call) -> dict[str, Any]:
+    """sendInvoice's checks for a Stars invoice, with Telegram's error descriptions."""
+    title = call.get_str("title") or ""
+    description = call.get_str("description") or ""
+    payload = call.get_str("payload") or ""
+    if not 1 <= len(title) <= 32:
+        raise bad_request("INVOICE_TITLE_EMPTY" if not title else "INVOICE_TITLE_INVALID")
+    if not 1 <= len(description) <= 255:
+        raise bad_request("INVOICE_DESCRIPTION_INVALID")
+    if not 1 <= len(payload.encode()) <= MAX_INVOICE_PAYLOAD_BYTES:
+        raise bad_request("INVOICE_PAYLOAD_INVALID")
+    if call.get_str("currency") != "XTR":
+        raise bad_request("CURRENCY_INVALID")  # digital goods are sold in Stars only
+    if call.get_str("provider_token"):
+        raise bad_request("PAYMENT_PROVIDER_INVALID")  # Stars take no provider token
+    prices = call.params.get("prices")
+    if not isinstance(prices, list) or len(prices) != 1:
+        raise bad_request("STARS_INVOICE_INVALID")  # exactly one price in XTR
+    amount = prices[0].get("amount") if isinstance(prices[0], dict) else None
+    label = prices[0].get("label") if isinstance(prices[0], dict) else None
+    if not isinstance(label, str) or not label:
+        raise bad_request("LABELED_PRICE_INVALID")
+    if not isinstance(amount, int) or not 1 <= amount <= MAX_STARS_PER_INVOICE:
+        raise bad_request("CURRENCY_TOTAL_AMOUNT_INVALID")
+    return {
+        "title": title,
+        "description": description,
+        "start_parameter": call.get_str("start_parameter") or "",
+        "currency": "XTR",
+        "total_amount": amount,
+    }
 
 
 class FakeTelegram:
@@ -1051,8 +1254,15 @@ class FakeTelegram:
         global_burst: float | None = None,
         strict_chats: bool = True,
         port: int = 0,
+        group_per_minute: int | None = None,
+        privacy: bool = False,
     ) -> None:
         self.token = token
+        self.group_per_minute = group_per_minute
+        self.privacy = privacy
+        self._group_sends: dict[int, list[float]] = {}
+        self._topics: set[tuple[int, int]] = set()
+        self.dropped_by_privacy = 0
         bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 123456
         self.bot_user: dict[str, Any] = {
             "id": bot_id,
@@ -1090,9 +1300,20 @@ class FakeTelegram:
         self._commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._chat_buckets: dict[int, TokenBucket] = {}
         self._global_bucket: TokenBucket | None = None
+        self.stars = FakeStars()
         self._changed = asyncio.Event()
         self._closing = False
+        self._hanging: set[str] = set()
+        # A server that ignores getUpdates' timeout and answers an empty list at once.
+        self.ignore_poll_timeout = False
         self._runner: web.AppRunner | None = None
+        self.webhook: Webhook | None = None
+        self.webhook_sets: list[Webhook] = []
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        self.webhook_retry_delay = 0.2
+        self.webhook_timeout = 60.0
+        self._webhook_error: tuple[int, str] | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
         self._methods: dict[str, tuple[str, Handler]] = {
             name.lower(): (name, handler) for name, handler in self._handlers().items()
         }
@@ -1114,6 +1335,11 @@ class FakeTelegram:
             "getMyCommands": self._get_my_commands,
             "deleteMyCommands": self._delete_my_commands,
             "answerCallbackQuery": self._answer_callback_query,
+            "sendInvoice": self._send_invoice,
+            "answerPreCheckoutQuery": self._answer_pre_checkout_query,
+            "refundStarPayment": self._refund_star_payment,
+            "getStarTransactions": self._get_star_transactions,
+            "setWebhook": self._set_webhook,
             "deleteWebhook": self._delete_webhook,
             "getWebhookInfo": self._get_webhook_info,
             "logOut": self._return_true,
@@ -1141,6 +1367,7 @@ class FakeTelegram:
     async def stop(self) -> None:
         self._closing = True
         self._notify()
+        await self._stop_webhook_delivery()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1166,8 +1393,12 @@ class FakeTelegram:
             call = await read_call(request, name)
             record.method, record.params, record.files = name, call.params, call.files
             self._notify()
+            if name.lower() in self._hanging:
+                await asyncio.Event().wait()  # accepted, never answered (ends when the fake stops)
             self._raise_scripted_failure(call)
+            self._check_thread(call)
             self._enforce_rate_limit(call)
+            self._enforce_group_limit(call)
             result = await handler(call)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             error = bad_request(f"the fake could not understand the request: {exc!r}")
@@ -1234,6 +1465,25 @@ class FakeTelegram:
         error = TelegramError(error_code, description, parameters)
         self._failures.append(ScriptedFailure(method.lower(), error, times, chat_id))
 
+    def fail_raw(
+        self, method: str, *, status: int, body: str, times: int = 1, chat_id: int | None = None
+    ) -> None:
+        """The next `times` calls of `method` get HTTP `status` with `body` as is: shapes the real
+        API never sends, such as `{"message": "..."}` with 500, or a result that is not a Message."""
+        self._failures.append(
+            ScriptedFailure(method.lower(), RawAnswer(status, body), times, chat_id)
+        )
+
+    def answer_polls_at_once(self) -> None:
+        """From now on (the poll waiting now included) getUpdates answers at once, as a server
+        that ignores `timeout` does."""
+        self.ignore_poll_timeout = True
+        self._notify()
+
+    def hang(self, method: str) -> None:
+        """Calls of `method` are accepted and never answered."""
+        self._hanging.add(method.lower())
+
     def clear_failures(self) -> None:
         self._failures.clear()
 
@@ -1263,6 +1513,35 @@ class FakeTelegram:
         for bucket in buckets:
             bucket.take(cost)
 
+    def _check_thread(self, call: Call) -> None:
+        thread = call.get_int("message_thread_id")
+        chat_id = call.chat_id_or_none()
+        if thread is None or chat_id is None or chat_id > 0:
+            return
+        if (chat_id, thread) not in self._topics:
+            raise bad_request("message thread not found")
+
+    def _enforce_group_limit(self, call: Call) -> None:
+        """At most `group_per_minute` messages in any minute to one group."""
+        chat_id = call.chat_id_or_none()
+        if self.group_per_minute is None or chat_id is None or chat_id > 0:
+            return
+        if call.method.lower() not in RATE_LIMITED_METHODS:
+            return
+        now = time.monotonic()
+        recent = [t for t in self._group_sends.get(chat_id, []) if now - t < 60.0]
+        if len(recent) >= self.group_per_minute:
+            self.rate_limited_count += 1
+            self._group_sends[chat_id] = recent
+            raise too_many_requests(max(1, math.ceil(60.0 - (now - recent[0]))))
+        recent.append(now)
+        self._group_sends[chat_id] = recent
+
+    def group_sends_in_any_minute(self, chat_id: int) -> int:
+        """The most messages the bot sent to `chat_id` within any 60 seconds."""
+        times = sorted(i.time for i in self._sent.get(chat_id, []) if i.method != "sendChatAction")
+        return max((sum(1 for u in times if t <= u < t + 60.0) for t in times), default=0)
+
     def _chat_bucket(self, chat_id: int | None, now: float) -> TokenBucket | None:
         if self.per_chat_rate is None or chat_id is None:
             return None
@@ -1288,6 +1567,7 @@ class FakeTelegram:
         first_name: str = "Alice",
         username: str | None = "alice",
         title: str = "Fake Group",
+        is_forum: bool = False,
     ) -> dict[str, Any]:
         """Makes a chat known to the fake (pushing an update from it does this too)."""
         if chat_id > 0:
@@ -1297,8 +1577,14 @@ class FakeTelegram:
         else:
             kind = "supergroup" if str(chat_id).startswith("-100") else "group"
             chat = {"id": chat_id, "type": kind, "title": title}
+            if is_forum and kind == "supergroup":
+                chat["is_forum"] = True
         self._chats.setdefault(chat_id, chat)
         return self._chats[chat_id]
+
+    def add_topic(self, chat_id: int, message_thread_id: int) -> None:
+        """A forum topic of a forum supergroup (added with `add_chat(..., is_forum=True)`)."""
+        self._topics.add((chat_id, message_thread_id))
 
     def _chat(self, chat_id: int) -> dict[str, Any]:
         chat = self._chats.get(chat_id)
@@ -1365,8 +1651,15 @@ class FakeTelegram:
     ) -> StoredFile:
         self._file_serial += 1
         serial = self._file_serial
-        prefix = {"photo": "AgACAgIAAxkBAAI", "document": "BQACAgIAAxkBAAI"}[kind]
-        folder = {"photo": "photos", "document": "documents"}[kind]
+        prefix = {
+            "photo": "AgACAgIAAxkBAAI",
+            "document": "BQACAgIAAxkBAAI",
+            "voice": "AwACAgIAAxkBAAI",
+            "audio": "CQACAgIAAxkBAAI",
+        }[kind]
+        folder = {"photo": "photos", "document": "documents", "voice": "voice", "audio": "music"}[
+            kind
+        ]
         stored = StoredFile(
             file_id=f"{prefix}{serial:06d}FakeFileId",
             file_unique_id=f"AQAD{serial:06d}",
@@ -1499,14 +1792,128 @@ class FakeTelegram:
     async def _delete_webhook(self, call: Call) -> bool:
         if call.get_bool("drop_pending_updates"):
             self._updates.clear()
+        self.webhook = None
+        await self._stop_webhook_delivery()
         return True
 
     async def _get_webhook_info(self, call: Call) -> dict[str, Any]:
-        return {
-            "url": "",
+        info: dict[str, Any] = {
+            "url": self.webhook.url if self.webhook else "",
             "has_custom_certificate": False,
             "pending_update_count": len(self._updates),
         }
+        if self.webhook is not None:
+            info["max_connections"] = self.webhook.max_connections
+            if self.webhook.allowed_updates is not None:
+                info["allowed_updates"] = self.webhook.allowed_updates
+        if self._webhook_error is not None:
+            info["last_error_date"], info["last_error_message"] = self._webhook_error
+        return info
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    async def _set_webhook(self, call: Call) -> bool:
+        url = call.get_str("url") or ""
+        if not url:
+            return await self._delete_webhook(call)
+        if not url.startswith(("http://", "https://")):
+            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = call.get_str("secret_token")
+        if secret is not None and not _SECRET_TOKEN.fullmatch(secret):
+            raise bad_request("secret token contains unallowed characters")
+        max_connections = call.get_int("max_connections") or 40
+        if not 1 <= max_connections <= 100:
+            raise bad_request("bad webhook: max_connections must be between 1 and 100")
+        allowed = call.params.get("allowed_updates")
+        self._set_allowed_updates(allowed)
+        if call.get_bool("drop_pending_updates"):
+            self._updates.clear()
+        self.webhook = Webhook(
+            url=url,
+            secret_token=secret,
+            max_connections=max_connections,
+            allowed_updates=[str(a) for a in allowed] if isinstance(allowed, list) else None,
+            drop_pending_updates=call.get_bool("drop_pending_updates"),
+        )
+        self.webhook_sets.append(self.webhook)
+        if self._webhook_task is None or self._webhook_task.done():
+            self._webhook_task = asyncio.create_task(self._deliver_webhooks())
+        self._notify()
+        return True
+
+    async def _stop_webhook_delivery(self) -> None:
+        task, self._webhook_task = self._webhook_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _deliver_webhooks(self) -> None:
+        posts: set[asyncio.Task[None]] = set()
+        timeout = aiohttp.ClientTimeout(total=self.webhook_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            try:
+                while self.webhook is not None and not self._closing:
+                    next_retry = self._start_posts(http, self.webhook, posts)
+                    wait = 1.0 if next_retry is None else max(0.0, next_retry - time.monotonic())
+                    await self._wait_change(min(wait, 1.0))
+            finally:
+                for task in posts:
+                    task.cancel()
+                for task in posts:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    def _start_posts(
+        self, http: aiohttp.ClientSession, hook: Webhook, posts: set[asyncio.Task[None]]
+    ) -> float | None:
+        """Post each chat's first pending update (if not being posted or waiting to be re-sent);
+        returns when the next re-send is due."""
+        self._updates = [queued for queued in self._updates if self._is_allowed(queued.payload)]
+        now, next_retry = time.monotonic(), None
+        busy_chats: set[object] = set()
+        for queued in sorted(self._updates, key=lambda q: q.update_id):
+            key = _chat_key(queued)
+            if key in busy_chats:
+                continue
+            busy_chats.add(key)
+            if queued.posting:
+                continue
+            if queued.retry_at > now:
+                next_retry = min(next_retry or queued.retry_at, queued.retry_at)
+                continue
+            if len(posts) >= hook.max_connections:
+                break
+            queued.posting = True
+            task = asyncio.create_task(self._post_update(http, hook, queued))
+            posts.add(task)
+            task.add_done_callback(posts.discard)
+        return next_retry
+
+    async def _post_update(
+        self, http: aiohttp.ClientSession, hook: Webhook, queued: QueuedUpdate
+    ) -> None:
+        headers = (
+            {"X-Telegram-Bot-Api-Secret-Token": hook.secret_token} if hook.secret_token else {}
+        )
+        status, error = 0, ""
+        try:
+            async with http.post(hook.url, json=queued.payload, headers=headers) as response:
+                status = response.status
+                await response.read()
+                error = f"Wrong response from the webhook: {status} {response.reason}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"Connection failed: {type(exc).__name__}"
+        finally:
+            queued.posting = False
+        self.webhook_deliveries.append(WebhookDelivery(queued.update_id, status, time.monotonic()))
+        if 200 <= status < 300:
+            queued.delivered = True
+            self._updates = [q for q in self._updates if q is not queued]
+        else:
+            queued.retry_at = time.monotonic() + self.webhook_retry_delay
+            self._webhook_error = (int(time.time()), error)
+        self._notify()
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -1524,10 +1931,18 @@ class FakeTelegram:
         return [queued.update_id for queued in self._updates]
 
     async def _get_updates(self, call: Call) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise TelegramError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         self.get_updates_times.append(time.monotonic())
         offset = call.get_int("offset") or 0
         limit = min(max(call.get_int("limit") or 100, 1), 100)
         timeout = min(max(call.get_int("timeout") or 0, 0), MAX_POLL_TIMEOUT)
+        if self.ignore_poll_timeout:
+            timeout = 0
         self._set_allowed_updates(call.params.get("allowed_updates"))
         self._confirm(offset)
         self._poll_serial += 1
@@ -1542,7 +1957,7 @@ class FakeTelegram:
                 )
             batch = self._take_batch(limit)
             remaining = deadline - time.monotonic()
-            if batch or self._closing or remaining <= 0:
+            if batch or self._closing or remaining <= 0 or self.ignore_poll_timeout:
                 return batch
             await self._wait_change(remaining)
 
@@ -1604,6 +2019,7 @@ class FakeTelegram:
         forward: bool,
         edited: bool,
         reply_to: int | None,
+        message_thread_id: int | None = None,
     ) -> int:
         user = self._user(user_id, first_name, username, language_code)
         chat = self.add_chat(
@@ -1635,12 +2051,34 @@ class FakeTelegram:
             message["reply_to_message"] = {
                 k: v for k, v in original.items() if k != "reply_to_message"
             }
+        if message_thread_id is not None:
+            message["message_thread_id"] = message_thread_id
+            if chat.get("is_forum"):
+                message["is_topic_message"] = True
         message.update(content)
         self._messages[(chat["id"], message["message_id"])] = message
+        if self.privacy and chat["id"] < 0 and not self._addressed(message):
+            self.dropped_by_privacy += 1
+            return 0
         payload: dict[str, Any] = {"edited_message" if edited else "message": message}
         if update_id is not None:
             payload["update_id"] = update_id
         return self._queue(payload)
+
+    def _addressed(self, message: dict[str, Any]) -> bool:
+        """What a bot in privacy mode receives from a group."""
+        reply = message.get("reply_to_message") or {}
+        if (reply.get("from") or {}).get("id") == self.bot_user["id"]:
+            return True
+        text = str(message.get("text") or message.get("caption") or "")
+        entities = message.get("entities") or message.get("caption_entities") or []
+        for entity in entities:
+            if entity.get("type") != "bot_command":
+                continue
+            fragment = utf16_slice(text, entity["offset"], entity["length"])
+            if fragment.lower().endswith("@" + str(self.bot_user["username"]).lower()):
+                return True
+        return False
 
     def push_text(
         self,
@@ -1657,6 +2095,7 @@ class FakeTelegram:
         forward: bool = False,
         edited: bool = False,
         reply_to: int | None = None,
+        message_thread_id: int | None = None,
     ) -> int:
         """A text message from a user; "/command" text gets a bot_command entity."""
         content: dict[str, Any] = {"text": text}
@@ -1675,6 +2114,7 @@ class FakeTelegram:
             forward=forward,
             edited=edited,
             reply_to=reply_to,
+            message_thread_id=message_thread_id,
         )
 
     def push_photo(
@@ -1760,6 +2200,54 @@ class FakeTelegram:
             reply_to=reply_to,
         )
 
+    def push_voice(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        duration: int,
+        mime_type: str = "audio/ogg",
+        caption: str | None = None,
+        file_size: int | None = None,
+        audio: bool = False,
+        filename: str | None = None,
+        chat_id: int | None = None,
+        update_id: int | None = None,
+        first_name: str = "Alice",
+        username: str | None = "alice",
+        language_code: str | None = "en",
+    ) -> int:
+        """A voice note (`voice`, path voice/file_N.oga) or, with `audio=True`, a music file."""
+        kind = "audio" if audio else "voice"
+        extension = ".oga" if kind == "voice" else "." + (filename or "a.mp3").rsplit(".", 1)[-1]
+        stored = self._new_file(
+            kind, extension, data, file_size if file_size is not None else len(data)
+        )
+        media: dict[str, Any] = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "duration": duration,
+            "mime_type": mime_type,
+            "file_size": stored.size,
+        }
+        if audio and filename:
+            media["file_name"] = filename
+        content: dict[str, Any] = {kind: media}
+        content.update(caption_fields(caption, None, None))
+        return self._push_message(
+            user_id,
+            content,
+            chat_id=chat_id,
+            update_id=update_id,
+            message_id=None,
+            first_name=first_name,
+            username=username,
+            language_code=language_code,
+            forward=False,
+            edited=False,
+            reply_to=None,
+        )
+
     def push_callback(
         self,
         user_id: int,
@@ -1818,6 +2306,7 @@ class FakeTelegram:
         formatted = self._message_text(call)
         markup = check_reply_markup(call.params.get("reply_markup"))
         content = {**self._reply_to(call, chat["id"]), **text_fields(formatted)}
+        content.update(self._thread_fields(call))
         if markup and "inline_keyboard" in markup:
             content["reply_markup"] = markup
         message = self._store_bot_message(chat, content)
@@ -1832,9 +2321,17 @@ class FakeTelegram:
                 parse_mode=call.get_str("parse_mode"),
                 reply_markup=markup,
                 parsed_text=formatted.text,
+                message_thread_id=call.get_int("message_thread_id"),
+                reply_to_message_id=(content.get("reply_to_message") or {}).get("message_id"),
             )
         )
         return message
+
+    def _thread_fields(self, call: Call) -> dict[str, Any]:
+        thread = call.get_int("message_thread_id")
+        if thread is None:
+            return {}
+        return {"message_thread_id": thread, "is_topic_message": True}
 
     async def _edit_message_text(self, call: Call) -> dict[str, Any] | bool:
         formatted = self._message_text(call)
@@ -1904,7 +2401,15 @@ class FakeTelegram:
         action = call.get_str("action")
         if action not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
-        self._record_sent(SentItem("sendChatAction", chat["id"], time.monotonic(), action=action))
+        self._record_sent(
+            SentItem(
+                "sendChatAction",
+                chat["id"],
+                time.monotonic(),
+                action=action,
+                message_thread_id=call.get_int("message_thread_id"),
+            )
+        )
         return True
 
     async def _delete_message(self, call: Call) -> bool:
@@ -1928,7 +2433,13 @@ class FakeTelegram:
         message = self._store_bot_message(chat, content)
         item = self._media_item("sendPhoto", chat["id"], message, call.params, caption)
         self._record_sent(
-            replace(item, photo=upload.data, filename=upload.filename, mime=upload.mime)
+            replace(
+                item,
+                photo=upload.data,
+                filename=upload.filename,
+                mime=upload.mime,
+                message_thread_id=call.get_int("message_thread_id"),
+            )
         )
         return message
 
@@ -1950,7 +2461,13 @@ class FakeTelegram:
         message = self._store_bot_message(chat, content)
         item = self._media_item("sendDocument", chat["id"], message, call.params, caption)
         self._record_sent(
-            replace(item, document=upload.data, filename=upload.filename, mime=upload.mime)
+            replace(
+                item,
+                document=upload.data,
+                filename=upload.filename,
+                mime=upload.mime,
+                message_thread_id=call.get_int("message_thread_id"),
+            )
         )
         return message
 
@@ -2097,6 +2614,149 @@ class FakeTelegram:
             raise bad_request("MESSAGE_TOO_LONG")
         self._callback_ids.discard(query_id)
         return True
+
+    # -- Stars ------------------------------------------------------------------------------------
+
+    async def _send_invoice(self, call: Call) -> dict[str, Any]:
+        chat = self._chat(call.chat_id())
+        invoice = check_invoice(call)
+        markup = check_reply_markup(call.params.get("reply_markup"))
+        content: dict[str, Any] = {"invoice": invoice}
+        if markup and "inline_keyboard" in markup:
+            content["reply_markup"] = markup
+        message = self._store_bot_message(chat, content)
+        self.stars.invoices.append(
+            SentInvoice(chat["id"], message["message_id"], invoice, str(call.params["payload"]))
+        )
+        self._record_sent(
+            SentItem(
+                "sendInvoice",
+                chat["id"],
+                time.monotonic(),
+                message_id=message["message_id"],
+                text=invoice["title"],
+                reply_markup=markup,
+            )
+        )
+        return message
+
+    async def _answer_pre_checkout_query(self, call: Call) -> bool:
+        query_id = call.get_str("pre_checkout_query_id") or ""
+        asked = self.stars.queries.get(query_id)
+        if asked is None or time.monotonic() - asked > PRE_CHECKOUT_TIMEOUT:
+            raise bad_request(
+                "query is too old and response timeout expired or query ID is invalid"
+            )
+        ok = call.get_bool("ok")
+        error_message = call.get_str("error_message")
+        if not ok and not error_message:
+            raise bad_request("ERROR_MESSAGE_EMPTY")
+        del self.stars.queries[query_id]
+        self.stars.answers[query_id] = PreCheckoutAnswer(
+            ok, error_message, time.monotonic() - asked
+        )
+        return True
+
+    async def _refund_star_payment(self, call: Call) -> bool:
+        charge_id = call.get_str("telegram_payment_charge_id") or ""
+        user_id = call.get_int("user_id")
+        self.stars.refund_calls += 1
+        if self.stars.stall_refunds == "before":  # the request never gets processed
+            await self.stars.released.wait()
+            raise TelegramError(502, "Bad Gateway")
+        charge = self.stars.charges.get(charge_id)
+        if charge is None or charge["user_id"] != user_id:
+            raise bad_request("CHARGE_NOT_FOUND")
+        if charge["refunded"]:
+            raise bad_request("CHARGE_ALREADY_REFUNDED")
+        self.stars.refund(charge_id)
+        self._notify()
+        if self.stars.stall_refunds == "after":  # processed, but the answer never arrives
+            await self.stars.released.wait()
+        return True
+
+    async def _get_star_transactions(self, call: Call) -> dict[str, Any]:
+        offset = call.get_int("offset") or 0
+        limit = call.get_int("limit")
+        limit = 100 if limit is None else limit
+        if not 1 <= limit <= 100 or offset < 0:
+            raise bad_request("LIMIT_INVALID" if offset >= 0 else "OFFSET_INVALID")
+        return {"transactions": self.stars.transactions[offset : offset + limit]}
+
+    def push_pre_checkout(
+        self,
+        user_id: int,
+        stars: int,
+        payload: str,
+        *,
+        currency: str = "XTR",
+        first_name: str = "Alice",
+        username: str | None = "alice",
+    ) -> str:
+        """A person pressed Pay on an invoice; the bot has 10 s to answer. Returns the query id."""
+        user = self._user(user_id, first_name, username, "en")
+        self.stars.serial += 1
+        query_id = f"pcq{user_id}{self.stars.serial:06d}"
+        self.stars.queries[query_id] = time.monotonic()
+        self._queue(
+            {
+                "pre_checkout_query": {
+                    "id": query_id,
+                    "from": user,
+                    "currency": currency,
+                    "total_amount": stars,
+                    "invoice_payload": payload,
+                }
+            }
+        )
+        return query_id
+
+    def push_successful_payment(
+        self,
+        user_id: int,
+        stars: int,
+        payload: str,
+        *,
+        charge_id: str | None = None,
+        deliver: bool = True,
+        first_name: str = "Alice",
+        username: str | None = "alice",
+    ) -> str:
+        """Telegram took `stars` from the person; the service message goes to the bot unless
+        `deliver` is False. Pushing the same charge_id again delivers it again (a duplicate)."""
+        if charge_id is None:
+            self.stars.serial += 1
+            charge_id = f"stxfake{user_id}x{self.stars.serial:06d}"
+        user = self._user(user_id, first_name, username, "en")
+        if charge_id not in self.stars.charges:
+            self.stars.pay(charge_id, user, stars, payload)
+        if deliver:
+            self._push_message(
+                user_id,
+                {
+                    "successful_payment": {
+                        "currency": "XTR",
+                        "total_amount": stars,
+                        "invoice_payload": payload,
+                        "telegram_payment_charge_id": charge_id,
+                        "provider_payment_charge_id": "",
+                    }
+                },
+                chat_id=None,
+                update_id=None,
+                message_id=None,
+                first_name=first_name,
+                username=username,
+                language_code="en",
+                forward=False,
+                edited=False,
+                reply_to=None,
+            )
+        return charge_id
+
+    def refund_outside(self, charge_id: str) -> None:
+        """The charge is refunded without the bot asking (by the owner, or a store chargeback)."""
+        self.stars.refund(charge_id)
 
     # -- test-facing queries --------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.harness import PROJECT_ROOT
 
-BAD_AMOUNT = "The amount must be a positive number of dollars up to 10000, e.g. 5 or 2.50."
+BAD_AMOUNT = "The amount must be a positive number of dollars up to 10000, e.g. 5 or 2.50"
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ async def add_call(
             {
                 "user_id": user_id,
                 "provider": "google" if google else "anthropic",
-                "model": "gemini-3-pro-image-preview" if google else "claude-sonnet-5-5",
+                "model": "gemini-3-pro-image" if google else "claude-sonnet-5-5",
                 "purpose": purpose,
                 "status": status,
                 "images": images,
@@ -131,14 +131,39 @@ async def test_a_bad_amount_exits_2_with_one_line(
     database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     await add_user(engine, 42, "ann")
-    amounts = ["abc", "0", "0.0000001", "-1", "Infinity", "NaN", "10000.01"]
+    amounts = ["abc", "0", "-1", "Infinity", "NaN", "10000.01", "1.0000001", "0.0000001"]
     results = await asyncio.gather(
         *(run_cli(database_url, tmp_path, "admin", "topup", "42", a) for a in amounts)
     )
     for amount, result in zip(amounts, results, strict=True):
-        assert (result.code, result.stdout, result.stderr) == (2, "", BAD_AMOUNT + "\n"), amount
+        assert (result.code, result.stdout) == (2, ""), amount
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        if amount in {"1.0000001", "0.0000001"}:
+            assert "at most 6 decimal places" in result.stderr, result.stderr
+        else:
+            assert result.stderr.startswith(BAD_AMOUNT), result.stderr
     assert await fetch(engine, "SELECT id FROM balance_operations") == []
     assert await fetch(engine, "SELECT balance_micros FROM users WHERE id = 42") == [(0,)]
+
+
+async def test_a_user_id_outside_bigint_exits_2_with_one_line(
+    database_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    ids = ["99999999999999999999999", "9223372036854775808", "0", "-5", "abc", "1e3", "٣"]
+    results = await asyncio.gather(
+        *(run_cli(database_url, tmp_path, "admin", "topup", user_id, "5") for user_id in ids)
+    )
+    for user_id, result in zip(ids, results, strict=True):
+        assert (result.code, result.stdout) == (2, ""), user_id
+        [line] = result.stderr.splitlines()
+        assert line.startswith("The user id must be a Telegram user id"), line
+        assert "Traceback" not in result.stderr
+
+
+async def test_help_says_that_no_command_runs_the_bot(database_url: str, tmp_path: Path) -> None:
+    result = await run_cli(database_url, tmp_path, "--help")
+    assert result.code == 0, result.stderr
+    assert "With no command at all, `python -m bot` runs the bot" in result.stdout
 
 
 async def test_topup_for_an_unknown_user_exits_2_with_one_line(
@@ -196,6 +221,9 @@ async def test_report_prints_a_table_of_the_window(
 
 async def test_report_as_csv(database_url: str, engine: AsyncEngine, tmp_path: Path) -> None:
     await seed_costs(engine)
+    await add_user(engine, 44, "cat")
+    topup = await run_cli(database_url, tmp_path, "admin", "topup", "44", "7.50")
+    assert topup.code == 0, topup.stderr
     result = await run_cli(database_url, tmp_path, "admin", "report", "--days", "7", "--csv")
     assert result.code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -206,14 +234,24 @@ async def test_report_as_csv(database_url: str, engine: AsyncEngine, tmp_path: P
         "purpose",
         "calls",
     ]
-    body = sorted(line.split(",", 1)[1] for line in lines[1:-1])
+    blank = lines.index("")
+    daily, users = lines[:blank], lines[blank + 1 :]
+    body = sorted(line.split(",", 1)[1] for line in daily[1:-1])
     assert body == [
         "anthropic,claude-sonnet-5-5,chat,1,0,1000,500,0,0,0,0.002000,0.002400,0.000400",
         "anthropic,claude-sonnet-5-5,chat,1,0,1000,500,0,0,0,0.010000,0.012000,0.002000",
-        "google,gemini-3-pro-image-preview,generate_image,2,1,0,0,0,0,1,0.134000,0.160800,0.026800",
+        "google,gemini-3-pro-image,generate_image,2,1,0,0,0,0,1,0.134000,0.160800,0.026800",
     ]
-    assert lines[-1] == "total,,,,4,1,,,,,1,0.146000,0.175200,0.029200"
+    assert daily[-1] == "total,,,,4,1,,,,,1,0.146000,0.175200,0.029200"
+    # The per-user table follows: 44 topped up and made no call, and is listed all the same.
+    assert users == [
+        "user_id,username,calls,images,provider_cost,charged,margin,balance",
+        "42,ann,3,1,0.144000,0.172800,0.028800,0.000000",
+        "43,bob,1,0,0.002000,0.002400,0.000400,0.000000",
+        "44,cat,0,0,0.000000,0.000000,0.000000,7.500000",
+    ]
 
     month = await run_cli(database_url, tmp_path, "admin", "report", "--days", "30", "--csv")
     assert month.code == 0, month.stderr
-    assert month.stdout.strip().splitlines()[-1].endswith(",5,1,,,,,1,0.196000,0.235200,0.039200")
+    month_daily = month.stdout.split("\n\n")[0].strip().splitlines()
+    assert month_daily[-1].endswith(",5,1,,,,,1,0.196000,0.235200,0.039200")

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+import structlog.testing
 from PIL import Image
 
 from bot.providers.gemini import (
@@ -19,6 +20,7 @@ from bot.providers.gemini import (
     create_gemini_client,
 )
 from tests.fakes.gemini import (
+    DEFAULT_THOUGHTS_TOKENS,
     ApiError,
     Delay,
     FakeGemini,
@@ -30,7 +32,7 @@ from tests.fakes.gemini import (
     text_only,
 )
 
-MODEL = "gemini-3-pro-image-preview"
+MODEL = "gemini-3-pro-image"
 
 
 @pytest.fixture
@@ -172,3 +174,61 @@ async def test_no_retry_when_the_backoff_would_pass_the_deadline(gemini: FakeGem
     finally:
         await gateway.aclose()
     assert len(gemini.generate_requests()) == 1
+
+
+async def test_usage_is_split_by_kind_as_google_bills_it(
+    gemini: FakeGemini, gateway: GeminiImageGateway
+) -> None:
+    """IMAGE candidate tokens are image output; other candidate tokens plus thoughts are text
+    output; prompt tokens are input by modality (the thought image counts as thinking)."""
+    gemini.script(image_reply(thought_image=True, thought_text="plan it", text="A cat."))
+    image = await gateway.generate(
+        "a red cat",
+        aspect_ratio="1:1",
+        image_size="4K",
+        references=[(b"\x89PNG-ref", "image/png")],
+        deadline=time.monotonic() + 10,
+    )
+    [request] = gemini.generate_requests()
+    usage = request.usage
+    assert usage is not None and image.usage is not None
+    assert image.usage.image_output_tokens == 2000
+    assert image.usage.image_input_tokens == 560
+    assert image.usage.text_input_tokens == usage["promptTokenCount"] - 560
+    assert image.usage.text_output_tokens == (
+        usage["candidatesTokenCount"] - 2000 + usage["thoughtsTokenCount"]
+    )
+    assert usage["thoughtsTokenCount"] == DEFAULT_THOUGHTS_TOKENS + 2 + 1120
+    assert image.image_output_tokens == 2000
+    assert image.images_in_response == 1
+
+
+async def test_a_response_without_candidate_details_reports_no_usage(
+    gemini: FakeGemini, gateway: GeminiImageGateway
+) -> None:
+    gemini.script(image_reply(usage_mode="no_details"), image_reply(usage_mode="none"))
+    assert (await generate(gateway)).usage is None  # type: ignore[attr-defined]
+    assert (await generate(gateway)).usage is None  # type: ignore[attr-defined]
+
+
+async def test_a_retired_model_is_model_gone_logged_once(gemini: FakeGemini) -> None:
+    gateway = GeminiImageGateway(
+        functools.partial(create_gemini_client, "test-key", gemini.base_url, 10.0),
+        GatewayConfig(
+            model="gemini-3-pro-image-preview", retry_attempts=3, retry_initial_delay=0.01
+        ),
+    )
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                with pytest.raises(ImageUnavailable) as caught:
+                    await generate(gateway)
+                assert caught.value.kind == "model_gone"
+                assert caught.value.status == 404
+                assert "gemini-3-pro-image-preview is not found" in caught.value.detail
+    finally:
+        await gateway.aclose()
+    assert len(gemini.generate_requests()) == 3  # a 404 is never retried
+    errors = [entry for entry in logs if entry["log_level"] == "error"]
+    assert [e["event"] for e in errors] == ["image_model_unavailable"]
+    assert errors[0]["model"] == "gemini-3-pro-image-preview"

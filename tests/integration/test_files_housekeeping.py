@@ -47,7 +47,7 @@ async def files(
         config=FilesConfig(
             retention=timedelta(days=30),
             blob_retention=timedelta(days=90),
-            image_model="gemini-3-pro-image-preview",
+            image_model="gemini-3-pro-image",
         ),
     )
     yield service

@@ -16,6 +16,9 @@ from google.genai import errors, types
 from PIL import Image
 
 from tests.fakes.gemini import (
+    DEFAULT_THOUGHTS_TOKENS,
+    LIVE_MODELS,
+    RETIRED_MODELS,
     ApiError,
     Delay,
     FakeGemini,
@@ -32,7 +35,7 @@ from tests.fakes.gemini import (
 )
 
 KEY = "fake-google-key-for-tests"
-MODEL = "gemini-3-pro-image-preview"
+MODEL = "gemini-3-pro-image"
 
 
 def make_client(
@@ -263,6 +266,89 @@ async def test_errors_map_to_sdk_exceptions(
     assert caught.value.code == error.code
     assert caught.value.status == status
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("model", [*RETIRED_MODELS, "gemini-9-imaginary", "gpt-image-2.6-sunburst"])
+async def test_retired_and_unknown_models_are_404_in_googles_shape(
+    fake: FakeGemini, model: str
+) -> None:
+    fake.script(image_reply())  # never used: the model check comes first
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"{fake.base_url}/v1beta/models/{model}:generateContent",
+            headers={"x-goog-api-key": KEY},
+            json={"contents": [{"parts": [{"text": "x"}]}]},
+        )
+        body = await response.json()
+    assert response.status == 404
+    assert body == {
+        "error": {
+            "code": 404,
+            "message": f"models/{model} is not found for API version v1beta, "
+            "or is not supported for generateContent.",
+            "status": "NOT_FOUND",
+        }
+    }
+    sdk = make_client(fake.base_url)
+    try:
+        with pytest.raises(errors.ClientError) as caught:
+            await sdk.aio.models.generate_content(model=model, contents="x")
+    finally:
+        await sdk.aio.aclose()
+    assert (caught.value.code, caught.value.status) == (404, "NOT_FOUND")
+    assert f"models/{model} is not found" in str(caught.value.message)
+
+
+async def test_every_live_model_is_served(fake: FakeGemini, client: genai.Client) -> None:
+    fake.script(*(image_reply() for _ in LIVE_MODELS))
+    for model in LIVE_MODELS:
+        resp = await client.aio.models.generate_content(model=model, contents="x")
+        assert resp.model_version == model
+
+
+@pytest.mark.parametrize(("size", "image_tokens"), [("1K", 1120), ("2K", 1120), ("4K", 2000)])
+async def test_usage_metadata_is_realistic(
+    fake: FakeGemini, client: genai.Client, size: str, image_tokens: int
+) -> None:
+    fake.script(image_reply(text="A fox."))
+    reference = types.Part.from_bytes(data=b"\x89PNG-not-checked", mime_type="image/png")
+    resp = await client.aio.models.generate_content(
+        model=MODEL, contents=[reference, "draw a fox"], config=image_config("1:1", size)
+    )
+    usage = resp.usage_metadata
+    assert usage is not None
+    assert usage.prompt_token_count == 3 + 560
+    assert [(d.modality, d.token_count) for d in usage.prompt_tokens_details or []] == [
+        (types.MediaModality.TEXT, 3),
+        (types.MediaModality.IMAGE, 560),
+    ]
+    assert [(d.modality, d.token_count) for d in usage.candidates_tokens_details or []] == [
+        (types.MediaModality.TEXT, 2),
+        (types.MediaModality.IMAGE, image_tokens),
+    ]
+    assert usage.candidates_token_count == 2 + image_tokens
+    assert usage.thoughts_token_count == DEFAULT_THOUGHTS_TOKENS
+    assert usage.total_token_count == 563 + 2 + image_tokens + DEFAULT_THOUGHTS_TOKENS
+    assert fake.requests[-1].usage is not None
+
+
+async def test_usage_can_be_left_out(fake: FakeGemini, client: genai.Client) -> None:
+    fake.script(
+        image_reply(usage_mode="no_details"), image_reply(usage_mode="none"), image_reply(images=2)
+    )
+    no_details = await client.aio.models.generate_content(model=MODEL, contents="x")
+    none = await client.aio.models.generate_content(model=MODEL, contents="x")
+    two = await client.aio.models.generate_content(model=MODEL, contents="x", config=image_config())
+    assert no_details.usage_metadata is not None
+    assert no_details.usage_metadata.candidates_tokens_details is None
+    assert no_details.usage_metadata.candidates_token_count == 1120
+    assert none.usage_metadata is None
+    assert two.candidates and two.candidates[0].content and two.candidates[0].content.parts
+    images = [p for p in two.candidates[0].content.parts if p.inline_data and not p.thought]
+    assert len(images) == 2
+    assert images[0].inline_data and images[1].inline_data
+    assert images[0].inline_data.data != images[1].inline_data.data
+    assert two.usage_metadata and two.usage_metadata.candidates_token_count == 2240
 
 
 @pytest.mark.parametrize(

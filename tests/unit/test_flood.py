@@ -326,3 +326,18 @@ async def test_idle_chats_are_forgotten() -> None:
         await pacer.acquire(chat)
         fake_time.now += 5.0
     assert pacer.tracked_chats <= 8
+
+
+async def test_pacer_sends_at_most_20_messages_a_minute_to_a_group() -> None:
+    fake_time = FakeTime()
+    pacer = OutgoingPacer(per_chat_burst=3, clock=fake_time.clock, sleep=fake_time.sleep)
+    group = -1001234567890
+    sent_at = []
+    for _ in range(45):
+        await pacer.acquire(group)
+        sent_at.append(fake_time.now)
+
+    most_in_a_minute = max(sum(1 for u in sent_at if t <= u < t + 60.0) for t in sent_at)
+    assert most_in_a_minute == 20
+    assert sent_at[1] - sent_at[0] == pytest.approx(60.0 / (20 * 0.97))  # evenly, no burst
+    assert await pacer.acquire(42) == 0.0  # a private chat keeps its own pace

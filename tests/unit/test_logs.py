@@ -78,3 +78,24 @@ def test_redactor_keeps_ordinary_text() -> None:
     redactor = Redactor([])
     assert redactor.redact_text("user 12345 said hello") == "user 12345 said hello"
     assert redactor.redact_value(b"\x00" * 10) == "<10 bytes>"
+
+
+def test_library_chatter_is_debug_and_the_bots_own_lines_stay() -> None:
+    """pgserver's and alembic's INFO records (whole initdb/pg_ctl command lines) show only at
+    DEBUG, as debug; their warnings and the bot's own INFO lines always show."""
+    for level, expect_chatter in (("INFO", False), ("DEBUG", True)):
+        out = io.StringIO()
+        configure_logging(log_format="json", level=level, stream=out)
+        logging.getLogger("pgserver").info("Running commandline: initdb ...")
+        logging.getLogger("alembic.runtime.plugins").info("setup plugin x")
+        logging.getLogger("pgserver").warning("pg_ctl failed")
+        structlog.get_logger("bot.app").info("bot_started")
+        records = [json.loads(line) for line in out.getvalue().splitlines()]
+        events = {r["event"]: r["level"] for r in records}
+        assert events["pg_ctl failed"] == "warning"
+        assert events["bot_started"] == "info"
+        if expect_chatter:
+            assert events["Running commandline: initdb ..."] == "debug"
+            assert events["setup plugin x"] == "debug"
+        else:
+            assert set(events) == {"pg_ctl failed", "bot_started"}

@@ -360,6 +360,36 @@ async def test_generated_image_goes_through_the_same_pipeline() -> None:
     assert_original_is_clean(prepared)
 
 
+async def test_a_clean_generated_png_keeps_its_image_data_without_any_other_chunk() -> None:
+    """No re-encode for a provider's PNG whose pixels need no change: its IDAT stream is kept,
+    every ancillary chunk and anything after IEND is dropped, and it decodes to the same pixels."""
+    image = Image.effect_noise((300, 200), 30).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "PNG", pnginfo=_text_chunk("Comment", "secret provenance"), compress_level=9)
+    data = out.getvalue() + b"TRAILING-PAYLOAD"
+    prepared = await make_processor().validate_generated(data, "image/png")
+    assert b"secret provenance" not in prepared.original
+    assert b"TRAILING-PAYLOAD" not in prepared.original
+    assert b"tEXt" not in prepared.original
+    with Image.open(io.BytesIO(prepared.original)) as stored:
+        assert stored.tobytes() == image.tobytes()
+    idat = data[data.index(b"IDAT") - 4 : data.index(b"IEND") - 4]
+    assert idat in prepared.original  # the provider's own compressed data, not a re-encode
+    assert_original_is_clean(prepared)
+    # A user's upload of the same bytes is still re-encoded.
+    upload = await make_processor().prepare_upload(data)
+    assert idat not in upload.original
+    assert b"secret provenance" not in upload.original
+
+
+def _text_chunk(key: str, value: str) -> object:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value)
+    return info
+
+
 async def test_generated_image_with_a_wrong_claimed_mime_is_judged_by_its_bytes() -> None:
     data = hostile_file("jpeg_named_gif").data
     prepared = await make_processor().validate_generated(data, "image/png")

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.providers.images import ImageUsage
+from bot.services.price_file import PriceFileError
 from bot.services.pricing import (
     DEFAULT_IMAGE_PRICES,
     DEFAULT_TOKEN_PRICES,
+    ImagePrice,
+    ModelUse,
     PriceTable,
     TokenPrice,
     TokenUsage,
     UnknownModelError,
     apply_markup,
+    image_cost_micros,
     token_cost_micros,
     worst_case_token_cost_micros,
 )
@@ -36,17 +42,31 @@ EXPECTED_TOKEN_RATES = {
     "claude-sonnet-4-5": ("3", "15", "3.75", "0.30"),
     "claude-haiku-4-5": ("1", "5", "1.25", "0.10"),
     "claude-haiku-4-5-20251001": ("1", "5", "1.25", "0.10"),
+    "gemini-3.5-flash": ("1.50", "9", "1.50", "1.50"),
+}
+RETIRED_IMAGE_MODELS = (
+    "gemini-3-pro-image-preview",
+    "gemini-3.1-flash-image-preview",
+    "gemini-2.5-flash-image",
+)
+# USD per million tokens: text input, image input, text output, image output.
+EXPECTED_IMAGE_RATES = {
+    "gemini-3-pro-image": ("2", "2", "12", "120"),
+    "gemini-3.1-flash-image": ("0.50", "0.50", "3", "60"),
+    "gpt-image-2.6-sunburst": ("5", "8", "30", "30"),
 }
 
 EXPECTED_IMAGE_PRICES = {
-    ("gemini-3-pro-image-preview", "1K"): 134_000,
-    ("gemini-3-pro-image-preview", "2K"): 134_000,
-    ("gemini-3-pro-image-preview", "4K"): 240_000,
-    ("gemini-3.1-flash-image-preview", "512"): 45_000,
-    ("gemini-3.1-flash-image-preview", "1K"): 67_000,
-    ("gemini-3.1-flash-image-preview", "2K"): 67_000,
-    ("gemini-3.1-flash-image-preview", "4K"): 120_000,
-    ("gemini-2.5-flash-image", "1K"): 39_000,
+    ("gemini-3-pro-image", "1K"): 134_000,
+    ("gemini-3-pro-image", "2K"): 134_000,
+    ("gemini-3-pro-image", "4K"): 240_000,
+    ("gemini-3.1-flash-image", "512"): 45_000,
+    ("gemini-3.1-flash-image", "1K"): 67_000,
+    ("gemini-3.1-flash-image", "2K"): 101_000,
+    ("gemini-3.1-flash-image", "4K"): 151_000,
+    ("gpt-image-2.6-sunburst", "1K"): 130_000,
+    ("gpt-image-2.6-sunburst", "2K"): 200_000,
+    ("gpt-image-2.6-sunburst", "4K"): 400_000,
 }
 
 
@@ -70,6 +90,64 @@ def test_image_prices_per_size(model_size: tuple[str, str], micros: int) -> None
     assert TABLE.image_price_version(model)
 
 
+@pytest.mark.parametrize(("model", "rates"), EXPECTED_IMAGE_RATES.items())
+def test_image_token_rates_match_design_section_6(model: str, rates: tuple[str, ...]) -> None:
+    price = TABLE.image_prices(model)
+    assert (price.text_input, price.image_input, price.text_output, price.image_output) == tuple(
+        _micros_per_mtok(r) for r in rates
+    )
+
+
+def test_retired_models_are_not_priced() -> None:
+    for model in RETIRED_IMAGE_MODELS:
+        assert model not in DEFAULT_IMAGE_PRICES
+        with pytest.raises(UnknownModelError):
+            TABLE.image_prices(model)
+
+
+def test_image_holds_are_the_per_image_price_plus_a_quarter_rounded_up() -> None:
+    assert TABLE.image_hold("gemini-3-pro-image", "2K") == 167_500
+    assert TABLE.image_hold("gemini-3-pro-image", "4K") == 300_000
+    assert TABLE.image_hold("gemini-3.1-flash-image", "2K") == 126_250
+    assert TABLE.image_hold("gemini-3.1-flash-image", "1K") == 83_750  # 83750 exactly
+    odd = PriceTable(image_prices_by_model={"m": ImagePrice({"1K": 3}, "v")})
+    assert odd.image_hold("m", "1K") == 4  # 3.75 -> 4
+
+
+def test_gemini_image_cost_from_reported_usage() -> None:
+    pro = TABLE.image_prices("gemini-3-pro-image")
+    # A 2K image: 1120 image tokens at 120, 10 prompt tokens at 2, 50 thought tokens at 12.
+    usage = ImageUsage(text_input_tokens=10, text_output_tokens=50, image_output_tokens=1120)
+    assert image_cost_micros(pro, usage, "2K") == 1120 * 120 + 10 * 2 + 50 * 12  # 135_020
+    # 4K: 2000 tokens; one prompt token at 2 USD/MTok is 2 micro-USD.
+    assert image_cost_micros(pro, ImageUsage(image_output_tokens=2000), "4K") == 240_000
+    # rounded up once: 1 text token at 12 + 1 at 2 = 14 micro-USD; 1 flash token 0.5 -> 1
+    flash = TABLE.image_prices("gemini-3.1-flash-image")
+    assert image_cost_micros(flash, ImageUsage(text_input_tokens=1), "1K") == 1
+    assert (
+        image_cost_micros(flash, ImageUsage(text_input_tokens=3, image_input_tokens=3), "1K") == 3
+    )
+
+
+def test_image_cost_without_usage_is_the_per_image_price() -> None:
+    pro = TABLE.image_prices("gemini-3-pro-image")
+    assert image_cost_micros(pro, None, "2K") == 134_000
+    assert image_cost_micros(pro, None, "4K") == 240_000
+    with pytest.raises(UnknownModelError, match="'8K'"):
+        image_cost_micros(pro, None, "8K")
+
+
+def test_openai_image_cost_from_reported_usage() -> None:
+    gpt = TABLE.image_prices("gpt-image-2.6-sunburst")
+    usage = ImageUsage(
+        text_input_tokens=12,
+        image_input_tokens=1000,
+        text_output_tokens=0,
+        image_output_tokens=4160,
+    )
+    assert image_cost_micros(gpt, usage, "1K") == 12 * 5 + 1000 * 8 + 4160 * 30
+
+
 def test_every_listed_image_size_is_expected() -> None:
     listed = {(m, s) for m, p in DEFAULT_IMAGE_PRICES.items() for s in p.by_size}
     assert listed == set(EXPECTED_IMAGE_PRICES)
@@ -77,7 +155,15 @@ def test_every_listed_image_size_is_expected() -> None:
 
 def test_every_claude_entry_is_consistent() -> None:
     for model, price in DEFAULT_TOKEN_PRICES.items():
+        if price.provider != "anthropic":
+            continue
         assert price.cache_read < price.input < price.cache_write < price.output, model
+
+
+def test_transcription_price_is_the_designed_one() -> None:
+    # gemini-3.5-flash: 1.50 USD/MTok in (audio and text alike), 9 USD/MTok out.
+    price = TABLE.token_price("gemini-3.5-flash")
+    assert (price.input, price.output) == (1_500_000, 9_000_000)
 
 
 def test_unknown_models_and_sizes_fail_with_a_clear_message() -> None:
@@ -86,15 +172,146 @@ def test_unknown_models_and_sizes_fail_with_a_clear_message() -> None:
     with pytest.raises(UnknownModelError, match="dall-e"):
         TABLE.image_price("dall-e", "1K")
     with pytest.raises(UnknownModelError, match="'8K'"):
-        TABLE.image_price("gemini-3-pro-image-preview", "8K")
+        TABLE.image_price("gemini-3-pro-image", "8K")
 
 
 def test_check_models_accepts_the_defaults_and_rejects_unknown_ones() -> None:
-    TABLE.check_models("claude-sonnet-5-5", "claude-sonnet-5-5", "gemini-3-pro-image-preview")
+    TABLE.check_models("claude-sonnet-5-5", "claude-sonnet-5-5", "gemini-3-pro-image")
     with pytest.raises(UnknownModelError, match="claude-typo"):
-        TABLE.check_models("claude-sonnet-5-5", "claude-typo", "gemini-3-pro-image-preview")
+        TABLE.check_models("claude-sonnet-5-5", "claude-typo", "gemini-3-pro-image")
     with pytest.raises(UnknownModelError, match="imagen"):
         TABLE.check_models("claude-sonnet-5-5", "claude-sonnet-5-5", "imagen")
+
+
+def test_an_unpriced_model_is_one_line_naming_it_the_setting_and_the_ways_to_price_it() -> None:
+    with pytest.raises(UnknownModelError) as raised:
+        TABLE.check([ModelUse("gemini-3-pro-image-preview", "IMAGE_MODEL", "image", "google")])
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "'gemini-3-pro-image-preview' (IMAGE_MODEL)" in message
+    assert "PRICES_FILE" in message
+    assert "gemini-3-pro-image," in message  # the built-in choices
+    with pytest.raises(UnknownModelError, match="priced as a google model, not openai"):
+        TABLE.check([ModelUse("gemini-3-pro-image", "IMAGE_MODEL", "image", "openai")])
+
+
+PRICES_TOML = """
+[models."claude-sonnet-5-5"]
+provider = "anthropic"
+price_version = "ops-2026-12"
+input = 2_500_000
+output = 12_000_000
+cache_write = 3_000_000
+cache_read = 250_000
+
+[models."gemini-3-pro-image"]
+provider = "google"
+price_version = "ops-2026-12"
+text_input = 2_000_000
+image_input = 2_000_000
+text_output = 12_000_000
+image_output = 130_000_000
+per_image = { "1K" = 145_600, "2K" = 145_600, "4K" = 260_000 }
+
+[models."gemini-nano-banana-2.1"]
+provider = "google"
+price_version = "ops-2026-12b"
+text_input = 1_500_000
+image_input = 1_500_000
+text_output = 7_500_000
+image_output = 30_000_000
+per_image = { "1K" = 33_600, "2K" = 50_400, "4K" = 90_000 }
+
+[models."gemini-3.5-flash-lite"]
+provider = "google"
+price_version = "ops-2026-12"
+input = 500_000
+output = 3_000_000
+"""
+
+
+def test_prices_file_adds_and_replaces_whole_entries(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(PRICES_TOML)
+    table = PriceTable.load(path)
+    sonnet = table.token_price("claude-sonnet-5-5")
+    assert (sonnet.input, sonnet.output, sonnet.cache_write, sonnet.cache_read) == (
+        2_500_000,
+        12_000_000,
+        3_000_000,
+        250_000,
+    )
+    assert sonnet.price_version == "ops-2026-12"
+    pro = table.image_prices("gemini-3-pro-image")
+    assert pro.image_output == 130_000_000
+    assert dict(pro.by_size) == {"1K": 145_600, "2K": 145_600, "4K": 260_000}
+    assert table.image_price_version("gemini-3-pro-image") == "ops-2026-12"
+    added = table.image_prices("gemini-nano-banana-2.1")
+    assert (added.provider, added.price_version, added.by_size["2K"]) == (
+        "google",
+        "ops-2026-12b",
+        50_400,
+    )
+    lite = table.token_price("gemini-3.5-flash-lite")
+    assert (lite.input, lite.output, lite.cache_read, lite.provider) == (
+        500_000,
+        3_000_000,
+        500_000,
+        "google",
+    )
+    # Entries the file does not name keep their built-in prices.
+    assert table.token_price("claude-opus-5-5") == DEFAULT_TOKEN_PRICES["claude-opus-5-5"]
+    assert (
+        table.image_prices("gpt-image-2.6-sunburst")
+        == DEFAULT_IMAGE_PRICES["gpt-image-2.6-sunburst"]
+    )
+    # The built-in table itself is untouched.
+    assert PriceTable().image_prices("gemini-3-pro-image").image_output == 120_000_000
+
+
+def test_a_file_entry_replaces_the_built_in_one_whole(tmp_path: Path) -> None:
+    """A model priced by tokens in the file is no longer an image model (no merging of keys)."""
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        '[models."gemini-3-pro-image"]\nprovider = "google"\nprice_version = "x"\n'
+        "input = 1\noutput = 2\n"
+    )
+    table = PriceTable.load(path)
+    assert table.token_price("gemini-3-pro-image").input == 1
+    with pytest.raises(UnknownModelError):
+        table.image_prices("gemini-3-pro-image")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("models = 3", "no \\[models"),
+        ("[models.x]\nprovider = 'acme'\nprice_version = 'v'\ninput = 1\noutput = 1", "provider"),
+        ("[models.x]\nprovider = 'google'\ninput = 1\noutput = 1", "price_version"),
+        ("[models.x]\nprovider = 'google'\nprice_version = 'v'\ninput = 1.5\noutput = 1", "input"),
+        ("[models.x]\nprovider = 'google'\nprice_version = 'v'\noutput = 1", "input is missing"),
+        (
+            "[models.x]\nprovider = 'google'\nprice_version = 'v'\nimage_output = 1",
+            "per_image is missing",
+        ),
+        (
+            "[models.x]\nprovider = 'google'\nprice_version = 'v'\ninput = 1\noutput = 1\nfoo = 2",
+            "unknown keys foo",
+        ),
+        ("[models.x\n", "not valid TOML"),
+    ],
+)
+def test_bad_prices_files_are_one_clear_line(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(text)
+    with pytest.raises(PriceFileError, match=error) as raised:
+        PriceTable.load(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_missing_prices_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PriceFileError, match="cannot be read"):
+        PriceTable.load(tmp_path / "nope.toml")
 
 
 def test_token_cost_known_values() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiogram import Router
 from aiogram.dispatcher.event.handler import FilterObject, HandlerObject
-from aiogram.types import Chat, Document, Message, PhotoSize, User
+from aiogram.types import Audio, Chat, Document, Message, PhotoSize, User, Voice
 
 from bot.telegram.handlers import admin, billing, chat, common
 
@@ -75,6 +75,8 @@ def test_every_handler_runs_on_the_event_loop() -> None:
         ({"text": "/unknown thing"}, False, True),
         ({"photo": [PhotoSize(file_id="p", file_unique_id="u", width=1, height=1)]}, True, False),
         ({"document": Document(file_id="d", file_unique_id="u")}, True, False),
+        ({"voice": Voice(file_id="v", file_unique_id="u", duration=3)}, True, False),
+        ({"audio": Audio(file_id="a", file_unique_id="u", duration=3)}, True, False),
         ({"caption": "just a caption"}, False, False),
         ({}, False, False),
     ],

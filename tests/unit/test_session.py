@@ -1,4 +1,6 @@
-"""The bot's session checks Bot API responses exactly as aiogram's own session does."""
+"""The bot's session checks Bot API responses exactly as aiogram's own session does, except that an
+answer in a shape the Bot API never gives raises a `TelegramAPIError` (aiogram: ClientDecodeError,
+which every `except TelegramAPIError` would miss)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import pytest
 from aiogram import Bot, methods, types
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import (
-    ClientDecodeError,
+    TelegramAPIError,
     TelegramBadRequest,
     TelegramRetryAfter,
     TelegramServerError,
+    TelegramUnauthorizedError,
 )
 
-from bot.telegram.session import BotSession, result_model
+from bot.telegram.session import BotSession, TelegramUnexpectedAnswer, result_model
 from tests.harness import FAKE_BOT_TOKEN
 
 MESSAGE = {
@@ -54,10 +57,21 @@ CASES = [
     pytest.param(SEND, 429, failed(429, "Too Many Requests", retry_after=3), id="flood wait"),
     pytest.param(SEND, 400, failed(400, "Bad Request: chat not found"), id="bad request"),
     pytest.param(SEND, 502, failed(502, "Bad Gateway"), id="server error"),
-    pytest.param(SEND, 200, "<html>not json</html>", id="not json"),
-    pytest.param(SEND, 200, ok({"message_id": "not a number"}), id="a broken message"),
-    pytest.param(POLL, 200, ok({"update_id": 1}), id="updates that are not a list"),
     pytest.param(SEND, 200, json.dumps({"ok": False, "description": "odd"}), id="ok false on 200"),
+]
+ODD = [
+    pytest.param(SEND, 200, "<html>not json</html>", TelegramUnexpectedAnswer, id="not json"),
+    pytest.param(
+        SEND, 200, ok({"message_id": "not a number"}), TelegramUnexpectedAnswer, id="broken"
+    ),
+    pytest.param(POLL, 200, ok({"update_id": 1}), TelegramUnexpectedAnswer, id="not a list"),
+    pytest.param(
+        SEND, 500, json.dumps({"message": "upstream"}), TelegramServerError, id="proxy 500"
+    ),
+    pytest.param(ACTION, 502, "<html>Bad Gateway</html>", TelegramServerError, id="html 502"),
+    pytest.param(SEND, 500, json.dumps({"ok": False}), TelegramServerError, id="no description"),
+    pytest.param(SEND, 401, "Unauthorized", TelegramUnauthorizedError, id="plain 401"),
+    pytest.param(SEND, 418, "{}", TelegramUnexpectedAnswer, id="odd status"),
 ]
 
 
@@ -83,6 +97,21 @@ async def test_results_and_errors_are_the_same_as_aiogram_gives(
         await theirs.close()
 
 
+@pytest.mark.parametrize(("method", "status", "content", "kind"), ODD)
+async def test_answers_in_odd_shapes_raise_telegram_api_errors(
+    method: Any, status: int, content: str, kind: type[Exception]
+) -> None:
+    session = BotSession()
+    bot = Bot(FAKE_BOT_TOKEN, session=session)
+    try:
+        with pytest.raises(kind) as caught:
+            session.check_response(bot, method, status, content)
+        assert isinstance(caught.value, TelegramAPIError)
+        assert f"HTTP {status}" in str(caught.value)
+    finally:
+        await session.close()
+
+
 async def test_models_come_back_bound_to_the_bot_and_errors_keep_their_types() -> None:
     session = BotSession()
     bot = Bot(FAKE_BOT_TOKEN, session=session)
@@ -99,7 +128,7 @@ async def test_models_come_back_bound_to_the_bot_and_errors_keep_their_types() -
             session.check_response(bot, SEND, 400, failed(400, "Bad Request: no"))
         with pytest.raises(TelegramServerError):
             session.check_response(bot, SEND, 500, failed(500, "Internal"))
-        with pytest.raises(ClientDecodeError):
+        with pytest.raises(TelegramUnexpectedAnswer):
             session.check_response(bot, SEND, 200, ok({"message_id": "x"}))
     finally:
         await session.close()

@@ -43,6 +43,7 @@ class ToolContext:
     deadline: float
     report_progress: ProgressCallback = _no_progress
     chat_action: Callable[[str], None] = field(default=lambda _: None)
+    message_thread_id: int | None = None  # a group's forum topic: files go there too
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,21 @@
-"""The `generate_image` tool: Nano Banana Pro, charged per image, held before the call and
-captured only after the image reached the chat (by the file delivery)."""
+"""The `generate_image` tool: the configured image provider (Gemini or OpenAI Images), charged
+from the usage the provider reported (the per-image price without usage), held before the call
+(per-image price plus 25%) and captured only after the image reached the chat (by the file sink)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, ClassVar, Literal
 
 import structlog
 from pydantic import BeforeValidator, Field
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput, ToolOutput
-from bot.providers.gemini import (
-    GeminiImageGateway,
-    GeneratedImage,
-    ImageBlocked,
-    ImageUnavailable,
-)
+from bot.agent.tools.image_measure import ImageMeasure
+from bot.providers.images import ImageBlocked, ImageGateway, ImageResult, ImageUnavailable
 from bot.services.delivery import ProducedFile
 from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
 from bot.services.ledger import InsufficientBalance
-from bot.services.metered import Meter, MeteredCalls, PendingCharge, Report
+from bot.services.metered import Meter, MeteredCalls, PendingCharge
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
 from bot.services.usage import ImageRateLimit
@@ -44,6 +40,7 @@ PROVIDER_MESSAGES = {
     "timeout": "the image service did not answer in time",
     "auth": "the image service is unavailable right now",
     "bad_request": "the image service rejected this request",
+    "model_gone": "image generation is unavailable right now",
 }
 
 
@@ -68,7 +65,7 @@ class GenerateImageInput(ToolInput):
 class GenerateImageTool:
     name: ClassVar[str] = "generate_image"
     description: ClassVar[str] = (
-        "Generate one image with Nano Banana Pro, or edit/combine earlier images when "
+        "Generate one image, or edit/combine earlier images when "
         "reference_file_ids are given. The image is sent to the user automatically; do not "
         "describe it as a link. Costs money per image (4K costs more)."
     )
@@ -77,7 +74,7 @@ class GenerateImageTool:
     def __init__(
         self,
         *,
-        gateway: GeminiImageGateway,
+        gateway: ImageGateway,
         files: FileService,
         metered: MeteredCalls,
         prices: PriceTable,
@@ -91,6 +88,10 @@ class GenerateImageTool:
 
     async def run(self, args: Any, ctx: ToolContext) -> ToolOutput:
         assert isinstance(args, GenerateImageInput)
+        if len(args.reference_file_ids) > self._gateway.max_references:
+            raise ToolError(
+                f"At most {self._gateway.max_references} reference_file_ids with this image model."
+            )
         references = await self._references(args.reference_file_ids, ctx.user_id)
         if not await self._rate_limit.allows(ctx.user_id):
             raise ToolError(
@@ -99,9 +100,10 @@ class GenerateImageTool:
             )
         price = self._prices.image_price(self._gateway.model, args.image_size)
         image, charge = await self._generate(args, references, ctx, price)
+        cost = charge.report.provider_cost_micros
         return ToolOutput(
-            payload=self._payload(args, references, price),
-            files=(self._produced(args, references, ctx, image, charge, price),),
+            payload=self._payload(args, references, min(cost, charge.meter.worst_case_micros)),
+            files=(self._produced(args, references, ctx, image, charge, cost),),
         )
 
     async def _generate(
@@ -110,8 +112,8 @@ class GenerateImageTool:
         references: list[tuple[StoredFileRef, tuple[bytes, str]]],
         ctx: ToolContext,
         price: int,
-    ) -> tuple[GeneratedImage, PendingCharge]:
-        async def call() -> GeneratedImage:
+    ) -> tuple[ImageResult, PendingCharge]:
+        async def call() -> ImageResult:
             await ctx.report_progress(_progress_line(args))
             ctx.chat_action("upload_photo")
             return await self._gateway.generate(
@@ -122,19 +124,26 @@ class GenerateImageTool:
                 deadline=ctx.deadline,
             )
 
-        measure = ImageMeasure(price, self._prices.image_price_version(self._gateway.model))
+        model = self._gateway.model
+        measure = ImageMeasure(
+            self._prices.image_prices(model),
+            args.image_size,
+            list_price=price,
+            price_version=self._prices.image_price_version(model),
+        )
         try:
             return await self._metered.run(self._meter(args, ctx, price), call, measure)
         except (InsufficientBalance, ImageBlocked, ImageUnavailable) as exc:
-            raise self._tool_error(exc, ctx, price) from None
+            raise self._tool_error(exc, ctx, price, args.image_size) from None
 
     def _meter(self, args: GenerateImageInput, ctx: ToolContext, price: int) -> Meter:
         return Meter(
             user_id=ctx.user_id,
-            provider="google",
+            provider=self._gateway.provider,
             model=self._gateway.model,
             purpose="generate_image",
-            worst_case_micros=price,
+            # The per-image price plus 25%: usage-based charges may come out above it.
+            worst_case_micros=self._prices.image_hold(self._gateway.model, args.image_size),
             key=f"img:{ctx.tool_use_id}",
             tool_use_id=ctx.tool_use_id,
             image_size=args.image_size,
@@ -145,12 +154,16 @@ class GenerateImageTool:
         exc: InsufficientBalance | ImageBlocked | ImageUnavailable,
         ctx: ToolContext,
         price: int,
+        size: str,
     ) -> ToolError:
         if isinstance(exc, InsufficientBalance):
+            held = self._prices.image_hold(self._gateway.model, size)
             return ToolError(
-                f"Insufficient balance: this image costs "
-                f"{format_usd(self._metered.user_price(price))} and the user has "
-                f"{format_usd(exc.available_micros)} available. Nothing was generated or charged."
+                f"Insufficient balance: this image costs about "
+                f"{format_usd(self._metered.user_price(price))} "
+                f"({format_usd(self._metered.user_price(held))} is reserved while it is made) "
+                f"and the user has {format_usd(exc.available_micros)} available. "
+                "Nothing was generated or charged."
             )
         if isinstance(exc, ImageBlocked):
             log.info("image_not_generated", user_id=ctx.user_id, status="blocked", error=exc.reason)
@@ -159,17 +172,22 @@ class GenerateImageTool:
             )
         log.info("image_not_generated", user_id=ctx.user_id, status="error", error=exc.kind)
         message = PROVIDER_MESSAGES.get(exc.kind, "the image service failed")
+        if exc.kind == "model_gone":
+            return ToolError(
+                f"{message[0].upper()}{message[1:]}. Nothing was charged. Tell the user in "
+                "plain words that image generation is unavailable right now; text chat works."
+            )
         return ToolError(f"No image was generated: {message}. Nothing was charged.")
 
     def _payload(
         self,
         args: GenerateImageInput,
         references: list[tuple[StoredFileRef, tuple[bytes, str]]],
-        price: int,
+        cost: int,
     ) -> dict[str, Any]:
         return {
             "success": True,
-            "cost_usd": format_usd(self._metered.user_price(price)),
+            "cost_usd": format_usd(self._metered.user_price(cost)),
             "parameters_used": {
                 "aspect_ratio": args.aspect_ratio,
                 "image_size": args.image_size,
@@ -183,9 +201,9 @@ class GenerateImageTool:
         args: GenerateImageInput,
         references: list[tuple[StoredFileRef, tuple[bytes, str]]],
         ctx: ToolContext,
-        image: GeneratedImage,
+        image: ImageResult,
         charge: PendingCharge,
-        price: int,
+        cost: int,
     ) -> ProducedFile:
         return ProducedFile(
             filename="image.png",
@@ -198,7 +216,7 @@ class GenerateImageTool:
                 "aspect_ratio": args.aspect_ratio,
                 "image_size": args.image_size,
                 "reference_file_ids": [r.id for r, _ in references],
-                "cost_micros": price,
+                "cost_micros": cost,
                 "tool_use_id": ctx.tool_use_id,
             },
             charge=charge,
@@ -226,48 +244,6 @@ class GenerateImageTool:
                 "use fewer reference_file_ids."
             )
         return loaded
-
-
-class ImageMeasure:
-    """An image call as a Report: charged per image; a failure may still have cost the provider
-    (cut off mid-request), which is recorded but never charged."""
-
-    def __init__(self, price: int, price_version: str) -> None:
-        self._price = price
-        self._version = price_version
-
-    def reported(self, result: GeneratedImage) -> Report:
-        return Report(
-            provider_cost_micros=self._price,
-            price_version=self._version,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            image_count=1,
-            duration_ms=result.duration_ms,
-        )
-
-    def failed(self, exc: BaseException) -> Report:
-        if isinstance(exc, ImageBlocked):
-            return Report(
-                status="blocked",
-                price_version=self._version,
-                input_tokens=exc.input_tokens,
-                output_tokens=exc.output_tokens,
-                error=exc.reason,
-            )
-        if isinstance(exc, ImageUnavailable):
-            error, unknown = f"{exc.kind}: {exc.detail}", exc.cost_unknown
-        else:
-            # Cut off mid-request (a shutdown): the provider may still bill for the image.
-            unknown = isinstance(exc, asyncio.CancelledError)
-            error = "interrupted" if unknown else type(exc).__name__
-        return Report(
-            status="error",
-            provider_cost_micros=self._price if unknown else 0,
-            price_version=self._version,
-            error=error,
-            cost_unknown=unknown,
-        )
 
 
 def _progress_line(args: GenerateImageInput) -> str:

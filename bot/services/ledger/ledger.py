@@ -35,6 +35,7 @@ from bot.db.direct import DirectSQL, UniqueViolation
 from bot.db.models import BalanceHold, BalanceOperation
 from bot.services.ledger import rows, statements
 from bot.services.ledger.model import (
+    CHARGED_STATUSES,
     BalanceView,
     CallRecord,
     Hold,
@@ -187,6 +188,8 @@ class Ledger:
             if existing is not None:
                 return existing
             available = (await rows.balance_view(session, user_id)).available_micros
+            if available >= amount_micros:
+                raise await rows.daily_limit_reached(session, user_id, amount_micros)
         log.info(
             "hold_insufficient_balance",
             user_id=user_id,
@@ -216,7 +219,7 @@ class Ledger:
         return settlement
 
     def _price(self, call: CallRecord) -> int:
-        if call.status != "ok" or call.provider_cost_micros <= 0:
+        if call.status not in CHARGED_STATUSES or call.provider_cost_micros <= 0:
             return 0
         return self.user_price(call.provider_cost_micros)
 

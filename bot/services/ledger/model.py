@@ -8,9 +8,10 @@ from typing import Literal
 
 from bot.services.money import format_usd
 
-CallStatus = Literal["ok", "error", "blocked"]
-Provider = Literal["anthropic", "google"]
-Purpose = Literal["chat", "analyze_image", "generate_image"]
+CallStatus = Literal["ok", "error", "blocked", "cancelled"]
+CHARGED_STATUSES = ("ok", "cancelled")  # a stopped stream is charged for what it streamed
+Provider = Literal["anthropic", "google", "openai"]
+Purpose = Literal["chat", "analyze_image", "generate_image", "transcribe", "read_document"]
 ERROR_TEXT_LIMIT = 2000
 
 
@@ -26,6 +27,21 @@ class InsufficientBalance(BillingError):
             f"Insufficient balance: this needs {format_usd(needed_micros)}, "
             f"available {format_usd(available_micros)}."
         )
+
+
+class DailyLimitReached(InsufficientBalance):
+    """The person's own daily spend limit (/limit) leaves less than this hold needs."""
+
+    def __init__(self, needed_micros: int, limit_micros: int, left_micros: int) -> None:
+        self.limit_micros = limit_micros
+        InsufficientBalance.__init__(self, needed_micros, left_micros)
+        self.args = (
+            f"Daily spending limit reached: this needs {format_usd(needed_micros)}, "
+            f"{format_usd(left_micros)} of today's {format_usd(limit_micros)} is left.",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class UnknownUserError(BillingError):
@@ -73,6 +89,10 @@ class CallRecord:
     cache_read_tokens: int = 0
     image_count: int = 0
     image_size: str | None = None
+    image_output_tokens: int = 0
+    image_list_price_micros: int | None = None
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
     error: str | None = None
     provider_cost_unknown: bool = False
     request_id: str | None = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select, update
+import structlog
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,13 +11,16 @@ from bot.db.models import ApiCall, BalanceHold, BalanceOperation, User
 from bot.services.ledger.model import (
     BalanceView,
     CallRecord,
+    DailyLimitReached,
     Hold,
     HoldNotOpenError,
     IdempotencyConflictError,
     InsufficientBalance,
     UnknownUserError,
 )
-from bot.services.ledger.statements import api_call_values
+from bot.services.ledger.statements import DAILY_LIMIT_STATE, api_call_values
+
+log = structlog.get_logger(__name__)
 
 
 async def post(
@@ -182,3 +186,14 @@ async def balance_view(session: AsyncSession, user_id: int) -> BalanceView:
 
 async def current_balance(session: AsyncSession, user_id: int) -> int:
     return (await balance_view(session, user_id)).balance_micros
+
+
+async def daily_limit_reached(
+    session: AsyncSession, user_id: int, amount_micros: int
+) -> DailyLimitReached:
+    """Why a hold the balance covers was refused: the person's own daily limit."""
+    row = (await session.execute(text(DAILY_LIMIT_STATE), {"id": user_id})).one()
+    limit = int(row.daily_limit_micros or 0)
+    left = max(0, limit - int(row.spent) - int(row.held_micros))
+    log.info("hold_daily_limit", user_id=user_id, needed_micros=amount_micros, left=left)
+    return DailyLimitReached(amount_micros, limit, left)

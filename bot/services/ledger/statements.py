@@ -6,6 +6,7 @@ the ledger's transactions, which decide it. tests/billing/test_statements.py run
 
 from __future__ import annotations
 
+from bot.services.controls import SPENT_TODAY_SQL
 from bot.services.ledger.model import CallRecord
 
 # The api_calls columns a CallRecord fills, here and in the ledger's own inserts.
@@ -20,6 +21,10 @@ API_CALL_COLUMNS = (
     "cache_write_tokens",
     "image_count",
     "image_size",
+    "image_output_tokens",
+    "image_list_price_micros",
+    "web_search_requests",
+    "web_fetch_requests",
     "provider_cost_micros",
     "price_version",
     "status",
@@ -38,10 +43,25 @@ def api_call_values(call: CallRecord) -> dict[str, object]:
 
 # Reserve and record the hold in one statement; no row when the balance is too low or the user
 # is unknown, a unique violation when the key was used: either way nothing changed.
-HOLD = """
+# The person's own daily limit (/limit): what is held and spent today leaves room for `amount`.
+WITHIN_DAILY_LIMIT = (
+    "(daily_limit_micros IS NULL OR daily_limit_micros - held_micros - ("
+    + SPENT_TODAY_SQL.format(user="users.id")
+    + ") >= {amount})"
+)
+
+# What refused a hold when the balance was enough: the limit, held and spent today.
+DAILY_LIMIT_STATE = (
+    "SELECT daily_limit_micros, held_micros, ("
+    + SPENT_TODAY_SQL.format(user=":id")
+    + ") AS spent FROM users WHERE id = :id"
+)
+
+HOLD = f"""
     WITH reserved AS (
         UPDATE users SET held_micros = held_micros + $2
         WHERE id = $1 AND balance_micros - held_micros >= $2
+          AND {WITHIN_DAILY_LIMIT.format(amount="$2")}
         RETURNING id
     )
     INSERT INTO balance_holds (user_id, amount_micros, idempotency_key, description, expires_at)

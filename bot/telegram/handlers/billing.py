@@ -2,57 +2,66 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
+from bot.i18n import N_, _, format_moment, format_money, ngettext
 from bot.services.ledger import BalanceView, Ledger, Operation
-from bot.services.money import format_usd
 from bot.services.usage import UsageReports, UsageSummary
 
 RECENT_OPERATIONS = 10
 USAGE_DAYS = 30
 
 _KIND_NAMES = {
-    "starter": "Welcome credit",
-    "topup": "Top-up",
-    "refund": "Refund",
-    "adjustment": "Adjustment",
+    "starter": N_("Welcome credit"),
+    "topup": N_("Top-up"),
+    "refund": N_("Refund"),
+    "adjustment": N_("Adjustment"),
 }
 _PURPOSE_NAMES = {
-    "chat": "Chat",
-    "analyze_image": "Image analysis",
-    "generate_image": "Image generation",
+    "chat": N_("Chat"),
+    "analyze_image": N_("Image analysis"),
+    "generate_image": N_("Image generation"),
+    "transcribe": N_("Voice transcription"),
+    "read_document": N_("Document reading"),
 }
-_USAGE_ORDER = ("chat", "analyze_image", "generate_image")
+_CHARGE = N_("Charge")
+_USAGE_ORDER = ("chat", "analyze_image", "generate_image", "transcribe", "read_document")
+_IMAGE_PURPOSES = ("analyze_image", "generate_image")
 
 
 def operation_name(operation: Operation) -> str:
     """The kind of a ledger row in plain words; a charge is named after what it paid for."""
     if operation.kind == "charge":
         purpose = (operation.description or "").split(" ", 1)[0]
-        return _PURPOSE_NAMES.get(purpose, "Charge")
-    return _KIND_NAMES.get(operation.kind, operation.kind.capitalize())
+        return _(_PURPOSE_NAMES.get(purpose, _CHARGE))
+    kind = _KIND_NAMES.get(operation.kind)
+    return _(kind) if kind else operation.kind.capitalize()
 
 
 def signed_usd(micros: int) -> str:
-    return f"+{format_usd(micros)}" if micros > 0 else format_usd(micros)
+    return f"+{format_money(micros)}" if micros > 0 else format_money(micros)
 
 
 def short_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%d %b %H:%M")
+    return format_moment(moment)
 
 
 def render_balance(balance: BalanceView, operations: list[Operation]) -> str:
-    lines = [f"Your balance: {format_usd(balance.available_micros)}"]
+    lines = [_("Your balance: {amount}").format(amount=format_money(balance.available_micros))]
     if balance.held_micros > 0:
-        lines.append(f"Reserved for work in progress: {format_usd(balance.held_micros)}")
+        lines.append(
+            _("Reserved for work in progress: {amount}").format(
+                amount=format_money(balance.held_micros)
+            )
+        )
     if not operations:
-        lines += ["", "No operations yet."]
+        lines += ["", _("No operations yet.")]
         return "\n".join(lines)
-    lines += ["", "Recent operations (UTC):"]
+    lines += ["", _("Recent operations (UTC):")]
     lines += [
         f"{short_time(op.created_at)} · {operation_name(op)} · {signed_usd(op.amount_micros)}"
         for op in operations
@@ -62,16 +71,18 @@ def render_balance(balance: BalanceView, operations: list[Operation]) -> str:
 
 def render_usage(summary: UsageSummary) -> str:
     by_purpose = {line.purpose: line for line in summary.lines}
-    lines = [f"Spending in the last {summary.days} days:"]
+    lines = [_("Spending in the last {days} days:").format(days=summary.days)]
     for purpose in _USAGE_ORDER:
         line = by_purpose.get(purpose)
-        spent = format_usd(line.charged_micros if line else 0)
-        text = f"• {_PURPOSE_NAMES[purpose]}: {spent}"
-        if purpose != "chat":
+        spent = format_money(line.charged_micros if line else 0)
+        text = f"• {_(_PURPOSE_NAMES[purpose])}: {spent}"
+        if purpose in _IMAGE_PURPOSES:
             images = line.images if line else 0
-            text += f" ({images} image{'' if images == 1 else 's'})"
+            text += " " + ngettext("({count} image)", "({count} images)", images).format(
+                count=images
+            )
         lines.append(text)
-    lines.append(f"Total: {format_usd(summary.total_charged_micros)}")
+    lines.append(_("Total: {amount}").format(amount=format_money(summary.total_charged_micros)))
     return "\n".join(lines)
 
 

@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics, health, and what several replicas coordinate through Postgres."""

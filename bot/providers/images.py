@@ -1,0 +1,178 @@
+"""What every image provider gateway offers the `generate_image` tool, whichever SDK is behind it:
+one call that returns an image with the usage the provider reported, and the two failures the tool
+explains (no image; no useful answer). Provider-neutral: no SDK is imported here."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+ImageProvider = Literal["google", "openai"]
+MAX_BACKOFF_SECONDS = 8.0
+
+# Why an answer has no image, in words the model can pass on to the person.
+PROMPT_BLOCKED = "the image model's safety filter blocked this prompt"
+IMAGE_BLOCKED = "the image model's safety filter blocked the generated image"
+NO_IMAGE = "the image model answered without an image"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageUsage:
+    """What an image provider reported, split by the kinds it bills differently."""
+
+    text_input_tokens: int = 0
+    image_input_tokens: int = 0
+    text_output_tokens: int = 0
+    image_output_tokens: int = 0
+
+    @property
+    def input_tokens(self) -> int:
+        return self.text_input_tokens + self.image_input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.text_output_tokens + self.image_output_tokens
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One generated image and what the provider reported for it. `usage` is None when the
+    response reported no usage (it is then charged at the per-image price)."""
+
+    data: bytes = field(repr=False)
+    mime_type: str
+    usage: ImageUsage | None
+    model_version: str | None
+    text: str | None
+    attempts: int
+    duration_ms: int
+    images_in_response: int = 1
+
+    @property
+    def input_tokens(self) -> int:
+        return self.usage.input_tokens if self.usage else 0
+
+    @property
+    def output_tokens(self) -> int:
+        return self.usage.output_tokens if self.usage else 0
+
+    @property
+    def image_output_tokens(self) -> int:
+        return self.usage.image_output_tokens if self.usage else 0
+
+
+# Kept under its old name for the code that still says GeneratedImage.
+GeneratedImage = ImageResult
+
+
+class ImageBlocked(Exception):
+    """No image: a safety block, NO_IMAGE or a text-only answer. Nothing is charged for it."""
+
+    def __init__(
+        self, reason: str, user_reason: str, *, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        super().__init__(f"{reason}: {user_reason}")
+        self.reason = reason
+        self.user_reason = user_reason
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+class ImageUnavailable(Exception):
+    """The provider did not answer usefully. `cost_unknown` is True when the request may have
+    been processed (and billed by the provider) although no answer arrived.
+
+    Kinds: busy | connection | timeout | bad_request | auth | model_gone (the provider does not
+    serve the configured model: 404)."""
+
+    def __init__(
+        self, kind: str, detail: str, *, status: int | None = None, cost_unknown: bool = False
+    ) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.status = status
+        self.cost_unknown = cost_unknown
+        self.attempts = 1
+
+
+class ImageGateway(Protocol):
+    """A provider of images for the `generate_image` tool."""
+
+    @property
+    def provider(self) -> ImageProvider: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def max_references(self) -> int: ...
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        aspect_ratio: str,
+        image_size: str,
+        references: Sequence[tuple[bytes, str]],
+        deadline: float,
+    ) -> ImageResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ModelGoneReporter:
+    """Logs one error line for the operator the first time the provider says the configured model
+    does not exist (404), not one per request; a later success re-arms it."""
+
+    def __init__(self, provider: ImageProvider, model: str) -> None:
+        self._provider = provider
+        self._model = model
+        self._reported = False
+
+    def gone(self, detail: str) -> None:
+        if self._reported:
+            log.info("image_model_still_unavailable", provider=self._provider, model=self._model)
+            return
+        self._reported = True
+        log.error(
+            "image_model_unavailable",
+            provider=self._provider,
+            model=self._model,
+            detail=detail[:300],
+            fix="set IMAGE_MODEL to a model the provider serves (and price it in PRICES_FILE)",
+        )
+
+    def served(self) -> None:
+        self._reported = False
+
+
+def retry_delay(
+    exc: ImageUnavailable,
+    attempt: int,
+    deadline: float,
+    *,
+    attempts: int,
+    initial_delay: float,
+    retry_after: float | None = None,
+) -> float | None:
+    """How long to wait before trying again, or None to give up: only busy and connection
+    failures whose cost is known, within `attempts` and before `deadline`."""
+    if exc.cost_unknown or exc.kind not in {"busy", "connection"}:
+        return None
+    if attempt >= attempts:
+        return None
+    base = min(initial_delay * 2.0 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    delay = base * (1 - 0.25 * random.random())
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_BACKOFF_SECONDS))
+    if time.monotonic() + delay >= deadline:
+        return None
+    return round(delay, 3)

@@ -1,0 +1,126 @@
+"""Confirm / Cancel before a single tool call whose list price is above CONFIRM_ABOVE_USD (design
+section 10): the person sees the price and two buttons; no answer in CONFIRM_TIMEOUT_SECONDS counts
+as Cancel; a cancelled call is not run, so it costs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiogram import Bot
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot.agent.tools.base import ToolContext
+from bot.services.ledger import Ledger
+from bot.services.money import format_usd
+from bot.services.pricing import PriceTable
+
+log = structlog.get_logger(__name__)
+
+CONFIRM_TIMEOUT_SECONDS = 120.0
+CALLBACK_PREFIX = "confirm"
+
+
+@dataclass
+class _Pending:
+    user_id: int
+    answer: asyncio.Future[bool]
+
+
+class TelegramToolConfirmation:
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        prices: PriceTable,
+        billing: Ledger,
+        image_model: str,
+        threshold_micros: int,
+        timeout: float = CONFIRM_TIMEOUT_SECONDS,
+    ) -> None:
+        self._bot = bot
+        self._prices = prices
+        self._billing = billing
+        self._image_model = image_model
+        self._threshold = threshold_micros
+        self._timeout = timeout
+        self._pending: dict[str, _Pending] = {}
+
+    def list_price(self, name: str, args: dict[str, Any]) -> tuple[int, str] | None:
+        """(list price in micro-USD, what it buys) of a call, when it can be known in advance."""
+        if name != "generate_image":
+            return None
+        size = str(args.get("image_size") or "2K")
+        try:
+            return self._prices.image_price(self._image_model, size), f"a {size} image"
+        except (KeyError, ValueError, LookupError):
+            return None
+
+    async def check(self, name: str, args: dict[str, Any], ctx: ToolContext) -> str | None:
+        priced = self.list_price(name, args)
+        if priced is None or priced[0] <= self._threshold:
+            return None
+        list_price, what = priced
+        price = format_usd(self._billing.user_price(list_price))
+        if await self._ask(ctx, f"Making {what} costs {price}. Go ahead?", price):
+            return None
+        return (
+            f"The person did not confirm {what} for {price} (cancelled, or no answer within "
+            f"{int(self._timeout // 60)} minutes); it was not made and nothing was charged for it."
+        )
+
+    async def _ask(self, ctx: ToolContext, question: str, price: str) -> bool:
+        token = secrets.token_hex(6)
+        keyboard = InlineKeyboardMarkup(
+            inline_keyboard=[
+                [
+                    InlineKeyboardButton(
+                        text=f"Confirm ({price})", callback_data=f"{CALLBACK_PREFIX}:{token}:y"
+                    ),
+                    InlineKeyboardButton(
+                        text="Cancel", callback_data=f"{CALLBACK_PREFIX}:{token}:n"
+                    ),
+                ]
+            ]
+        )
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending[token] = _Pending(ctx.user_id, answer)
+        try:
+            sent = await self._bot.send_message(ctx.chat_id, question, reply_markup=keyboard)
+            try:
+                confirmed = await asyncio.wait_for(asyncio.shield(answer), self._timeout)
+            except TimeoutError:
+                confirmed = False
+            await self._settle_message(ctx.chat_id, sent.message_id, question, confirmed)
+        except Exception:
+            log.exception("confirmation_failed", user_id=ctx.user_id)
+            confirmed = False
+        finally:
+            self._pending.pop(token, None)
+        log.info("tool_confirmation", user_id=ctx.user_id, confirmed=confirmed)
+        return confirmed
+
+    async def _settle_message(
+        self, chat_id: int, message_id: int, question: str, confirmed: bool
+    ) -> None:
+        outcome = "Confirmed." if confirmed else "Cancelled. Nothing was charged for it."
+        try:
+            await self._bot.edit_message_text(
+                f"{question}\n{outcome}", chat_id=chat_id, message_id=message_id
+            )
+        except Exception:
+            log.warning("confirmation_edit_failed", chat_id=chat_id)
+
+    def resolve(self, data: str, user_id: int) -> bool:
+        """A press on Confirm or Cancel; False when it is stale or not this person's question."""
+        parts = data.split(":")
+        if len(parts) != 3 or parts[0] != CALLBACK_PREFIX:
+            return False
+        pending = self._pending.get(parts[1])
+        if pending is None or pending.user_id != user_id or pending.answer.done():
+            return False
+        pending.answer.set_result(parts[2] == "y")
+        return True

@@ -1,0 +1,99 @@
+"""/limit and /receipts: the person's own spending controls."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Message
+
+from bot.config import usd_to_micros
+from bot.services.controls import MAX_DAILY_LIMIT_MICROS, ControlsService, DailyLimit
+from bot.services.money import format_usd
+from bot.telegram.confirm import CALLBACK_PREFIX as CONFIRM_PREFIX
+from bot.telegram.confirm import TelegramToolConfirmation
+
+LIMIT_USAGE = (
+    "Send /limit <dollars> to cap what you spend per day (UTC), e.g. /limit 2 or /limit 0.50; "
+    "/limit off removes it."
+)
+RECEIPTS_USAGE = (
+    "Send /receipts on to get the exact charge after each answer, /receipts off to stop."
+)
+
+
+def describe_limit(limit: DailyLimit) -> str:
+    spent = format_usd(limit.spent_micros)
+    if limit.limit_micros is None or limit.left_micros is None:
+        return f"No daily limit. Spent today (UTC): {spent}. {LIMIT_USAGE}"
+    return (
+        f"Daily limit: {format_usd(limit.limit_micros)}. Spent today: {spent}; "
+        f"left: {format_usd(limit.left_micros)}. It resets at 00:00 UTC "
+        f"({limit.resets_at:%d %b %H:%M} UTC). /limit off removes it."
+    )
+
+
+def parse_limit(arg: str) -> int | None:
+    """Micro-USD of "/limit <usd>"; raises ValueError for anything else."""
+    try:
+        amount = Decimal(arg.strip().removeprefix("$"))
+    except InvalidOperation:
+        raise ValueError(arg) from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError(arg)
+    micros = usd_to_micros(amount)
+    if micros > MAX_DAILY_LIMIT_MICROS:
+        raise ValueError(arg)
+    return micros
+
+
+async def limit_handler(
+    message: Message, command: CommandObject, controls: ControlsService
+) -> None:
+    assert message.from_user is not None
+    user_id = message.from_user.id
+    arg = (command.args or "").strip().lower()
+    if not arg:
+        await message.answer(describe_limit(await controls.daily_limit(user_id)))
+        return
+    if arg == "off":
+        await message.answer(describe_limit(await controls.set_daily_limit(user_id, None)))
+        return
+    try:
+        micros = parse_limit(arg)
+    except ValueError:
+        await message.answer(LIMIT_USAGE)
+        return
+    await message.answer(describe_limit(await controls.set_daily_limit(user_id, micros)))
+
+
+async def receipts_handler(
+    message: Message, command: CommandObject, controls: ControlsService
+) -> None:
+    assert message.from_user is not None
+    arg = (command.args or "").strip().lower()
+    if arg not in ("on", "off"):
+        await message.answer(RECEIPTS_USAGE)
+        return
+    await controls.set_receipts(message.from_user.id, arg == "on")
+    await message.answer(
+        "Receipts on: after each answer I'll tell you exactly what it cost."
+        if arg == "on"
+        else "Receipts off. /balance and /usage still list every charge."
+    )
+
+
+async def confirm_button_handler(
+    query: CallbackQuery, confirmations: TelegramToolConfirmation
+) -> None:
+    taken = confirmations.resolve(query.data or "", query.from_user.id)
+    await query.answer(None if taken else "This question has expired.")
+
+
+def build_router() -> Router:
+    router = Router(name="controls")
+    router.message.register(limit_handler, Command("limit"))
+    router.message.register(receipts_handler, Command("receipts"))
+    router.callback_query.register(confirm_button_handler, F.data.startswith(f"{CONFIRM_PREFIX}:"))
+    return router

@@ -1,0 +1,62 @@
+"""After a turn: the one-line receipt (/receipts on) and the low-balance notice with a /buy button."""
+
+from __future__ import annotations
+
+import structlog
+from aiogram import Bot
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot.services.controls import ControlsService, TurnEnd
+from bot.services.money import format_usd
+
+log = structlog.get_logger(__name__)
+
+BUY_MENU_CALLBACK = "buymenu"
+
+
+def receipt_line(end: TurnEnd) -> str:
+    return (
+        f"Charged {format_usd(end.charged_micros)} for this answer · "
+        f"balance {format_usd(end.available_micros)}"
+    )
+
+
+def low_balance_text(end: TurnEnd, threshold_micros: int) -> str:
+    return (
+        f"Your balance is low: {format_usd(end.available_micros)} left "
+        f"(below {format_usd(threshold_micros)}). Top up with Telegram Stars to keep going."
+    )
+
+
+BUY_BUTTON = InlineKeyboardMarkup(
+    inline_keyboard=[
+        [InlineKeyboardButton(text="Top up with Stars", callback_data=BUY_MENU_CALLBACK)]
+    ]
+)
+
+
+class TelegramTurnNotices:
+    def __init__(self, bot: Bot, controls: ControlsService, *, low_balance_micros: int) -> None:
+        self._bot = bot
+        self._controls = controls
+        self._low = low_balance_micros
+
+    async def begin(self, user_id: int) -> int | None:
+        try:
+            return await self._controls.turn_mark(user_id)
+        except Exception:
+            log.exception("turn_mark_failed", user_id=user_id)
+            return None
+
+    async def end(self, user_id: int, chat_id: int, mark: int) -> None:
+        try:
+            end = await self._controls.turn_end(user_id, mark)
+            if end.receipts and end.charged_micros > 0:
+                await self._bot.send_message(chat_id, receipt_line(end))
+            if end.low_balance:
+                log.info("low_balance_notice", user_id=user_id, available=end.available_micros)
+                await self._bot.send_message(
+                    chat_id, low_balance_text(end, self._low), reply_markup=BUY_BUTTON
+                )
+        except Exception:
+            log.exception("turn_notices_failed", user_id=user_id)

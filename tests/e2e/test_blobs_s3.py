@@ -1,0 +1,62 @@
+"""The real bot process with BLOB_STORE_URL=s3://...: a photo's original lands in the bucket of a
+real S3-compatible server (moto's, on 127.0.0.1), not on the local disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiobotocore.session import get_session
+from sqlalchemy import text
+
+from bot.db.session import create_engine
+from tests.e2e.conftest import StartBot
+from tests.e2e.test_access_and_caps import png_bytes
+from tests.e2e.test_chat import wait_update_finished
+from tests.fakes.anthropic import FakeAnthropic, text_reply
+from tests.fakes.telegram import FakeTelegram
+from tests.integration.test_s3_blobs import (  # noqa: F401 (the fixture)
+    BUCKET,
+    KEY_ID,
+    SECRET,
+    _make_bucket,
+    s3_endpoint,
+)
+
+
+async def test_the_bot_keeps_photos_in_s3(
+    s3_endpoint: str,  # noqa: F811
+    database_url: str,
+    start_bot: StartBot,
+    telegram: FakeTelegram,
+    anthropic_fake: FakeAnthropic,
+    tmp_path: Path,
+) -> None:
+    bucket = f"{BUCKET}-e2e"
+    await _make_bucket(s3_endpoint, bucket)
+    await start_bot(
+        BLOB_STORE_URL=f"s3://{bucket}/bot-files",
+        S3_ENDPOINT_URL=s3_endpoint,
+        S3_ACCESS_KEY_ID=KEY_ID,
+        S3_SECRET_ACCESS_KEY=SECRET,
+    )
+    anthropic_fake.script(text_reply("A green rectangle."))
+    update = telegram.push_photo(93001, png_bytes(), caption="what is this?")
+    engine = create_engine(database_url)
+    try:
+        assert await wait_update_finished(telegram, engine, update, timeout=30) == "answered"
+        async with engine.connect() as conn:
+            sha = await conn.scalar(text("SELECT sha256 FROM user_files WHERE user_id = 93001"))
+    finally:
+        await engine.dispose()
+    async with get_session().create_client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    ) as client:
+        listed = await client.list_objects_v2(Bucket=bucket, Prefix="bot-files/")
+    keys = [item["Key"] for item in listed.get("Contents", [])]
+    assert keys == [f"bot-files/{sha[:2]}/{sha[2:4]}/{sha}"]
+    local = tmp_path / "data" / "files"
+    assert not local.exists() or not [p for p in local.rglob("*") if p.is_file()]
