@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -17,47 +15,20 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from bot.secret_files import (
+    SECRET_NAMES,
+    SecretFilesSource,
+    missing_secret_message,
+    secret_source,
+    secrets_dir,
+)
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-SECRET_NAMES = ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY")
-# Secrets that only some configurations need (design section 3).
-OPTIONAL_SECRET_NAMES = (
-    "DATABASE_PASSWORD",
-    "OPENAI_API_KEY",
-    "WEBHOOK_SECRET",
-    "S3_ACCESS_KEY_ID",
-    "S3_SECRET_ACCESS_KEY",
-)
 DEFAULT_IMAGE_MODELS = {"google": "gemini-3-pro-image", "openai": "gpt-image-2.6-sunburst"}
-DEFAULT_SECRETS_DIR = Path("secrets")
 # What aiogram accepts as a token: digits, a colon, then a non-empty rest without spaces.
 _TOKEN_SHAPE = re.compile(r"\d+:\S+")
-
-
-class SecretFilesSource(PydanticBaseSettingsSource):
-    """Reads each secret from `<dir>/<name>` or `<dir>/<name>.txt` (lower-case names)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], secrets_dir: Path) -> None:
-        super().__init__(settings_cls)
-        self._dir = secrets_dir
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        for candidate in (field_name.lower(), f"{field_name.lower()}.txt"):
-            path = self._dir / candidate
-            if path.is_file():
-                return path.read_text(encoding="utf-8").strip(), field_name, False
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for name in (*SECRET_NAMES, *OPTIONAL_SECRET_NAMES):
-            if name not in self.settings_cls.model_fields:
-                continue
-            value, _, _ = self.get_field_value(self.settings_cls.model_fields[name], name)
-            if value:
-                values[name] = value
-        return values
 
 
 def _split_ids(value: object) -> list[int]:
@@ -219,8 +190,7 @@ class OperatorSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        secrets_dir = Path(os.environ.get("SECRETS_DIR") or DEFAULT_SECRETS_DIR)
-        return init_settings, env_settings, SecretFilesSource(settings_cls, secrets_dir)
+        return init_settings, env_settings, SecretFilesSource(settings_cls, Path(secrets_dir()))
 
     def database_url(self) -> URL | None:
         """DATABASE_URL with DATABASE_PASSWORD put in (URL.create escapes `@`, `/`, `:`); None when
@@ -325,13 +295,6 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
-def missing_secret_message(name: str) -> str:
-    return (
-        f"Missing secret {name}: put it in the file {secrets_dir()}/{name.lower()} "
-        f"(or {name.lower()}.txt), or set the environment variable {name}."
-    )
-
-
 class TelegramOperatorSettings(OperatorSettings):
     """Operator commands that talk to Telegram (`admin stars-reconcile`) need the bot token."""
 
@@ -368,21 +331,6 @@ def load_operator_settings() -> OperatorSettings:
         return OperatorSettings()
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
-
-
-def secrets_dir() -> str:
-    return os.environ.get("SECRETS_DIR") or str(DEFAULT_SECRETS_DIR)
-
-
-def secret_source(name: str) -> str:
-    """Where a secret's value came from, the way Settings looks (environment first, then files)."""
-    if os.environ.get(name):
-        return f"the environment variable {name}"
-    for candidate in (name.lower(), f"{name.lower()}.txt"):
-        path = Path(secrets_dir()) / candidate
-        if path.is_file():
-            return f"the file {path}"
-    return f"{name} (not set)"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -16,7 +16,8 @@ from aiogram.exceptions import (
 )
 from aiogram.types import User
 
-from bot.config import Settings, secret_source
+from bot.config import Settings
+from bot.secret_files import secret_source
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,8 @@ import math
 from dataclasses import replace
 
 from bot.agent.web_tools import server_tool_use
-from bot.providers.anthropic import ClaudeUnavailable, StreamedMessage, StreamProgress
+from bot.providers.anthropic import ClaudeUnavailable, StreamedMessage
+from bot.providers.anthropic_stream import StreamProgress
 from bot.services.cancellation import StopToken, stopped_by_person
 from bot.services.metered import Report, claude_report
 from bot.services.pricing import TokenPrice, TokenUsage, token_cost_micros

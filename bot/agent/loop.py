@@ -21,12 +21,8 @@ from bot.agent.web_tools import (
     sources_markdown,
     worst_case_micros,
 )
-from bot.providers.anthropic import (
-    ClaudeGateway,
-    ClaudeUnavailable,
-    StreamedMessage,
-    StreamProgress,
-)
+from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable, StreamedMessage
+from bot.providers.anthropic_stream import StreamProgress
 from bot.services.cancellation import StopToken
 from bot.services.delivery import ProducedFile, Recipient
 from bot.services.metered import Meter, MeteredCalls, PendingCharge

@@ -8,7 +8,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
@@ -21,6 +21,8 @@ from anthropic.types import (
     TextBlockParam,
     ToolParam,
 )
+
+from bot.providers.anthropic_stream import MessageBuilder, StreamProgress
 
 log = structlog.get_logger(__name__)
 
@@ -42,15 +44,6 @@ class ClaudeUnavailable(Exception):
         self.retry_after: float | None = None
         self.attempts = 1
         self.file_missing = False  # a Files API id the request named is gone
-
-
-@dataclass
-class StreamProgress:
-    """What a stream delivered so far, for charging a stream we cut (/stop)."""
-
-    usage: dict[str, Any] = field(default_factory=dict)  # as last reported by the provider
-    output_chars: int = 0  # characters of text, tool input and thinking streamed
-    started: bool = False  # message_start arrived: the provider is billing the input
 
 
 @dataclass(frozen=True)
@@ -189,7 +182,7 @@ class ClaudeGateway:
         on_text: TextCallback,
         progress: StreamProgress | None = None,
     ) -> Message:
-        message = _MessageBuilder(progress or StreamProgress())
+        message = MessageBuilder(progress or StreamProgress())
         started_output = False
         try:
             stream = await self._client.post(
@@ -262,82 +255,6 @@ def _request_body(
         "stream": True,
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-class _MessageBuilder:
-    """Accumulates the stream's events (parsed JSON) into the final Message.
-
-    Cheaper than the SDK's stream helper, which rebuilds typed snapshots on every delta, and than
-    typed events: nothing is validated or converted per delta. The Message is built the way the
-    SDK builds every response, without validation (``construct``).
-    """
-
-    def __init__(self, progress: StreamProgress) -> None:
-        self._progress = progress
-        self._message: dict[str, Any] = {}
-        self._blocks: dict[int, dict[str, Any]] = {}
-        self._json: dict[int, list[str]] = {}
-        self._stopped = False
-
-    @property
-    def complete(self) -> bool:
-        return self._stopped and self._message.get("stop_reason") is not None
-
-    def apply(self, event: Any) -> str | None:
-        """Take one event; returns the text it added, if any."""
-        kind = event["type"]
-        if kind == "content_block_delta":
-            delta = event["delta"]
-            self._progress.output_chars += len(
-                delta.get("text") or delta.get("partial_json") or delta.get("thinking") or ""
-            )
-            return self._delta(event["index"], delta)
-        if kind == "message_start":
-            self._message = event["message"]
-            self._progress.usage = dict(self._message.get("usage") or {})
-            self._progress.output_chars = 0
-            self._progress.started = True
-        elif kind == "content_block_start":
-            block = event["content_block"]
-            if block.get("type") in {"tool_use", "server_tool_use"}:
-                self._json[event["index"]] = []
-            self._blocks[event["index"]] = block
-        elif kind == "content_block_stop":
-            parts = self._json.pop(event["index"], None)
-            if parts is not None:
-                raw = "".join(parts)
-                self._blocks[event["index"]]["input"] = json.loads(raw) if raw else {}
-        elif kind == "message_delta":
-            delta = event["delta"]
-            self._message["stop_reason"] = delta.get("stop_reason")
-            self._message["stop_sequence"] = delta.get("stop_sequence")
-            usage = self._message.setdefault("usage", {})
-            usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-            self._progress.usage = dict(usage)
-        elif kind == "message_stop":
-            self._stopped = True
-        return None
-
-    def _delta(self, index: int, delta: dict[str, Any]) -> str | None:
-        block = self._blocks[index]
-        kind = delta["type"]
-        if kind == "text_delta":
-            text = str(delta["text"])
-            block["text"] = block.get("text", "") + text
-            return text
-        if kind == "input_json_delta":
-            self._json[index].append(delta["partial_json"])
-        elif kind == "thinking_delta":
-            block["thinking"] = block.get("thinking", "") + delta["thinking"]
-        elif kind == "signature_delta":
-            block["signature"] = delta["signature"]
-        elif kind == "citations_delta":
-            block.setdefault("citations", []).append(delta["citation"])
-        return None
-
-    def build(self) -> Message:
-        self._message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
-        return Message.construct(**self._message)
 
 
 def _upload_retryable(exc: Exception) -> bool:

@@ -102,6 +102,7 @@ async def start(engine: AsyncEngine, database_url: str, tmp_path: Path) -> Async
                 "DRAFT_INTERVAL_SECONDS": 0.05,
                 "GEMINI_RETRY_INITIAL_DELAY": 0.01,
                 "MERGE_WINDOW_SECONDS": 0.05,
+                "CONFIRM_ABOVE_USD": "1000",  # as tests/harness.py: no Confirm / Cancel step
                 **overrides,
             }
         )

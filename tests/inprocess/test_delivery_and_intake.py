@@ -8,6 +8,7 @@ from PIL import Image
 
 from tests.fakes.anthropic import text_reply, tool_use_reply
 from tests.fakes.gemini import image_reply
+from tests.image_charges import gemini_cost
 from tests.inprocess.conftest import USER, Start
 
 
@@ -31,7 +32,9 @@ async def test_a_4k_image_goes_as_photo_and_document_with_one_row_and_one_charge
     assert (methods.count("sendPhoto"), methods.count("sendDocument")) == (1, 1)
     [call] = await run.rows("SELECT * FROM api_calls WHERE purpose = 'generate_image'")
     [file] = await run.rows("SELECT * FROM user_files")
-    assert (call["image_size"], call["charged_micros"]) == ("4K", 240_000)
+    # Charged from the usage the fake reported (issue 16), not the per-image price.
+    [answered] = [r for r in run.gemini.generate_requests() if r.status == 200]
+    assert (call["image_size"], call["charged_micros"]) == ("4K", gemini_cost(answered.usage, "4K"))
     assert file["api_call_id"] == call["id"]
     assert file["telegram_file_id"]
 
