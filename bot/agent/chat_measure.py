@@ -10,7 +10,7 @@ from dataclasses import replace
 from bot.agent.web_tools import server_tool_use
 from bot.providers.anthropic import ClaudeUnavailable, StreamedMessage
 from bot.providers.anthropic_stream import StreamProgress
-from bot.services.cancellation import StopToken, stopped_by_person
+from bot.services.cancellation import StopToken
 from bot.services.metered import Report, claude_report
 from bot.services.pricing import TokenPrice, TokenUsage, token_cost_micros
 
@@ -46,7 +46,9 @@ class ChatMeasure:
         )
 
     def failed(self, exc: BaseException) -> Report:
-        if isinstance(exc, asyncio.CancelledError) and stopped_by_person(self._stop):
+        # (Only reads the token: the chat turn consumes the cancellation when it replies.)
+        stopped = self._stop is not None and self._stop.requested
+        if isinstance(exc, asyncio.CancelledError) and stopped:
             return self._cancelled()
         started_output = isinstance(exc, ClaudeUnavailable) and exc.response_started
         return Report(
