@@ -367,6 +367,8 @@ def build_application(
                 files=files,
                 pacer=pacer,
                 allowed_updates=ALLOWED_UPDATES,
+                users=users,
+                i18n=i18n,
             )
         )
         assert isinstance(chat, ReplicaChatService)

@@ -347,12 +347,13 @@ class ChatService:
             log.exception("reply_failed", update_id=incoming.update_id)
 
     async def _reply(self, ui: TelegramTurnUI, incoming: IncomingMessage, text: str) -> None:
+        text = _(text)  # first: the intake-charge note replaces words of the translated reply
         charged = self._intake_charged.get(incoming.update_id, 0)
         if charged:
             text = with_intake_charge(text, charged)
         try:
             await ui.discard()
-            await ui.text_delta(_(text))
+            await ui.text_delta(text)
             await ui.end_message(cut=False)
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)
@@ -432,9 +433,9 @@ def with_intake_charge(text: str, charged_micros: int) -> str:
     note = _("only the transcription of your voice message was charged ({price})").format(
         price=format_money(charged_micros)
     )
-    for phrase in ("nothing was charged", "Nothing was charged"):
+    for phrase in (_("nothing was charged"), _("Nothing was charged")):
         if phrase in text:
-            return text.replace(phrase, note[0].upper() + note[1:] if phrase[0] == "N" else note)
+            return text.replace(phrase, note[0].upper() + note[1:] if phrase[0].isupper() else note)
     return _("{text} (The transcription of your voice message cost {price}.)").format(
         text=text, price=format_money(charged_micros)
     )
