@@ -230,6 +230,8 @@ def attach_cluster(
             files=app.files,
             pacer=pacer,
             allowed_updates=ALLOWED_UPDATES,
+            users=app.users,
+            i18n=app.i18n,
         )
     )
     assert isinstance(chat, ReplicaChatService)

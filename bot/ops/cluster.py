@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiogram import Bot, Dispatcher
+from aiogram.utils.i18n import I18n
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.i18n import DEFAULT_LOCALE, N_, pick_locale
 from bot.ops.replicas import (
     WEBHOOK_LOCK,
     Leadership,
@@ -27,12 +29,13 @@ from bot.ops.replicas import (
 from bot.services.files import FileService
 from bot.services.inbox import Inbox
 from bot.services.ledger import Ledger
+from bot.services.users import UserService
 from bot.telegram.flood import PACING_HEADROOM, OutgoingPacer
 from bot.telegram.webhook import WebhookServer, register_webhook
 
 log = structlog.get_logger(__name__)
 
-REPLICA_LOST_NOTICE = (
+REPLICA_LOST_NOTICE = N_(
     "The server working on your last message stopped before it was finished. "
     "Nothing was charged for the unfinished part. Please send it again."
 )
@@ -50,6 +53,8 @@ class ClusterDeps:
     files: FileService
     pacer: OutgoingPacer
     allowed_updates: tuple[str, ...]
+    users: UserService | None = None  # with i18n: the lost-turn notice in the person's language
+    i18n: I18n | None = None
 
 
 @dataclass
@@ -143,4 +148,12 @@ class Cluster:
         await run_recovery(self.replica, self._notify, stop, interval=self.check_interval)
 
     async def _notify(self, chat_id: int) -> None:
-        await self.deps.bot.send_message(chat_id, REPLICA_LOST_NOTICE)
+        await self.deps.bot.send_message(chat_id, await self._lost_notice(chat_id))
+
+    async def _lost_notice(self, chat_id: int) -> str:
+        """In the person's language in a private chat (its id is theirs); in a group, English."""
+        users, i18n = self.deps.users, self.deps.i18n
+        if users is None or i18n is None:
+            return REPLICA_LOST_NOTICE
+        locale = pick_locale(*await users.language_of(chat_id)) if chat_id > 0 else DEFAULT_LOCALE
+        return i18n.gettext(REPLICA_LOST_NOTICE, locale=locale)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services.money import format_usd
+from bot.i18n import _, format_money
 
 MAX_DAILY_LIMIT_MICROS = 10_000 * 1_000_000
 
@@ -54,11 +54,15 @@ def daily_limit_reply(
     """The reply when a hold would pass the person's own daily limit."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     hours = max(1, round((next_utc_midnight(moment) - moment).total_seconds() / 3600))
-    return (
-        f"This would pass your daily spending limit of {format_usd(limit_micros)}: "
-        f"{format_usd(left_micros)} is left today and this needs about "
-        f"{format_usd(needed_micros)}. The limit resets at 00:00 UTC (in about {hours} h). "
+    return _(
+        "This would pass your daily spending limit of {limit}: {left} is left today and this "
+        "needs about {needed}. The limit resets at 00:00 UTC (in about {hours} h). "
         "Change it with /limit."
+    ).format(
+        limit=format_money(limit_micros),
+        left=format_money(left_micros),
+        needed=format_money(needed_micros),
+        hours=hours,
     )
 
 

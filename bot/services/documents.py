@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from bot.i18n import N_, _
 from bot.services import pdf_check
 
 log = structlog.get_logger(__name__)
@@ -60,32 +61,32 @@ TEXT_MIME_TYPES = frozenset(
     }
 )
 
-PDF_TOO_LARGE_REPLY = "This PDF is too large: I can read PDFs up to 20 MB."
-PDF_ENCRYPTED_REPLY = (
+PDF_TOO_LARGE_REPLY = N_("This PDF is too large: I can read PDFs up to 20 MB.")
+PDF_ENCRYPTED_REPLY = N_(
     "This PDF is password-protected, so I can't read it. Send a copy without a password. "
     "Nothing was charged."
 )
-PDF_CORRUPT_REPLY = "This PDF looks damaged and I can't read it. Nothing was charged."
-PDF_EMPTY_REPLY = "This PDF has no pages, so there is nothing to read. Nothing was charged."
-PDF_TOO_MANY_PAGES_REPLY = (
-    f"This PDF has too many pages: I can read PDFs of up to {MAX_PDF_PAGES} pages. "
-    "Nothing was charged."
+PDF_CORRUPT_REPLY = N_("This PDF looks damaged and I can't read it. Nothing was charged.")
+PDF_EMPTY_REPLY = N_("This PDF has no pages, so there is nothing to read. Nothing was charged.")
+PDF_TOO_MANY_PAGES_REPLY = N_(
+    "This PDF has too many pages: I can read PDFs of up to {pages} pages. Nothing was charged."
 )
-PDF_TOO_COMPLEX_REPLY = "This PDF is too complex for me to open safely. Nothing was charged."
-TEXT_TOO_LARGE_REPLY = "This text file is too large: I can read text files up to 1 MB."
-TEXT_BINARY_REPLY = (
+PDF_TOO_COMPLEX_REPLY = N_("This PDF is too complex for me to open safely. Nothing was charged.")
+TEXT_TOO_LARGE_REPLY = N_("This text file is too large: I can read text files up to 1 MB.")
+TEXT_BINARY_REPLY = N_(
     "This file doesn't look like text (it contains binary data), so I can't read it. "
     "Nothing was charged."
 )
-TEXT_UNDECODABLE_REPLY = (
+TEXT_UNDECODABLE_REPLY = N_(
     "I couldn't work out the encoding of this text file. Save it as UTF-8 and send it again. "
     "Nothing was charged."
 )
-TEXT_EMPTY_REPLY = "This text file is empty. Nothing was charged."
+TEXT_EMPTY_REPLY = N_("This text file is empty. Nothing was charged.")
 
 
 class DocumentRejected(Exception):
-    """A document that is refused, with the reply for the person and a short reason code."""
+    """A document that is refused, with the reply for the person and a short reason code (the
+    reply is a catalog msgid, translated where it is shown, or a text translated already)."""
 
     def __init__(self, reason: str, reply: str) -> None:
         super().__init__(reason)
@@ -160,7 +161,12 @@ async def check_pdf(data: bytes) -> PdfInfo:
         reason = str(result["rejected"])
     except (ValueError, KeyError, TypeError):
         reason = "pdf_too_complex"  # killed by a limit, or no answer
-    raise DocumentRejected(reason, _REPLIES.get(reason, PDF_TOO_COMPLEX_REPLY))
+    raise DocumentRejected(reason, pdf_reply(reason))
+
+
+def pdf_reply(reason: str) -> str:
+    """The person's reply for a refused PDF, in their language."""
+    return _(_REPLIES.get(reason, PDF_TOO_COMPLEX_REPLY)).format(pages=MAX_PDF_PAGES)
 
 
 async def _run_child(data: bytes) -> bytes:

@@ -42,6 +42,17 @@ from bot.services.documents import (
     is_text,
 )
 from bot.services.incoming import Attachment, IntakeResult, UserFacingError
+from bot.services.input_replies import (
+    AUDIO_EMPTY_REPLY,
+    AUDIO_NOT_AUDIO_REPLY,
+    AUDIO_TOO_LARGE_REPLY,
+    AUDIO_UNREADABLE_REPLY,
+    DOWNLOAD_FAILED_REPLY,
+    NO_SPEECH_REPLY,
+    TRANSCRIBE_BUSY_REPLY,
+    UPLOAD_FAILED_REPLY,
+    audio_too_long_reply,
+)
 from bot.services.metered import MeteredCalls
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
@@ -55,27 +66,6 @@ DOWNLOAD_TIMEOUT_SECONDS = 60
 TRANSCRIBE_TIMEOUT_SECONDS = 120
 
 _SAFE_NAME = re.compile(r"[^\w.() -]+")
-
-DOWNLOAD_FAILED_REPLY = "I couldn't download that file from Telegram. Please send it again."
-UPLOAD_FAILED_REPLY = "I couldn't process the file right now. Please try again in a minute."
-AUDIO_TOO_LARGE_REPLY = "This recording is too large: I can take voice notes and audio up to 20 MB."
-AUDIO_EMPTY_REPLY = "This voice message is empty. Nothing was charged."
-AUDIO_NOT_AUDIO_REPLY = (
-    "This file doesn't contain audio I can play (I take OGG/Opus voice notes, MP3, M4A, WAV, FLAC "
-    "and AAC). Nothing was charged."
-)
-AUDIO_UNREADABLE_REPLY = "I couldn't make out any audio in this recording. Nothing was charged."
-NO_SPEECH_REPLY = "I couldn't hear any speech in this recording. Nothing was charged."
-TRANSCRIBE_BUSY_REPLY = (
-    "Voice transcription is unavailable right now. Please try again in a minute, or type your "
-    "message; nothing was charged."
-)
-
-
-def audio_too_long_reply(limit_seconds: int) -> str:
-    minutes = limit_seconds // 60
-    limit = f"{minutes} minutes" if limit_seconds % 60 == 0 else f"{limit_seconds} seconds"
-    return f"This recording is too long: I can transcribe up to {limit}. Nothing was charged."
 
 
 class ImageIntake(Protocol):

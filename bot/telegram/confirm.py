@@ -14,6 +14,7 @@ from aiogram import Bot
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.agent.tools.base import ToolContext
+from bot.i18n import N_, _, format_money
 from bot.services.ledger import Ledger
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
@@ -22,6 +23,13 @@ log = structlog.get_logger(__name__)
 
 CONFIRM_TIMEOUT_SECONDS = 120.0
 CALLBACK_PREFIX = "confirm"
+QUESTIONS = {"generate_image": N_("Making a {size} image costs {price}. Go ahead?")}
+CONFIRMED = N_("Confirmed.")
+CANCELLED = N_("Cancelled. Nothing was charged for it.")
+
+
+def _image_size(args: dict[str, Any]) -> str:
+    return str(args.get("image_size") or "2K")
 
 
 @dataclass
@@ -53,7 +61,7 @@ class TelegramToolConfirmation:
         """(list price in micro-USD, what it buys) of a call, when it can be known in advance."""
         if name != "generate_image":
             return None
-        size = str(args.get("image_size") or "2K")
+        size = _image_size(args)
         try:
             return self._prices.image_price(self._image_model, size), f"a {size} image"
         except (KeyError, ValueError, LookupError):
@@ -64,12 +72,15 @@ class TelegramToolConfirmation:
         if priced is None or priced[0] <= self._threshold:
             return None
         list_price, what = priced
-        price = format_usd(self._billing.user_price(list_price))
-        if await self._ask(ctx, f"Making {what} costs {price}. Go ahead?", price):
+        user_price = self._billing.user_price(list_price)
+        price = format_money(user_price)
+        question = _(QUESTIONS[name]).format(size=_image_size(args), price=price)
+        if await self._ask(ctx, question, price):
             return None
-        return (
-            f"The person did not confirm {what} for {price} (cancelled, or no answer within "
-            f"{int(self._timeout // 60)} minutes); it was not made and nothing was charged for it."
+        return (  # for Claude, not the person: English
+            f"The person did not confirm {what} for {format_usd(user_price)} (cancelled, or no "
+            f"answer within {int(self._timeout // 60)} minutes); it was not made and nothing was "
+            "charged for it."
         )
 
     async def _ask(self, ctx: ToolContext, question: str, price: str) -> bool:
@@ -78,10 +89,11 @@ class TelegramToolConfirmation:
             inline_keyboard=[
                 [
                     InlineKeyboardButton(
-                        text=f"Confirm ({price})", callback_data=f"{CALLBACK_PREFIX}:{token}:y"
+                        text=_("Confirm ({price})").format(price=price),
+                        callback_data=f"{CALLBACK_PREFIX}:{token}:y",
                     ),
                     InlineKeyboardButton(
-                        text="Cancel", callback_data=f"{CALLBACK_PREFIX}:{token}:n"
+                        text=_("Cancel"), callback_data=f"{CALLBACK_PREFIX}:{token}:n"
                     ),
                 ]
             ]
@@ -106,7 +118,7 @@ class TelegramToolConfirmation:
     async def _settle_message(
         self, chat_id: int, message_id: int, question: str, confirmed: bool
     ) -> None:
-        outcome = "Confirmed." if confirmed else "Cancelled. Nothing was charged for it."
+        outcome = _(CONFIRMED if confirmed else CANCELLED)
         try:
             await self._bot.edit_message_text(
                 f"{question}\n{outcome}", chat_id=chat_id, message_id=message_id

@@ -34,6 +34,7 @@ def build_dispatcher(
     dp.update.outer_middleware(LocaleMiddleware(i18n))  # the gate's own replies
     dp.message.middleware(LocaleMiddleware(i18n))  # after the gate: the person's choice
     dp.callback_query.middleware(LocaleMiddleware(i18n, users))
+    dp.pre_checkout_query.middleware(LocaleMiddleware(i18n, users))  # refusal reasons
     dp.message.outer_middleware(GroupAddressingMiddleware(settings.GROUPS))
     dp.message.outer_middleware(
         GateMiddleware(

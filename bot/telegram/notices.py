@@ -6,8 +6,8 @@ import structlog
 from aiogram import Bot
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.i18n import _, format_money
 from bot.services.controls import ControlsService, TurnEnd
-from bot.services.money import format_usd
 
 log = structlog.get_logger(__name__)
 
@@ -15,24 +15,25 @@ BUY_MENU_CALLBACK = "buymenu"
 
 
 def receipt_line(end: TurnEnd) -> str:
-    return (
-        f"Charged {format_usd(end.charged_micros)} for this answer · "
-        f"balance {format_usd(end.available_micros)}"
+    return _("Charged {charged} for this answer · balance {balance}").format(
+        charged=format_money(end.charged_micros), balance=format_money(end.available_micros)
     )
 
 
 def low_balance_text(end: TurnEnd, threshold_micros: int) -> str:
-    return (
-        f"Your balance is low: {format_usd(end.available_micros)} left "
-        f"(below {format_usd(threshold_micros)}). Top up with Telegram Stars to keep going."
+    return _(
+        "Your balance is low: {available} left (below {threshold}). "
+        "Top up with Telegram Stars to keep going."
+    ).format(available=format_money(end.available_micros), threshold=format_money(threshold_micros))
+
+
+def buy_button() -> InlineKeyboardMarkup:
+    """The /buy button under the low-balance notice, in the person's language."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [InlineKeyboardButton(text=_("Top up with Stars"), callback_data=BUY_MENU_CALLBACK)]
+        ]
     )
-
-
-BUY_BUTTON = InlineKeyboardMarkup(
-    inline_keyboard=[
-        [InlineKeyboardButton(text="Top up with Stars", callback_data=BUY_MENU_CALLBACK)]
-    ]
-)
 
 
 class TelegramTurnNotices:
@@ -56,7 +57,7 @@ class TelegramTurnNotices:
             if end.low_balance:
                 log.info("low_balance_notice", user_id=user_id, available=end.available_micros)
                 await self._bot.send_message(
-                    chat_id, low_balance_text(end, self._low), reply_markup=BUY_BUTTON
+                    chat_id, low_balance_text(end, self._low), reply_markup=buy_button()
                 )
         except Exception:
             log.exception("turn_notices_failed", user_id=user_id)

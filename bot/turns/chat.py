@@ -258,12 +258,13 @@ class ChatService:
             log.exception("reply_failed", update_id=incoming.update_id)
 
     async def _reply(self, ui: TurnView, incoming: IncomingMessage, text: str) -> None:
+        text = _(text)  # first: the intake-charge note replaces words of the translated reply
         charged = self._intake_charged.get(incoming.update_id, 0)
         if charged:
             text = with_intake_charge(text, charged)
         try:
             await ui.discard()
-            await ui.text_delta(_(text))
+            await ui.text_delta(text)
             await ui.end_message(cut=False)
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)

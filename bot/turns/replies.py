@@ -55,9 +55,9 @@ def with_intake_charge(text: str, charged_micros: int) -> str:
     note = _("only the transcription of your voice message was charged ({price})").format(
         price=format_money(charged_micros)
     )
-    for phrase in ("nothing was charged", "Nothing was charged"):
+    for phrase in (_("nothing was charged"), _("Nothing was charged")):
         if phrase in text:
-            return text.replace(phrase, note[0].upper() + note[1:] if phrase[0] == "N" else note)
+            return text.replace(phrase, note[0].upper() + note[1:] if phrase[0].isupper() else note)
     return _("{text} (The transcription of your voice message cost {price}.)").format(
         text=text, price=format_money(charged_micros)
     )

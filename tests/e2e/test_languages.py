@@ -9,7 +9,7 @@ from tests.e2e.test_chat import scalar
 from tests.fakes.anthropic import Delay, FakeAnthropic, overloaded, text_reply
 from tests.fakes.telegram import FakeTelegram, SentItem
 
-RU_USER, EN_USER = 75_001, 75_002
+RU_USER, EN_USER, RU_BUYER = 75_001, 75_002, 75_003
 
 
 async def reply_to(telegram: FakeTelegram, user_id: int, text: str, **options: object) -> SentItem:
@@ -95,4 +95,46 @@ async def test_a_restart_notice_speaks_the_persons_language(
     assert notice.text == (
         "Меня перезапустили, пока я работал над вашим последним сообщением, и оно осталось без "
         "ответа. За незаконченную часть ничего не списано. Пожалуйста, отправьте его ещё раз."
+    )
+
+
+async def test_a_russian_speaker_buys_and_limits_in_russian(
+    start_bot: StartBot, telegram: FakeTelegram
+) -> None:
+    """/buy, its invoice, /limit and a pre-checkout refusal speak Russian, money as Russian
+    writes it (Telegram's language_code for commands, the /language choice for the checkout)."""
+    await start_bot(RATE_LIMIT_MESSAGES_PER_MINUTE="1000")
+    menu = await reply_to(telegram, RU_BUYER, "/buy", language_code="ru")
+    assert menu.text == (
+        "Пополните баланс звёздами Telegram. Каждая звезда добавляет 0,0130\xa0$. Выберите пакет "
+        "или отправьте /buy <число>, чтобы купить другое количество (от 1 до 10000 звёзд)."
+    )
+    assert menu.reply_markup is not None
+    labels = [row[0]["text"] for row in menu.reply_markup["inline_keyboard"]]
+    assert labels[:2] == ["50 звёзд → 0,65\xa0$", "100 звёзд → 1,30\xa0$"]
+
+    limit = await reply_to(telegram, RU_BUYER, "/limit", language_code="ru")
+    assert (limit.text or "").startswith(
+        "Дневного лимита нет. Потрачено сегодня (UTC): 0,00\xa0$. Отправьте /limit <сумма в "
+    )
+
+    choice = await reply_to(telegram, RU_BUYER, "/language", language_code="ru")
+    before = len(telegram.sent(RU_BUYER))
+    telegram.push_callback(RU_BUYER, "lang:ru", message_id=choice.message_id or 0)
+    await telegram.wait_for_sent(RU_BUYER, before + 1, timeout=20)
+    query = telegram.push_pre_checkout(RU_BUYER, 10, "stars:999:10:abc123")
+    await telegram.wait_for(lambda: query in telegram.stars.answers, timeout=20)
+    answer = telegram.stars.answers[query]
+    assert not answer.ok
+    assert answer.error_message == (
+        "Этот счёт выставлен другому человеку. Отправьте /buy, чтобы получить свой."
+    )
+
+    invoices = len(telegram.stars.invoices)
+    telegram.push_text(RU_BUYER, "/buy 21", language_code="ru")
+    await telegram.wait_for(lambda: len(telegram.stars.invoices) > invoices, timeout=20)
+    invoice = telegram.stars.invoices[-1].invoice
+    assert invoice["title"] == "Пополнение на 21 звезду"
+    assert invoice["description"] == (
+        "Добавляет 0,2730\xa0$ на ваш баланс в этом боте (21 звезда Telegram)."
     )

@@ -138,3 +138,15 @@ def test_dates_are_formatted_per_locale() -> None:
     moment = datetime(2026, 12, 4, 22, 30, tzinfo=UTC)
     assert format_moment(moment, locale="en") == "04 Dec 22:30"
     assert format_moment(moment, locale="ru") == "04 дек. 22:30"
+
+
+def test_a_russian_refusal_after_a_paid_transcription_says_what_was_charged() -> None:
+    from bot.services.inputs import NO_SPEECH_REPLY
+    from bot.turns.replies import with_intake_charge
+
+    with locale_scope(create_i18n(), "ru"):
+        reply = with_intake_charge(_(NO_SPEECH_REPLY), 1234)
+    assert reply == (
+        "В этой записи не слышно речи. "
+        "Списана только расшифровка вашего голосового сообщения (0,001234\xa0$)."
+    )

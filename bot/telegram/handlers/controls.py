@@ -9,28 +9,37 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
 from bot.config import usd_to_micros
+from bot.i18n import N_, _, format_moment, format_money
 from bot.services.controls import MAX_DAILY_LIMIT_MICROS, ControlsService, DailyLimit
-from bot.services.money import format_usd
 from bot.telegram.confirm import CALLBACK_PREFIX as CONFIRM_PREFIX
 from bot.telegram.confirm import TelegramToolConfirmation
 
-LIMIT_USAGE = (
+LIMIT_USAGE = N_(
     "Send /limit <dollars> to cap what you spend per day (UTC), e.g. /limit 2 or /limit 0.50; "
     "/limit off removes it."
 )
-RECEIPTS_USAGE = (
+RECEIPTS_USAGE = N_(
     "Send /receipts on to get the exact charge after each answer, /receipts off to stop."
 )
+RECEIPTS_ON = N_("Receipts on: after each answer I'll tell you exactly what it cost.")
+RECEIPTS_OFF = N_("Receipts off. /balance and /usage still list every charge.")
+EXPIRED = N_("This question has expired.")
 
 
 def describe_limit(limit: DailyLimit) -> str:
-    spent = format_usd(limit.spent_micros)
+    spent = format_money(limit.spent_micros)
     if limit.limit_micros is None or limit.left_micros is None:
-        return f"No daily limit. Spent today (UTC): {spent}. {LIMIT_USAGE}"
-    return (
-        f"Daily limit: {format_usd(limit.limit_micros)}. Spent today: {spent}; "
-        f"left: {format_usd(limit.left_micros)}. It resets at 00:00 UTC "
-        f"({limit.resets_at:%d %b %H:%M} UTC). /limit off removes it."
+        return _("No daily limit. Spent today (UTC): {spent}. {usage}").format(
+            spent=spent, usage=_(LIMIT_USAGE)
+        )
+    return _(
+        "Daily limit: {limit}. Spent today: {spent}; left: {left}. It resets at 00:00 UTC "
+        "({resets} UTC). /limit off removes it."
+    ).format(
+        limit=format_money(limit.limit_micros),
+        spent=spent,
+        left=format_money(limit.left_micros),
+        resets=format_moment(limit.resets_at),
     )
 
 
@@ -63,7 +72,7 @@ async def limit_handler(
     try:
         micros = parse_limit(arg)
     except ValueError:
-        await message.answer(LIMIT_USAGE)
+        await message.answer(_(LIMIT_USAGE))
         return
     await message.answer(describe_limit(await controls.set_daily_limit(user_id, micros)))
 
@@ -74,21 +83,17 @@ async def receipts_handler(
     assert message.from_user is not None
     arg = (command.args or "").strip().lower()
     if arg not in ("on", "off"):
-        await message.answer(RECEIPTS_USAGE)
+        await message.answer(_(RECEIPTS_USAGE))
         return
     await controls.set_receipts(message.from_user.id, arg == "on")
-    await message.answer(
-        "Receipts on: after each answer I'll tell you exactly what it cost."
-        if arg == "on"
-        else "Receipts off. /balance and /usage still list every charge."
-    )
+    await message.answer(_(RECEIPTS_ON) if arg == "on" else _(RECEIPTS_OFF))
 
 
 async def confirm_button_handler(
     query: CallbackQuery, confirmations: TelegramToolConfirmation
 ) -> None:
     taken = confirmations.resolve(query.data or "", query.from_user.id)
-    await query.answer(None if taken else "This question has expired.")
+    await query.answer(None if taken else _(EXPIRED))
 
 
 def build_router() -> Router:

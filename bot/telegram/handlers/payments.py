@@ -18,6 +18,7 @@ from aiogram.types import (
 )
 
 from bot.config import Settings
+from bot.i18n import _
 from bot.services.payments import (
     MAX_STARS,
     MIN_STARS,
@@ -81,7 +82,7 @@ async def buy_handler(
         return
     arg = command.args.strip()
     if not arg.isdigit() or not MIN_STARS <= int(arg) <= MAX_STARS:
-        await message.answer(say.BUY_USAGE)
+        await message.answer(_(say.BUY_USAGE))
         return
     stars = int(arg)
     await send_invoice(
@@ -119,7 +120,7 @@ async def pre_checkout_handler(query: PreCheckoutQuery, payments: PaymentService
     if refusal is None:
         await query.answer(ok=True)
     else:
-        await query.answer(ok=False, error_message=say.CHECKOUT_REFUSALS[refusal])
+        await query.answer(ok=False, error_message=say.checkout_refusal(refusal))
 
 
 async def successful_payment_handler(message: Message, payments: PaymentService) -> None:
@@ -155,7 +156,7 @@ async def refund_handler(message: Message, payments: PaymentService) -> None:
             for purchase in purchases
         ]
     )
-    await message.answer(say.REFUND_MENU, reply_markup=keyboard)
+    await message.answer(_(say.REFUND_MENU), reply_markup=keyboard)
 
 
 async def refund_button_handler(
@@ -164,7 +165,7 @@ async def refund_button_handler(
     payments: PaymentService,
     stars_api: StarsApi,
 ) -> None:
-    await query.answer(say.REFUND_WORKING)
+    await query.answer(_(say.REFUND_WORKING))
     result = await payments.refund(query.from_user.id, callback_data.payment_id, stars_api)
     if query.message is not None:
         await query.message.answer(say.refund_result(result))
