@@ -3,6 +3,7 @@ with its intake, UI and notices, the Telegram dispatcher, and the replicas' clus
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiogram import Dispatcher
@@ -46,6 +47,7 @@ from bot.turns.chat import ChatConfig, ChatService
 if TYPE_CHECKING:
     from bot.app import Application, Clients, Core
     from bot.ops.cluster import Cluster
+    from bot.ops.replicas import Job
     from bot.telegram.flood import OutgoingPacer
 
 
@@ -232,8 +234,24 @@ def attach_cluster(
             allowed_updates=ALLOWED_UPDATES,
             users=app.users,
             i18n=app.i18n,
+            leader_jobs=leader_jobs(app),
         )
     )
     assert isinstance(chat, ReplicaChatService)
     chat.attach(cluster.replica)
     return cluster
+
+
+def leader_jobs(app: Application) -> list[Job]:
+    """Jobs one replica runs for all: the inbox purge and Stars reconciliation."""
+    settings = app.settings
+
+    async def purge_inbox(stop: asyncio.Event) -> None:
+        await app.inbox.run_purge(settings.INBOX_PURGE_INTERVAL_SECONDS, stop)
+
+    async def reconcile_stars(stop: asyncio.Event) -> None:
+        await app.payments.run_reconciler(
+            app.stars_api, settings.STARS_RECONCILE_INTERVAL_SECONDS, stop
+        )
+
+    return [purge_inbox, reconcile_stars]

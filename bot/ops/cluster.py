@@ -21,6 +21,7 @@ from bot.config import Settings
 from bot.i18n import DEFAULT_LOCALE, N_, pick_locale
 from bot.ops.replicas import (
     WEBHOOK_LOCK,
+    Job,
     Leadership,
     Replica,
     run_heartbeat,
@@ -55,6 +56,8 @@ class ClusterDeps:
     allowed_updates: tuple[str, ...]
     users: UserService | None = None  # with i18n: the lost-turn notice in the person's language
     i18n: I18n | None = None
+    # More jobs for the leader alone (the inbox purge, Stars reconciliation), each run until stop.
+    leader_jobs: list[Job] = field(default_factory=list)
 
 
 @dataclass
@@ -93,7 +96,7 @@ class Cluster:
         await self.webhook.start()
         self.leadership = Leadership(
             deps.engine,
-            [self._sweep_holds, self._housekeep_files, self._recover],
+            [self._sweep_holds, self._housekeep_files, self._recover, *deps.leader_jobs],
             retry_seconds=self.check_interval,
         )
         self.tasks.append(

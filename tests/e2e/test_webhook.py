@@ -82,6 +82,8 @@ async def test_webhook_mode_end_to_end(
         assert hook.secret_token == WEBHOOK_SECRET
         assert hook.allowed_updates == list(ALLOWED_UPDATES)  # the dispatcher's own list
         assert hook.drop_pending_updates is False
+        # The leader replica runs the jobs for all, Stars reconciliation among them.
+        await telegram.wait_for(lambda: bool(telegram.calls("getStarTransactions")), timeout=20)
 
         # An ordinary message: posted, stored, answered.
         first = telegram.push_text(81001, "hello webhook")
