@@ -152,7 +152,10 @@ class AgentLoop:
                 request, messages, context_tokens, ui, stats, iteration
             )
             refused = message.stop_reason == "refusal"
-            assistant_content = _content_to_store(message, drop_tool_calls=refused)
+            cut = message.stop_reason == "max_tokens"
+            # A cut message's tool calls are not run, so they are not stored either (a tool_use
+            # without its tool_result would break the next request).
+            assistant_content = _content_to_store(message, drop_tool_calls=refused or cut)
             sources = sources_markdown(message)
             if sources:
                 await ui.text_delta(sources)

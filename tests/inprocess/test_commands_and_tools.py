@@ -40,4 +40,4 @@ async def test_a_cut_answer_is_charged_and_says_so(start: Start) -> None:
     assert await run.turn(USER, "tell me everything") == "answered"
     assert any("length limit" in t for t in texts(run))
     [call] = await run.rows("SELECT * FROM api_calls")
-    assert call["status"] == "ok" and call["charged_micros"] > 0
+    assert call["status"] == "truncated" and call["charged_micros"] > 0
