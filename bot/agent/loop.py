@@ -92,6 +92,7 @@ class TurnStats:
     cache_write_tokens: int = 0
     charged_micros: int = 0
     outcome: str = "answered"
+    files_delivered: int = 0  # files the person received from tools this turn
     web: ServerToolUse = field(default_factory=ServerToolUse)  # server tool uses this turn
 
 
@@ -279,11 +280,13 @@ class AgentLoop:
                 continue
             outcome = await self._registry.execute(block.name, block.input, ctx)
             if outcome.files:
-                outcome = await self._deliver_files(outcome, ctx)
+                outcome = await self._deliver_files(outcome, ctx, stats)
             results.append(_tool_result_block(block.id, outcome))
         return results
 
-    async def _deliver_files(self, outcome: ToolCallResult, ctx: ToolContext) -> ToolCallResult:
+    async def _deliver_files(
+        self, outcome: ToolCallResult, ctx: ToolContext, stats: TurnStats
+    ) -> ToolCallResult:
         if self._files is None:
             log.error("file_sink_missing", tool_use_id=ctx.tool_use_id)
             return ToolCallResult(payload={"error": "internal error"}, is_error=True)
@@ -294,6 +297,7 @@ class AgentLoop:
             thread_id=ctx.message_thread_id,
         )
         delivered = await self._files.deliver(outcome.files, to)
+        stats.files_delivered += sum(1 for item in delivered if item.get("delivered"))
         payload = dict(outcome.payload)
         payload["delivered_files"] = delivered
         if not any(item.get("delivered") for item in delivered):

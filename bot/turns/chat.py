@@ -37,6 +37,7 @@ from bot.turns.replies import (
     EMPTY_REPLY,
     GROUP_NO_BALANCE_REPLY,
     INTERNAL_ERROR_REPLY,
+    NO_ANSWER_REPLY,
     OUTCOME_NOTES,
     STOPPED_NOTE,
     TIMEOUT_REPLY,
@@ -244,6 +245,8 @@ class ChatService:
         extra = OUTCOME_NOTES.get(stats.outcome)
         if stats.outcome == "refused" and ui.messages_sent:
             return  # Claude already said why
+        if stats.outcome == "answered" and not ui.messages_sent and not stats.files_delivered:
+            extra = NO_ANSWER_REPLY  # Claude said nothing: the person still gets a reply
         if extra:
             await ui.progress("")
             await ui.text_delta(_(extra))

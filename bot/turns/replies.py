@@ -21,6 +21,7 @@ UNSUPPORTED_REPLY = N_(
 GROUP_NO_BALANCE_REPLY = N_(
     "Your balance is too low for this. Open a private chat with me and use /buy to add funds."
 )
+NO_ANSWER_REPLY = N_("I have no answer to that. Try rephrasing.")
 STOPPED_NOTE = N_("\n\n_(Stopped.)_")
 OUTCOME_NOTES = {
     "refused": N_("I can't help with that request."),
