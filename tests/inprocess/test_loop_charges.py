@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from structlog.testing import capture_logs
+
+from bot.i18n import format_money
 from bot.services.money import format_usd
 from bot.services.price_file import load_price_table
 from bot.services.pricing import TokenUsage, token_cost_micros
-from tests.fakes.anthropic import ApiError, cut_tool_use_reply, refusal_reply, text_reply
+from tests.fakes.anthropic import (
+    ApiError,
+    cut_tool_use_reply,
+    refusal_reply,
+    text_reply,
+    tool_use_reply,
+)
 from tests.inprocess.conftest import USER, Start
 
 ADMIN = 7999
@@ -96,3 +105,20 @@ async def test_a_tool_call_cut_before_any_text_still_tells_the_person(start: Sta
     [call] = await run.rows("SELECT status, charged_micros FROM api_calls")
     assert call["status"] == "truncated" and call["charged_micros"] > 0
     assert any("too long and was cut" in (s.text or "") for s in run.telegram.sent(USER))
+
+
+async def test_a_turn_failing_after_a_charged_call_says_what_was_charged(start: Start) -> None:
+    run = await start(STARTER_BALANCE_USD="1.00", ANTHROPIC_MAX_RETRIES="0")
+    # The first call is charged (its unknown tool costs nothing); the second one fails.
+    run.anthropic.script(tool_use_reply("no_such_tool", {}), ApiError(529))
+    with capture_logs() as logs:
+        status = await run.turn(USER, "hi")
+    assert status.startswith("failed")
+    charges = await run.rows("SELECT amount_micros FROM balance_operations WHERE kind = 'charge'")
+    charged = -sum(c["amount_micros"] for c in charges)
+    assert charged > 0
+    [reply] = [s.text or "" for s in run.telegram.sent(USER)]
+    assert "nothing was charged" not in reply.lower()
+    assert f"{format_money(charged)} was charged" in reply
+    [done] = [e for e in logs if e["event"] == "turn_completed"]
+    assert done["charged_micros"] == charged
