@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -107,6 +108,8 @@ class TurnRequest:
     model: str | None = None  # the person's chosen chat model; None = the configured default
     stop: StopToken | None = None  # set by /stop; the turn's task is then cancelled
     message_thread_id: int | None = None  # a group's forum topic
+    # Unique per turn: Telegram may reuse an update_id (after a week), a hold key must not repeat.
+    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,7 @@ class AgentLoop:
             model=request.model or self._config.model,
             purpose="chat",
             worst_case_micros=tokens + worst_case_micros(self._config.web_tools, web),
-            key=f"hold:llm:{request.update_id}:{iteration}",
+            key=f"hold:llm:{request.update_id}:{request.turn_id}:{iteration}",
         )
 
     async def _run_tools(
