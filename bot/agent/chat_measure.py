@@ -17,7 +17,8 @@ from bot.services.pricing import TokenPrice, TokenUsage, token_cost_micros
 
 class ChatMeasure:
     """A streamed chat message as a Report; a refusal is recorded as blocked (not charged), a
-    stream the person stopped as cancelled (charged for its input and what it streamed)."""
+    message cut at max_tokens as truncated (charged), a stream the person stopped as cancelled
+    (charged for its input and what it streamed)."""
 
     def __init__(
         self, price: TokenPrice, progress: StreamProgress, stop: StopToken | None = None
@@ -29,10 +30,11 @@ class ChatMeasure:
     def reported(self, result: StreamedMessage) -> Report:
         message = result.message
         refused = message.stop_reason == "refusal"
+        cut = message.stop_reason == "max_tokens"
         report = claude_report(
             self._price,
             message,
-            status="blocked" if refused else "ok",
+            status="blocked" if refused else "truncated" if cut else "ok",
             error="refusal" if refused else None,
         )
         web = server_tool_use(message)

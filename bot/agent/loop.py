@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -92,6 +93,7 @@ class TurnStats:
     cache_write_tokens: int = 0
     charged_micros: int = 0
     outcome: str = "answered"
+    files_delivered: int = 0  # files the person received from tools this turn
     web: ServerToolUse = field(default_factory=ServerToolUse)  # server tool uses this turn
 
 
@@ -106,6 +108,8 @@ class TurnRequest:
     model: str | None = None  # the person's chosen chat model; None = the configured default
     stop: StopToken | None = None  # set by /stop; the turn's task is then cancelled
     message_thread_id: int | None = None  # a group's forum topic
+    # Unique per turn: Telegram may reuse an update_id (after a week), a hold key must not repeat.
+    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,10 @@ class AgentLoop:
                 request, messages, context_tokens, ui, stats, iteration
             )
             refused = message.stop_reason == "refusal"
-            assistant_content = _content_to_store(message, drop_tool_calls=refused)
+            cut = message.stop_reason == "max_tokens"
+            # A cut message's tool calls are not run, so they are not stored either (a tool_use
+            # without its tool_result would break the next request).
+            assistant_content = _content_to_store(message, drop_tool_calls=refused or cut)
             sources = sources_markdown(message)
             if sources:
                 await ui.text_delta(sources)
@@ -243,7 +250,7 @@ class AgentLoop:
             model=request.model or self._config.model,
             purpose="chat",
             worst_case_micros=tokens + worst_case_micros(self._config.web_tools, web),
-            key=f"hold:llm:{request.update_id}:{iteration}",
+            key=f"hold:llm:{request.update_id}:{request.turn_id}:{iteration}",
         )
 
     async def _run_tools(
@@ -276,11 +283,13 @@ class AgentLoop:
                 continue
             outcome = await self._registry.execute(block.name, block.input, ctx)
             if outcome.files:
-                outcome = await self._deliver_files(outcome, ctx)
+                outcome = await self._deliver_files(outcome, ctx, stats)
             results.append(_tool_result_block(block.id, outcome))
         return results
 
-    async def _deliver_files(self, outcome: ToolCallResult, ctx: ToolContext) -> ToolCallResult:
+    async def _deliver_files(
+        self, outcome: ToolCallResult, ctx: ToolContext, stats: TurnStats
+    ) -> ToolCallResult:
         if self._files is None:
             log.error("file_sink_missing", tool_use_id=ctx.tool_use_id)
             return ToolCallResult(payload={"error": "internal error"}, is_error=True)
@@ -291,6 +300,7 @@ class AgentLoop:
             thread_id=ctx.message_thread_id,
         )
         delivered = await self._files.deliver(outcome.files, to)
+        stats.files_delivered += sum(1 for item in delivered if item.get("delivered"))
         payload = dict(outcome.payload)
         payload["delivered_files"] = delivered
         if not any(item.get("delivered") for item in delivered):

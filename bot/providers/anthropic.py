@@ -211,7 +211,10 @@ class ClaudeGateway:
             raise _unavailable("stream_broken", type(exc).__name__, started=True) from None
         if not message.complete:
             raise _unavailable("stream_broken", "stream ended without message_stop", started=True)
-        return message.build()
+        try:
+            return message.build()
+        except ValueError as exc:
+            raise _unavailable("stream_broken", str(exc), started=True) from None
 
     async def upload_file(self, filename: str, data: bytes, mime_type: str) -> UploadedFile:
         """Upload to the Files API; a busy or unreachable API is tried once more."""

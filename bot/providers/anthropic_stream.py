@@ -31,6 +31,7 @@ class MessageBuilder:
         self._message: dict[str, Any] = {}
         self._blocks: dict[int, dict[str, Any]] = {}
         self._json: dict[int, list[str]] = {}
+        self._cut: set[int] = set()  # tool calls whose input JSON was cut off (max_tokens)
         self._stopped = False
 
     @property
@@ -60,7 +61,11 @@ class MessageBuilder:
             parts = self._json.pop(event["index"], None)
             if parts is not None:
                 raw = "".join(parts)
-                self._blocks[event["index"]]["input"] = json.loads(raw) if raw else {}
+                try:
+                    self._blocks[event["index"]]["input"] = json.loads(raw) if raw else {}
+                except ValueError:
+                    # Only a message cut at max_tokens may end with it; `build` decides.
+                    self._cut.add(event["index"])
         elif kind == "message_delta":
             delta = event["delta"]
             self._message["stop_reason"] = delta.get("stop_reason")
@@ -90,5 +95,11 @@ class MessageBuilder:
         return None
 
     def build(self) -> Message:
-        self._message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
+        """The message; a tool call cut off by max_tokens is left out (it cannot be run, nor
+        sent back). Raises ValueError for unparsable tool input in any other message."""
+        if self._cut and self._message.get("stop_reason") != "max_tokens":
+            raise ValueError("a tool call's input is not valid JSON")
+        self._message["content"] = [
+            self._blocks[i] for i in sorted(self._blocks) if i not in self._cut
+        ]
         return Message.construct(**self._message)

@@ -150,6 +150,18 @@ class ControlsService:
             )
         return int(mark or 0)
 
+    async def charged_since(self, user_id: int, mark: int) -> int:
+        """What the ledger charged the user after `mark` (a turn's charges so far)."""
+        async with self._sessionmaker() as session:
+            charged = await session.scalar(
+                text(
+                    "SELECT COALESCE(SUM(-amount_micros), 0) FROM balance_operations"
+                    " WHERE user_id = :id AND kind = 'charge' AND id > :mark"
+                ),
+                {"id": user_id, "mark": mark},
+            )
+        return int(charged or 0)
+
     async def turn_end(self, user_id: int, mark: int) -> TurnEnd:
         async with self._sessionmaker() as session:
             row = (

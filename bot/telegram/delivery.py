@@ -34,6 +34,9 @@ class TelegramFileSender:
         except (TelegramAPIError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("file_send_failed", chat_id=chat_id, error=type(exc).__name__)
             raise SendFailed(type(exc).__name__) from None
+        except Exception as exc:  # an answer aiogram cannot read: the file was not delivered
+            log.exception("file_send_failed", chat_id=chat_id, error=type(exc).__name__)
+            raise SendFailed(type(exc).__name__) from None
 
     async def _send(
         self,
@@ -65,7 +68,8 @@ class TelegramFileSender:
     async def _send_photo(
         self, chat_id: int, data: bytes, filename: str, thread_id: int | None
     ) -> Message | None:
-        """A photo, or None when Telegram refuses this image as a photo (send a document)."""
+        """A photo, or None when it was not sent as one: Telegram refused this image as a photo,
+        or the send failed in any other way (then a document is tried before giving up)."""
         try:
             return await self._bot.send_photo(
                 chat_id, BufferedInputFile(data, filename=filename), message_thread_id=thread_id
@@ -78,4 +82,8 @@ class TelegramFileSender:
             if "PHOTO_" in text or "TOO BIG" in text or "IMAGE_PROCESS_FAILED" in text:
                 log.info("photo_refused", chat_id=chat_id, reason=exc.message[:100])
                 return None
-            raise
+            log.warning("photo_send_failed", chat_id=chat_id, error=exc.message[:100])
+            return None
+        except Exception as exc:
+            log.warning("photo_send_failed", chat_id=chat_id, error=type(exc).__name__)
+            return None

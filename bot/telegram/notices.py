@@ -49,6 +49,13 @@ class TelegramTurnNotices:
             log.exception("turn_mark_failed", user_id=user_id)
             return None
 
+    async def charged(self, user_id: int, mark: int) -> int | None:
+        try:
+            return await self._controls.charged_since(user_id, mark)
+        except Exception:
+            log.exception("turn_charged_failed", user_id=user_id)
+            return None
+
     async def end(self, user_id: int, chat_id: int, mark: int) -> None:
         try:
             end = await self._controls.turn_end(user_id, mark)

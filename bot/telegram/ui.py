@@ -17,7 +17,12 @@ from bot.telegram.sending import MessageSender
 log = structlog.get_logger(__name__)
 
 CHAT_ACTION_REFRESH_SECONDS = 4.5
-CUT_NOTE = N_("\n\n_(The answer was cut here: it reached the length limit.)_")
+CUT_NOTE = N_(
+    "\n\n_(The answer was cut here: it reached the length limit. Ask for less, or for one part at a time.)_"
+)
+CUT_REPLY = N_(
+    "The answer was too long and was cut before any of it could be shown. Ask for less, or for one part at a time."
+)
 
 
 def describe_tool(name: str, args: dict[str, Any]) -> tuple[str, str]:
@@ -89,9 +94,11 @@ class TelegramTurnUI:
         self._buffer = ""
         self._streaming = False
         await self._cancel_draft()
-        if not text:
+        if not text and cut:
+            text = _(CUT_REPLY)
+        elif not text:
             return
-        if cut:
+        elif cut:
             text += _(CUT_NOTE)
         self.messages_sent += await self._sender.send_markdown(
             self._chat_id, text, thread_id=self._thread_id, reply_to=self._reply_to

@@ -37,13 +37,14 @@ from bot.turns.replies import (
     EMPTY_REPLY,
     GROUP_NO_BALANCE_REPLY,
     INTERNAL_ERROR_REPLY,
+    NO_ANSWER_REPLY,
     OUTCOME_NOTES,
     STOPPED_NOTE,
     TIMEOUT_REPLY,
     UNSUPPORTED_REPLY,
     insufficient_balance_reply,
     reply_for_failure,
-    with_intake_charge,
+    with_turn_charge,
 )
 
 log = structlog.get_logger(__name__)
@@ -82,6 +83,10 @@ class TurnNotices(Protocol):
     method raises (`begin` gives None when it could not take its mark)."""
 
     async def begin(self, user_id: int) -> int | None: ...
+
+    async def charged(self, user_id: int, mark: int) -> int | None:
+        """What the ledger charged the user since `mark`; None when it could not be read."""
+        ...
 
     async def end(self, user_id: int, chat_id: int, mark: int) -> None: ...
 
@@ -143,24 +148,24 @@ class ChatService:
             await self._say_stopped(ui, incoming)
         except TimeoutError:
             status, turn.outcome = "failed", "timeout"
-            await self._reply(ui, incoming, TIMEOUT_REPLY)
+            await self._reply(ui, incoming, TIMEOUT_REPLY, turn, mark)
         except TurnFailed as exc:
             status, turn.outcome = "failed", exc.reason
-            await self._reply(ui, incoming, reply_for_failure(exc.reason))
+            await self._reply(ui, incoming, reply_for_failure(exc.reason), turn, mark)
         except InsufficientBalance as exc:
             status, turn.outcome = "failed", "insufficient_balance"
             reply = GROUP_NO_BALANCE_REPLY if incoming.in_group else insufficient_balance_reply(exc)
-            await self._reply(ui, incoming, reply)
+            await self._reply(ui, incoming, reply, turn, mark)
         except UserFacingError as exc:
             status, turn.outcome = "failed", exc.reason
-            await self._reply(ui, incoming, exc.reply)
+            await self._reply(ui, incoming, exc.reply, turn, mark)
         except Exception:
             status, turn.outcome = "failed", "internal_error"
             log.exception("turn_crashed", update_id=incoming.update_id)
-            await self._reply(ui, incoming, INTERNAL_ERROR_REPLY)
+            await self._reply(ui, incoming, INTERNAL_ERROR_REPLY, turn, mark)
         finally:
             await ui.close()
-            await asyncio.shield(self._finish(incoming, status, turn))
+            await asyncio.shield(self._finish(incoming, status, turn, mark))
         if self._notices is not None and mark is not None:
             await self._notices.end(incoming.user_id, incoming.chat_id, mark)
 
@@ -244,6 +249,8 @@ class ChatService:
         extra = OUTCOME_NOTES.get(stats.outcome)
         if stats.outcome == "refused" and ui.messages_sent:
             return  # Claude already said why
+        if stats.outcome == "answered" and not ui.messages_sent and not stats.files_delivered:
+            extra = NO_ANSWER_REPLY  # Claude said nothing: the person still gets a reply
         if extra:
             await ui.progress("")
             await ui.text_delta(_(extra))
@@ -257,11 +264,25 @@ class ChatService:
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)
 
-    async def _reply(self, ui: TurnView, incoming: IncomingMessage, text: str) -> None:
-        text = _(text)  # first: the intake-charge note replaces words of the translated reply
-        charged = self._intake_charged.get(incoming.update_id, 0)
-        if charged:
-            text = with_intake_charge(text, charged)
+    async def _charged(self, incoming: IncomingMessage, turn: TurnLog, mark: int | None) -> int:
+        """What the turn was charged: the ledger's figure, or (unreadable) what the turn counted."""
+        if self._notices is not None and mark is not None:
+            charged = await self._notices.charged(incoming.user_id, mark)
+            if charged is not None:
+                return charged
+        return turn.stats.charged_micros + self._intake_charged.get(incoming.update_id, 0)
+
+    async def _reply(
+        self,
+        ui: TurnView,
+        incoming: IncomingMessage,
+        reply: str,
+        turn: TurnLog,
+        mark: int | None,
+    ) -> None:
+        """Send the failure reply `reply` (a msgid), saying what the turn was charged."""
+        intake = self._intake_charged.get(incoming.update_id, 0)
+        text = with_turn_charge(reply, await self._charged(incoming, turn, mark), intake)
         try:
             await ui.discard()
             await ui.text_delta(text)
@@ -269,8 +290,11 @@ class ChatService:
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)
 
-    async def _finish(self, incoming: IncomingMessage, status: str, turn: TurnLog) -> None:
-        turn.stats.charged_micros += self._intake_charged.pop(incoming.update_id, 0)
+    async def _finish(
+        self, incoming: IncomingMessage, status: str, turn: TurnLog, mark: int | None
+    ) -> None:
+        turn.stats.charged_micros = await self._charged(incoming, turn, mark)
+        self._intake_charged.pop(incoming.update_id, None)
         for update_id in (incoming.update_id, *incoming.extra_update_ids):
             await self._inbox.mark(
                 update_id, status, error=None if status == "answered" else turn.outcome

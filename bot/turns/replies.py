@@ -21,6 +21,7 @@ UNSUPPORTED_REPLY = N_(
 GROUP_NO_BALANCE_REPLY = N_(
     "Your balance is too low for this. Open a private chat with me and use /buy to add funds."
 )
+NO_ANSWER_REPLY = N_("I have no answer to that. Try rephrasing.")
 STOPPED_NOTE = N_("\n\n_(Stopped.)_")
 OUTCOME_NOTES = {
     "refused": N_("I can't help with that request."),
@@ -49,6 +50,39 @@ FAILURE_REPLIES = {
 }
 
 
+# The replies above that say "nothing was charged", as said when the turn was charged already.
+CHARGED_REPLIES = {
+    TIMEOUT_REPLY: N_(
+        "Sorry, that took too long and I stopped. {charged} was charged for what was done before that; nothing for the unfinished part. Please try again."
+    ),
+    INTERNAL_ERROR_REPLY: N_(
+        "Sorry, something went wrong on my side. {charged} was charged for what was done before it. Please try again."
+    ),
+    FAILURE_REPLIES["claude_busy"]: N_(
+        "Claude is busy right now. Please try again in a minute; {charged} was charged for what was done before."
+    ),
+    FAILURE_REPLIES["claude_connection"]: N_(
+        "I couldn't reach Claude just now. Please try again in a minute; {charged} was charged for what was done before."
+    ),
+    FAILURE_REPLIES["claude_timeout"]: N_(
+        "Claude took too long to answer. Please try again; {charged} was charged for what was done before."
+    ),
+    FAILURE_REPLIES["claude_stream_broken"]: N_(
+        "The answer was interrupted by a connection problem. Please try again; {charged} was charged for what was done before."
+    ),
+}
+
+
+def with_turn_charge(reply: str, charged_micros: int, intake_micros: int) -> str:
+    """The reply `reply` (a msgid) translated, saying what the turn was charged: the
+    transcription alone, or everything the ledger charged for the turn."""
+    if charged_micros > intake_micros and reply in CHARGED_REPLIES:
+        return _(CHARGED_REPLIES[reply]).format(charged=format_money(charged_micros))
+    if intake_micros:
+        return with_intake_charge(_(reply), intake_micros)
+    return _(reply)
+
+
 def with_intake_charge(text: str, charged_micros: int) -> str:
     """A failure reply after a voice message was transcribed: that was charged, so the reply
     says so instead of "nothing was charged"."""
@@ -64,7 +98,8 @@ def with_intake_charge(text: str, charged_micros: int) -> str:
 
 
 def reply_for_failure(reason: str) -> str:
-    return _(FAILURE_REPLIES.get(reason, INTERNAL_ERROR_REPLY))
+    """The reply to a failed turn, as its msgid (translated when it is sent)."""
+    return FAILURE_REPLIES.get(reason, INTERNAL_ERROR_REPLY)
 
 
 def insufficient_balance_reply(exc: InsufficientBalance) -> str:

@@ -390,8 +390,15 @@ TELEGRAM_CASES = {
             description="Bad Request: PHOTO_INVALID_DIMENSIONS",
         ),
         TelegramFault("send_message_5xx_then_ok", "sendMessage", 500, 2, 3, False),
+        # A photo that keeps failing is sent as a document.
         TelegramFault(
-            "send_photo_5xx_persistent", "sendPhoto", 500, TELEGRAM_SEND_ATTEMPTS, 3, True
+            "send_photo_5xx_persistent",
+            "sendPhoto",
+            500,
+            TELEGRAM_SEND_ATTEMPTS,
+            3,
+            True,
+            "document",
         ),
     ]
 }

@@ -3,7 +3,6 @@ within the window is a duplicate, and old inbox rows are purged by the running b
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -67,12 +66,6 @@ async def test_a_reused_update_id_is_answered_after_the_window_and_old_rows_are_
     assert "inbox_purged" in bot.log_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the agent loop keys its balance holds on update_id (bot/agent/loop.py, "
-    "hold:llm:{update_id}:{n}): a reused id meets last week's captured hold. Owned by the "
-    "agent-loop restructuring; the inbox side is done.",
-)
 async def test_a_reused_update_id_gets_a_real_answer(
     start_bot: StartBot, telegram: FakeTelegram, anthropic_fake: FakeAnthropic, engine: AsyncEngine
 ) -> None:

@@ -448,6 +448,27 @@ def max_tokens_reply(text: str) -> Reply:
     return Reply(content=[text_block(text)], stop_reason="max_tokens")
 
 
+def cut_tool_use_reply(
+    name: str,
+    input: Mapping[str, Any],
+    *,
+    keep_chars: int = 20,
+    text: str | None = None,
+    usage: Mapping[str, Any] | None = None,
+) -> Reply:
+    """A tool call cut off by max_tokens, as the API streams it: the input JSON stops after
+    `keep_chars` characters, the block is closed, then message_delta (stop_reason max_tokens,
+    with usage) and message_stop."""
+    blocks = [text_block(text)] if text is not None else []
+    block = tool_use_block(name, input)
+    block[_CUT_JSON] = json.dumps(dict(input), ensure_ascii=False)[:keep_chars]
+    blocks.append(block)
+    return Reply(content=blocks, stop_reason="max_tokens", usage=usage)
+
+
+_CUT_JSON = "_cut_partial_json"  # a tool_use block's input JSON as far as it streamed
+
+
 # Server tools (web_search / web_fetch): blocks as the API returns them. `encrypted_content` and
 # `encrypted_index` are opaque tokens the API checks when they come back (see `issued_tokens`).
 
@@ -1334,7 +1355,10 @@ def _block_deltas(block: Block) -> Iterator[dict[str, Any]]:
             yield {"type": "text_delta", "text": piece}
     elif kind in ("tool_use", "server_tool_use"):
         yield {"type": "input_json_delta", "partial_json": ""}
-        for piece in _chunks(json.dumps(block["input"], ensure_ascii=False), _JSON_CHUNK):
+        raw = block.get(_CUT_JSON)
+        if raw is None:
+            raw = json.dumps(block["input"], ensure_ascii=False)
+        for piece in _chunks(raw, _JSON_CHUNK):
             yield {"type": "input_json_delta", "partial_json": piece}
     elif kind == "thinking":
         for piece in _chunks(block["thinking"], _TEXT_CHUNK):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.fakes.anthropic import max_tokens_reply, text_reply, tool_use_reply
+from tests.fakes.anthropic import (
+    Reply,
+    max_tokens_reply,
+    text_reply,
+    thinking_block,
+    tool_use_reply,
+)
 from tests.inprocess.conftest import USER, InProcess, Start
 
 
@@ -40,4 +46,21 @@ async def test_a_cut_answer_is_charged_and_says_so(start: Start) -> None:
     assert await run.turn(USER, "tell me everything") == "answered"
     assert any("length limit" in t for t in texts(run))
     [call] = await run.rows("SELECT * FROM api_calls")
+    assert call["status"] == "truncated" and call["charged_micros"] > 0
+
+
+async def test_an_answer_without_text_still_gets_a_reply(start: Start) -> None:
+    run = await start(STARTER_BALANCE_USD="1.00")
+    run.anthropic.script(Reply(content=[], stop_reason="end_turn"))
+    assert await run.turn(USER, "hm") == "answered"
+    assert texts(run) == ["I have no answer to that. Try rephrasing."]
+    [call] = await run.rows("SELECT status, charged_micros FROM api_calls")
     assert call["status"] == "ok" and call["charged_micros"] > 0
+
+
+async def test_an_answer_cut_before_any_text_says_it_was_cut(start: Start) -> None:
+    run = await start(STARTER_BALANCE_USD="1.00")
+    run.anthropic.script(Reply(content=[thinking_block("x " * 100)], stop_reason="max_tokens"))
+    assert await run.turn(USER, "think hard") == "answered"
+    [reply] = texts(run)
+    assert "too long and was cut" in reply and "Ask for less" in reply

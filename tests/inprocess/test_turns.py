@@ -75,9 +75,10 @@ async def test_an_image_telegram_refuses_is_not_charged(start: Start) -> None:
         text_reply("Sorry."),
     )
     run.gemini.script(image_reply())
-    run.telegram.fail(
-        "sendPhoto", error_code=400, description="Bad Request: chat not found", times=5
-    )
+    for method in ("sendPhoto", "sendDocument"):  # a failed photo is tried as a document
+        run.telegram.fail(
+            method, error_code=400, description="Bad Request: chat not found", times=5
+        )
     assert await run.turn(USER, "draw a cat") == "answered"
     [image_call] = await run.rows("SELECT * FROM api_calls WHERE purpose = 'generate_image'")
     assert (image_call["status"], image_call["charged_micros"]) == ("error", 0)
@@ -162,3 +163,19 @@ async def test_analyze_image_falls_back_to_the_stored_copy_when_the_files_api_co
         if len(body["messages"]) == 1 and body["messages"][0]["content"][0].get("type") == "image"
     ]
     assert sources == ["file", "base64"]
+
+
+async def test_a_photo_the_server_fails_oddly_is_sent_as_a_document(start: Start) -> None:
+    run = await start(STARTER_BALANCE_USD="5.00")
+    run.anthropic.script(
+        tool_use_reply("generate_image", {"prompt": "a cat"}, id="toolu_doc"),
+        text_reply("Here it is."),
+    )
+    run.gemini.script(image_reply())
+    run.telegram.fail_raw("sendPhoto", status=500, body='{"message": "boom"}', times=5)
+    assert await run.turn(USER, "draw a cat") == "answered"
+    [image_call] = await run.rows("SELECT * FROM api_calls WHERE purpose = 'generate_image'")
+    assert image_call["status"] == "ok" and image_call["charged_micros"] > 0
+    assert [s.method for s in run.telegram.sent(USER) if s.document] == ["sendDocument"]
+    result = json.loads(str(tool_result(run)["content"]))
+    assert result["delivered_files"][0]["sent_as"] == "document"

@@ -8,8 +8,9 @@ from typing import Literal
 
 from bot.services.money import format_usd
 
-CallStatus = Literal["ok", "error", "blocked", "cancelled"]
-CHARGED_STATUSES = ("ok", "cancelled")  # a stopped stream is charged for what it streamed
+CallStatus = Literal["ok", "error", "blocked", "truncated", "cancelled"]
+# A stopped stream is charged for what it streamed; a cut (max_tokens) one for what it reported.
+CHARGED_STATUSES = ("ok", "truncated", "cancelled")
 Provider = Literal["anthropic", "google", "openai"]
 Purpose = Literal["chat", "analyze_image", "generate_image", "transcribe", "read_document"]
 ERROR_TEXT_LIMIT = 2000
