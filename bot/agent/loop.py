@@ -27,6 +27,7 @@ from bot.providers.anthropic_stream import StreamProgress
 from bot.services.cancellation import StopToken
 from bot.services.delivery import ProducedFile, Recipient
 from bot.services.metered import Meter, MeteredCalls, PendingCharge
+from bot.services.money import format_usd
 from bot.services.pricing import PriceTable, worst_case_token_cost_micros
 from bot.services.tokens import estimate_tokens
 
@@ -304,7 +305,9 @@ class AgentLoop:
         payload = dict(outcome.payload)
         payload["delivered_files"] = delivered
         if not any(item.get("delivered") for item in delivered):
+            # Nothing reached the person, so nothing was charged: the result says so.
             payload["success"] = False
+            payload["cost_usd"] = format_usd(0)
             return ToolCallResult(payload=payload, is_error=True)
         return ToolCallResult(payload=payload, is_error=False)
 

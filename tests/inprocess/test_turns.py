@@ -85,7 +85,11 @@ async def test_an_image_telegram_refuses_is_not_charged(start: Start) -> None:
     assert image_call["error"].startswith("send_failed")
     assert await run.rows("SELECT * FROM user_files") == []
     assert await run.rows("SELECT * FROM balance_holds WHERE status = 'held'") == []
-    assert tool_result(run).get("is_error") is True
+    result = tool_result(run)
+    assert result.get("is_error") is True
+    # The result tells Claude what was charged for the image: nothing, not its list price.
+    assert '"cost_usd":"$0.00"' in str(result["content"])
+    assert "$0.1340" not in str(result["content"])
 
 
 async def test_a_blocked_prompt_is_recorded_and_not_charged(start: Start) -> None:
