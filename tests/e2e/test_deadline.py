@@ -8,7 +8,8 @@ import time
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.turns.replies import TIMEOUT_REPLY
+from bot.services.money import format_usd
+from bot.turns.replies import CHARGED_REPLIES, TIMEOUT_REPLY
 from tests.e2e.conftest import StartBot
 from tests.e2e.test_chat import (
     ask,
@@ -51,12 +52,19 @@ async def assert_timed_out_and_free(
     """One "took too long" reply near the deadline; no hold open; failed calls cost nothing."""
     [reply] = await telegram.wait_for_sent(user, 1, timeout=20, methods=["sendMessage"])
     elapsed = time.monotonic() - started
-    assert reply.text == TIMEOUT_REPLY
-    assert "took too long" in TIMEOUT_REPLY
     assert TURN_TIMEOUT <= elapsed < TURN_TIMEOUT + 3.0, elapsed
     assert await wait_update_finished(telegram, engine, update_id) == "failed"
     assert await turn_error(engine, update_id) == "timeout"
-    assert final_texts(telegram, user) == [TIMEOUT_REPLY]
+    # The reply states what the ledger charged: nothing, or what was done before the deadline.
+    charged = await charged_ok_calls(engine, user)
+    expected = (
+        CHARGED_REPLIES[TIMEOUT_REPLY].format(charged=format_usd(charged))
+        if charged
+        else TIMEOUT_REPLY
+    )
+    assert reply.text == expected
+    assert "took too long" in expected
+    assert final_texts(telegram, user) == [expected]
     assert await open_holds(engine) == 0
     failed = await rows(
         engine,
