@@ -9,6 +9,7 @@ import structlog
 from aiogram import Bot
 from aiogram.exceptions import (
     ClientDecodeError,
+    TelegramAPIError,
     TelegramNetworkError,
     TelegramNotFound,
     TelegramServerError,
@@ -64,10 +65,15 @@ async def connect_to_telegram(
             f"Cannot reach Telegram at {where} ({reason}): check the network, DNS and any "
             "proxy, and TELEGRAM_API_URL if it is set."
         ) from None
+    except TelegramAPIError as exc:
+        raise StartupError(
+            f"The Bot API server at {where} gave an answer to getMe that is not Telegram's "
+            f"({_reason(exc)}): check TELEGRAM_API_URL if it is set."
+        ) from None
 
 
 def _reason(exc: Exception) -> str:
     """A short reason without the traceback: the innermost message, on one line."""
     text = str(exc.__cause__ or exc) if isinstance(exc, TelegramNetworkError) else str(exc)
-    text = text.removeprefix("HTTP Client says - ")
+    text = text.removeprefix("HTTP Client says - ").removeprefix("Telegram server says - ")
     return " ".join(text.split())[:200] or type(exc).__name__

@@ -10,6 +10,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,10 @@ def _plain_lines(lines: list[str]) -> list[str]:
     return plain
 
 
+def _at(record: dict[str, str]) -> float:
+    return datetime.fromisoformat(record["timestamp"]).timestamp()
+
+
 def _assert_one_line(lines: list[str], *needles: str) -> str:
     text = "\n".join(lines)
     assert "Traceback" not in text, text[-3000:]
@@ -88,8 +93,12 @@ async def test_unreachable_telegram_is_one_line_and_the_embedded_postgres_stops(
     code, lines, took = await _run_to_exit(env)
     assert code == 1
     line = _assert_one_line(lines, "Cannot reach Telegram", CLOSED_PORT_URL, "check")
-    assert took < 25, took  # about 10 s of retries, plus the embedded cluster's start
     records = [json.loads(x) for x in lines if x not in _plain_lines(lines)]
+    # Retries stop after the 10 s of patience (read from the bot's own clock, not the test's, so a
+    # busy machine cannot make this fail), and the whole run ends soon after.
+    retries = [_at(r) for r in records if r["event"] == "telegram_unreachable"]
+    assert retries and retries[-1] - retries[0] <= 10.5, retries
+    assert took < 90, took
     assert any(r["event"] == "embedded_postgres_stopped" for r in records), line
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
     # A quiet start: the bot's own records only; pgserver's and alembic's chatter is debug.
@@ -117,7 +126,20 @@ async def test_rejected_token_names_where_it_came_from(
     code, lines, took = await _run_to_exit(env)
     assert code == 1
     _assert_one_line(lines, "rejected the bot token", str(secrets / "telegram_bot_token.txt"))
-    assert took < 15
+    assert "telegram_unreachable" not in "\n".join(lines)  # a rejected token is not retried
+    assert took < 90, took
+
+
+async def test_get_me_in_a_shape_that_is_not_telegrams_is_one_line(
+    database_url: str, tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    # What the npm emulator telegram-test-api 4.2.1 answers: a User without `is_bot`.
+    foreign = '{"ok":true,"result":{"username":"TestNameBot","first_name":"Test","id":666}}'
+    telegram.fail_raw("getMe", status=200, body=foreign)
+    code, lines, _ = await _run_to_exit(_env(database_url, tmp_path, telegram.base_url))
+    assert code == 1
+    line = _assert_one_line(lines, "getMe", telegram.base_url, "TELEGRAM_API_URL")
+    assert "Telegram server says" not in line, line
 
 
 async def test_malformed_token_is_one_line_before_anything_starts(
@@ -131,7 +153,7 @@ async def test_malformed_token_is_one_line_before_anything_starts(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_signal_while_get_me_hangs_stops_within_two_seconds(
+async def test_signal_while_get_me_hangs_stops_at_once(
     database_url: str, tmp_path: Path, telegram: FakeTelegram, sig: int
 ) -> None:
     telegram.hang("getMe")
@@ -140,7 +162,9 @@ async def test_signal_while_get_me_hangs_stops_within_two_seconds(
     await telegram.wait_for(lambda: bool(telegram.calls("getMe")), timeout=30)
     began = time.monotonic()
     code = await process.stop(sig, timeout=10)
-    assert time.monotonic() - began < 2.5, process.log_text()[-3000:]
+    # Without the signal honoured the bot would wait out getMe's 10 s of patience; under 8 s
+    # tells the two apart even on a busy machine (idle, it stops in well under a second).
+    assert time.monotonic() - began < 8, process.log_text()[-3000:]
     assert code == 0, process.log_text()[-3000:]
     assert "startup_interrupted" in process.log_text()
     assert "Traceback" not in process.log_text()
