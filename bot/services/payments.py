@@ -224,9 +224,7 @@ class PaymentService(StarsRefunds):
                 await self._finish_refund(row.id)
                 return True
             payment = Locked(*row[:6])
-            await self._debit(
-                session, payment, debit=None, held_change=0, key_kind="purchase_refund"
-            )
+            await self._debit(session, payment)
             await session.commit()
         log.warning("stars_refund_outside_bot", charge_id=charge_id, user_id=row.user_id)
         return True

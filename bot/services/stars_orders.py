@@ -19,7 +19,6 @@ MIN_STARS = 1
 MAX_STARS = 10_000
 MAX_PAYLOAD_BYTES = 128
 PAYLOAD_PREFIX = "stars"
-REFUND_HOLD_TTL = timedelta(days=30)  # never expires before resume_refunds settles it
 TRANSACTIONS_PAGE = 100
 
 

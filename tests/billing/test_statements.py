@@ -18,7 +18,7 @@ async def test_hold_reserves_and_records_in_one_statement(
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 500_000)
     sql = DirectSQL.of(sessionmaker)
-    hold_id = await sql.fetchval(HOLD, 1, 200_000, "img:direct", "generate_image", HOLD_TTL)
+    hold_id = await sql.fetchval(HOLD, 1, 200_000, "img:direct", "generate_image", HOLD_TTL, True)
     assert hold_id is not None
     snap = await snapshot(sessionmaker, 1)
     assert (snap.held, snap.open_holds_sum, snap.open_holds) == (200_000, 200_000, 1)
@@ -29,8 +29,8 @@ async def test_hold_changes_nothing_without_the_balance_or_the_user(
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 100_000)
     sql = DirectSQL.of(sessionmaker)
-    assert await sql.fetchval(HOLD, 1, 100_001, "img:much", None, HOLD_TTL) is None
-    assert await sql.fetchval(HOLD, 404, 1, "img:nobody", None, HOLD_TTL) is None
+    assert await sql.fetchval(HOLD, 1, 100_001, "img:much", None, HOLD_TTL, True) is None
+    assert await sql.fetchval(HOLD, 404, 1, "img:nobody", None, HOLD_TTL, True) is None
     snap = await snapshot(sessionmaker, 1)
     assert (snap.held, snap.open_holds) == (0, 0)
 
@@ -40,9 +40,9 @@ async def test_hold_with_a_used_key_is_a_unique_violation_and_changes_nothing(
 ) -> None:
     await funded_user(sessionmaker, billing, 1, 500_000)
     sql = DirectSQL.of(sessionmaker)
-    await sql.fetchval(HOLD, 1, 100_000, "img:same", None, HOLD_TTL)
+    await sql.fetchval(HOLD, 1, 100_000, "img:same", None, HOLD_TTL, True)
     with pytest.raises(UniqueViolation):
-        await sql.fetchval(HOLD, 1, 100_000, "img:same", None, HOLD_TTL)
+        await sql.fetchval(HOLD, 1, 100_000, "img:same", None, HOLD_TTL, True)
     assert (await snapshot(sessionmaker, 1)).held == 100_000
 
 
