@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.ops.listen import parse_listen
+from bot.config import parse_listen
 from bot.services.inbox import Inbox
 from bot.telegram.ordered import OrderedDispatch
 from bot.telegram.poller import inbound_record

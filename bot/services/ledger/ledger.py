@@ -260,13 +260,6 @@ class Ledger:
             await session.commit()
         return released
 
-    async def record_call(self, call: CallRecord) -> int:
-        """An api_calls row for a call that had no hold (nothing is charged)."""
-        async with self._sessionmaker() as session:
-            api_call_id = await rows.insert_call(session, call, charged_micros=0)
-            await session.commit()
-        return api_call_id
-
     async def expire_stale_holds(self, now: datetime | None = None) -> int:
         """Expire open holds past their expiry and give their amounts back; returns how many."""
         cutoff = now if now is not None else func.now()
