@@ -1,8 +1,8 @@
 """The ledger and holds (writes). The read side lives in bot/services/usage.py.
 
 `Ledger` runs each operation as its own transaction (the metered path, bot/services/metered.py,
-uses it for every provider call); `hold_within`, `capture_whole`, `release_locked` and
-`debit_available` are the same operations inside a caller's transaction (Stars refunds)."""
+uses it for every provider call); `post`, `hold_within`, `capture_whole`, `release_locked`
+and `debit_available` are the same operations inside a caller's transaction (Stars payments and refunds)."""
 
 from bot.services.ledger.holds import HoldKind, hold_within
 from bot.services.ledger.ledger import Attach, Ledger
@@ -22,7 +22,7 @@ from bot.services.ledger.model import (
     Settlement,
     UnknownUserError,
 )
-from bot.services.ledger.rows import debit_available
+from bot.services.ledger.rows import debit_available, post
 from bot.services.ledger.settle import capture_whole, release_locked
 
 __all__ = [
@@ -46,5 +46,6 @@ __all__ = [
     "capture_whole",
     "debit_available",
     "hold_within",
+    "post",
     "release_locked",
 ]
