@@ -22,7 +22,7 @@ from bot.builders import (
     create_bot,
     upload_processor,
 )
-from bot.config import Settings
+from bot.config import Settings, usd_to_micros
 from bot.db.session import create_sessionmaker
 from bot.health import heartbeat_path
 from bot.i18n import create_i18n
@@ -32,6 +32,7 @@ from bot.providers.gemini_audio import GeminiTranscriber
 from bot.providers.images import ImageGateway
 from bot.services.blobs import Blobs
 from bot.services.cancellation import RunningTurns
+from bot.services.controls import ControlsService
 from bot.services.conversations import ConversationStore
 from bot.services.files import FilesConfig, FileService
 from bot.services.inbox import Inbox
@@ -88,7 +89,7 @@ class Application:
 @dataclass(frozen=True)
 class Core:
     """The database side: sessions, prices, the ledger, the metered path (counted by the metrics
-    when they are on), the inbox, the conversations and the users."""
+    when they are on), the inbox, the conversations, the users and their own controls."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
     prices: PriceTable
@@ -98,6 +99,7 @@ class Core:
     conversations: ConversationStore
     users: UserService
     metrics: Metrics | None
+    controls: ControlsService
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,12 @@ def build_core(settings: Settings, engine: AsyncEngine, prices: PriceTable | Non
     )
     users = UserService(sessionmaker, ledger, starter_micros=settings.starter_balance_micros)
     inbox = Inbox(sessionmaker)
-    return Core(sessionmaker, prices, ledger, metered, inbox, conversations, users, metrics)
+    controls = ControlsService(
+        sessionmaker, low_balance_micros=usd_to_micros(settings.LOW_BALANCE_USD)
+    )
+    return Core(
+        sessionmaker, prices, ledger, metered, inbox, conversations, users, metrics, controls
+    )
 
 
 def build_clients(settings: Settings, metrics: Metrics | None) -> Clients:

@@ -358,3 +358,11 @@ def describe_validation_error(exc: ValidationError) -> str:
             "file or variable."
         )
     return f"Invalid setting {name}: {first['msg']}."
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """A ``host:port`` setting (METRICS_LISTEN, WEBHOOK_LISTEN); ``:port`` means every interface."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host or "0.0.0.0", int(port)

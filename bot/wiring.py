@@ -18,7 +18,6 @@ from bot.agent.tools.registry import ToolRegistry
 from bot.builders import build_intake, upload_processor
 from bot.config import Settings, usd_to_micros
 from bot.services.cancellation import RunningTurns
-from bot.services.controls import ControlsService
 from bot.services.delivery import FileDelivery
 from bot.services.files import GENERATED_MAX_BYTES, FileService
 from bot.services.incoming import IncomingMessage
@@ -154,7 +153,6 @@ def build_chat(
         )
 
     low_balance_micros = usd_to_micros(settings.LOW_BALANCE_USD)
-    controls = ControlsService(core.sessionmaker, low_balance_micros=low_balance_micros)
     chat_class = ChatService
     if settings.BOT_MODE == "webhook":
         from bot.ops.replicas import ReplicaChatService
@@ -170,7 +168,9 @@ def build_chat(
             context_token_budget=settings.CONTEXT_TOKEN_BUDGET,
             turn_timeout=settings.TURN_TIMEOUT_SECONDS,
         ),
-        notices=TelegramTurnNotices(clients.bot, controls, low_balance_micros=low_balance_micros),
+        notices=TelegramTurnNotices(
+            clients.bot, core.controls, low_balance_micros=low_balance_micros
+        ),
         on_finished=core.metrics.turn_finished if core.metrics is not None else None,
         running=running,
         i18n=i18n,
@@ -188,7 +188,6 @@ def build_telegram_dispatcher(
 ) -> Dispatcher:
     """The dispatcher with every router; `extras` become handler arguments too."""
     turns = TurnSubmitter(scheduler, chat, merge_window=settings.MERGE_WINDOW_SECONDS)
-    low_balance_micros = usd_to_micros(settings.LOW_BALANCE_USD)
     return build_dispatcher(
         settings,
         inbox=core.inbox,
@@ -202,7 +201,7 @@ def build_telegram_dispatcher(
             preferences_handlers.build_router(),
             stop_handlers.build_router(),
         ],
-        controls=ControlsService(core.sessionmaker, low_balance_micros=low_balance_micros),
+        controls=core.controls,
         texts=Texts(settings.texts_dir),
         billing=core.ledger,
         usage=UsageReports(core.sessionmaker),

@@ -11,8 +11,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.config import parse_listen
 from bot.db.direct import DirectSQL
-from bot.ops.listen import parse_listen
 from bot.ops.metrics import Metrics
 
 log = structlog.get_logger(__name__)

@@ -5,7 +5,8 @@
 the error goes on. `PendingCharge.capture` records the call and captures what it cost (writing
 another row in the same transaction when asked); `PendingCharge.release` records it as failed
 and charges nothing. `MeteredCalls.call` is both steps at once. Nothing else in the bot creates
-`api_calls` rows or holds.
+`api_calls` rows, and the only other holds are Stars refunds' (kind 'refund'), made by the same
+ledger operation (bot/services/ledger/holds.py); tests/unit/test_architecture.py checks both.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Telegram Stars: orders, the credit of a payment, refunds, and reconciliation with Telegram.
 
-Every balance change here is one transaction that moves `users.balance_micros` with a conditional
-UPDATE and appends its ledger row (`balance_operations`, unique `idempotency_key`), like the rest
-of the ledger (bot/services/ledger/):
+Every balance change here is one transaction that moves the balance and appends its ledger row
+through the ledger's own operations inside that transaction (bot/services/ledger/: `post`,
+`hold_within`, `capture_whole`, `release_locked`, `debit_available`); the SQL here touches only
+the `payments` table:
 
 * A payment is credited once per `telegram_payment_charge_id`: the `payments` row (unique on the
   charge id), the balance and the `purchase` row (key `stars:{charge_id}`) commit together, so a
@@ -32,12 +33,12 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services.ledger import post
 from bot.services.stars_orders import (
-    CREDIT_USER,
-    INSERT_LEDGER,
     MAX_PAYLOAD_BYTES,
     MAX_STARS,
     MIN_STARS,
+    REARM_LOW_BALANCE,
     TRANSACTIONS_PAGE,
     CheckoutRefusal,
     Order,
@@ -126,7 +127,7 @@ class PaymentService(StarsRefunds):
     ) -> Purchase:
         """Credit a Stars payment once per charge id: the payments row, the balance and the
         'purchase' ledger row commit together. A repeated charge id changes nothing."""
-        credit = self.credit_for(stars)
+        credit, low = self.credit_for(stars), self._config.low_balance_micros
         async with self._sessionmaker() as session:
             await session.execute(
                 text(
@@ -157,29 +158,21 @@ class PaymentService(StarsRefunds):
             if payment_id is None:
                 await session.rollback()
                 return await self._already_credited(session, charge_id)
-            balance = await session.scalar(
-                CREDIT_USER,
-                {"credit": credit, "user_id": user_id, "low": self._config.low_balance_micros},
+            balance = await post(
+                session,
+                user_id=user_id,
+                kind="purchase",
+                amount_micros=credit,
+                key=f"stars:{charge_id}",
+                description=f"{stars} Stars",
             )
-            posted = await session.scalar(
-                INSERT_LEDGER,
-                {
-                    "user_id": user_id,
-                    "kind": "purchase",
-                    "amount": credit,
-                    "balance": balance,
-                    "key": f"stars:{charge_id}",
-                    "description": f"{stars} Stars",
-                },
-            )
-            if posted is None:  # the ledger has the key but payments had not: never commit both
-                await session.rollback()
+            if balance is None:  # the ledger has the key but payments had not: never commit both
                 log.error("purchase_key_without_payment", charge_id=charge_id)
                 return await self._already_credited(session, charge_id)
+            await session.execute(REARM_LOW_BALANCE, {"user_id": user_id, "low": low})
             await session.commit()
         log.info("stars_credited", user_id=user_id, charge_id=charge_id, stars=stars, micros=credit)
-        assert balance is not None
-        return Purchase(charge_id, stars, credit, int(balance), applied=True)
+        return Purchase(charge_id, stars, credit, balance, applied=True)
 
     async def _already_credited(self, session: AsyncSession, charge_id: str) -> Purchase:
         row = (
@@ -224,9 +217,7 @@ class PaymentService(StarsRefunds):
                 await self._finish_refund(row.id)
                 return True
             payment = Locked(*row[:6])
-            await self._debit(
-                session, payment, debit=None, held_change=0, key_kind="purchase_refund"
-            )
+            await self._debit(session, payment)
             await session.commit()
         log.warning("stars_refund_outside_bot", charge_id=charge_id, user_id=row.user_id)
         return True

@@ -1,6 +1,6 @@
 """Telegram Stars orders and what payments take and give back: invoice payloads, refusals,
-Telegram's answers and transactions, purchases, refunds, the payments settings, and the two
-statements a credit or a refund runs (bot/services/payments.py)."""
+Telegram's answers and transactions, purchases, refunds, the payments settings, and the
+statement a credit runs (bot/services/payments.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ MIN_STARS = 1
 MAX_STARS = 10_000
 MAX_PAYLOAD_BYTES = 128
 PAYLOAD_PREFIX = "stars"
-REFUND_HOLD_TTL = timedelta(days=30)  # never expires before resume_refunds settles it
 TRANSACTIONS_PAGE = 100
 
 
@@ -169,23 +168,10 @@ class PaymentsConfig:
         )
 
 
-CREDIT_USER = text(
+# A purchase that lifts the available balance to the low-balance threshold re-arms the notice.
+REARM_LOW_BALANCE = text(
     """
-    UPDATE users
-    SET balance_micros = balance_micros + :credit,
-        low_balance_notified = low_balance_notified
-            AND balance_micros + :credit - held_micros < :low
-    WHERE id = :user_id
-    RETURNING balance_micros
-    """
-)
-
-INSERT_LEDGER = text(
-    """
-    INSERT INTO balance_operations
-        (user_id, kind, amount_micros, balance_after_micros, idempotency_key, description)
-    VALUES (:user_id, :kind, :amount, :balance, :key, :description)
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id
+    UPDATE users SET low_balance_notified = false
+    WHERE id = :user_id AND low_balance_notified AND balance_micros - held_micros >= :low
     """
 )

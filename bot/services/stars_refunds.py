@@ -10,9 +10,8 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services.ledger import capture_whole, debit_available, hold_within, release_locked
 from bot.services.stars_orders import (
-    INSERT_LEDGER,
-    REFUND_HOLD_TTL,
     PaymentsConfig,
     RefundablePurchase,
     RefundAnswer,
@@ -78,41 +77,21 @@ class StarsRefunds:
             ).first()
             if payment is None:
                 return RefundResult(RefundStatus.NOT_REFUNDABLE)
-            reserved = await session.scalar(
-                text(
-                    """
-                    UPDATE users SET held_micros = held_micros + :amount
-                    WHERE id = :user_id AND balance_micros - held_micros >= :amount
-                    RETURNING balance_micros
-                    """
-                ),
-                {"amount": payment.credited_micros, "user_id": user_id},
+            hold = await hold_within(
+                session,
+                user_id,
+                payment.credited_micros,
+                key=f"stars-refund:{payment.charge_id}:{secrets.token_hex(4)}",
+                description=f"refund of {payment.stars} Stars",
             )
-            if reserved is None:
+            if hold is None:
                 await session.rollback()
                 return RefundResult(RefundStatus.CREDIT_SPENT, stars=payment.stars)
-            hold_id = await session.scalar(
-                text(
-                    """
-                    INSERT INTO balance_holds
-                        (user_id, amount_micros, idempotency_key, description, expires_at)
-                    VALUES (:user_id, :amount, :key, :description, now() + CAST(:ttl AS interval))
-                    RETURNING id
-                    """
-                ),
-                {
-                    "user_id": user_id,
-                    "amount": payment.credited_micros,
-                    "key": f"stars-refund:{payment.charge_id}:{secrets.token_hex(4)}",
-                    "description": f"refund of {payment.stars} Stars",
-                    "ttl": REFUND_HOLD_TTL,
-                },
-            )
             await session.execute(
                 text(
                     "UPDATE payments SET status = 'refunding', refund_hold_id = :hold WHERE id = :id"
                 ),
-                {"hold": hold_id, "id": payment_id},
+                {"hold": hold.id, "id": payment_id},
             )
             await session.commit()
         log.info("stars_refund_started", payment_id=payment_id, charge_id=payment.charge_id)
@@ -133,22 +112,7 @@ class StarsRefunds:
             payment = await self._lock_refunding(session, payment_id)
             if payment is None:
                 return RefundResult(RefundStatus.NOT_REFUNDABLE)
-            hold_open = await session.scalar(
-                text(
-                    """
-                    UPDATE balance_holds
-                    SET status = 'captured', captured_micros = amount_micros, settled_at = now()
-                    WHERE id = :hold AND status = 'held'
-                    RETURNING amount_micros
-                    """
-                ),
-                {"hold": payment.refund_hold_id},
-            )
-            held = int(hold_open or 0)
-            debit = payment.credited_micros if hold_open is not None else None
-            balance = await self._debit(
-                session, payment, debit=debit, held_change=-held, key_kind="purchase_refund"
-            )
+            balance = await self._debit(session, payment)
             await session.commit()
         log.info("stars_refunded", payment_id=payment_id, charge_id=payment.charge_id)
         return RefundResult(
@@ -164,21 +128,8 @@ class StarsRefunds:
             payment = await self._lock_refunding(session, payment_id)
             if payment is None:
                 return
-            released = await session.scalar(
-                text(
-                    """
-                    UPDATE balance_holds SET status = 'released', settled_at = now()
-                    WHERE id = :hold AND status = 'held'
-                    RETURNING amount_micros
-                    """
-                ),
-                {"hold": payment.refund_hold_id},
-            )
-            if released is not None:
-                await session.execute(
-                    text("UPDATE users SET held_micros = held_micros - :amount WHERE id = :id"),
-                    {"amount": released, "id": payment.user_id},
-                )
+            if payment.refund_hold_id is not None:
+                await release_locked(session, payment.refund_hold_id, reason="refund_refused")
             await session.execute(
                 text("UPDATE payments SET status = 'paid', refund_hold_id = NULL WHERE id = :id"),
                 {"id": payment_id},
@@ -202,59 +153,41 @@ class StarsRefunds:
         ).first()
         return None if row is None else Locked(*row)
 
-    async def _debit(
-        self,
-        session: AsyncSession,
-        payment: Locked,
-        *,
-        debit: int | None,
-        held_change: int,
-        key_kind: str,
-    ) -> tuple[int, int]:
-        """Debit the payment's credit (None: as much of it as is available, for a refund whose
-        credit was not held) and mark the payment refunded. Returns (balance, debited)."""
-        user = (
-            await session.execute(
-                text("SELECT balance_micros, held_micros FROM users WHERE id = :id FOR UPDATE"),
-                {"id": payment.user_id},
+    async def _debit(self, session: AsyncSession, payment: Locked) -> tuple[int, int]:
+        """Debit the payment's credit: capture its open refund hold, or (no hold, or one no
+        longer open) debit as much of the credit as is available. Marks the payment refunded.
+        Returns (balance, debited)."""
+        key = f"stars-refund:{payment.charge_id}"
+        description = f"refund of {payment.stars} Stars"
+        moved = None
+        if payment.refund_hold_id is not None:
+            moved = await capture_whole(
+                session,
+                payment.refund_hold_id,
+                kind="purchase_refund",
+                key=key,
+                description=description,
             )
-        ).one()
-        if debit is None:
-            debit = max(0, min(payment.credited_micros, user.balance_micros - user.held_micros))
-        balance = int(user.balance_micros) - debit
-        await session.execute(
-            text(
-                """
-                UPDATE users SET balance_micros = balance_micros - :debit,
-                                 held_micros = held_micros + :held_change
-                WHERE id = :id
-                """
-            ),
-            {"debit": debit, "held_change": held_change, "id": payment.user_id},
-        )
-        if debit > 0:
-            await session.execute(
-                INSERT_LEDGER,
-                {
-                    "user_id": payment.user_id,
-                    "kind": key_kind,
-                    "amount": -debit,
-                    "balance": balance,
-                    "key": f"stars-refund:{payment.charge_id}",
-                    "description": f"refund of {payment.stars} Stars",
-                },
+        if moved is None:
+            moved = await debit_available(
+                session,
+                payment.user_id,
+                payment.credited_micros,
+                kind="purchase_refund",
+                key=key,
+                description=description,
             )
-        if debit < payment.credited_micros:
+        if moved[1] < payment.credited_micros:
             log.warning(
                 "stars_refund_uncollected",
                 charge_id=payment.charge_id,
-                uncollected_micros=payment.credited_micros - debit,
+                uncollected_micros=payment.credited_micros - moved[1],
             )
         await session.execute(
             text("UPDATE payments SET status = 'refunded', refunded_at = now() WHERE id = :id"),
             {"id": payment.id},
         )
-        return balance, debit
+        return moved
 
     async def resume_refunds(self, api: StarsApi) -> int:
         """Settle refunds a crash or a lost answer left `refunding`: ask Telegram again (a refund
@@ -275,8 +208,6 @@ class StarsRefunds:
             settled += result.status is not RefundStatus.PENDING
             log.info("stars_refund_resumed", payment_id=payment_id, outcome=result.status.value)
         return settled
-
-    # Reconciliation
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,14 @@
 """The read side of billing: spend per person, the admin's user overview, global statistics and
-the reconciliation check. Reads only; the ledger (bot/services/ledger/) writes."""
+the reconciliation check. Reads only, in plain SQL (aggregates over api_calls and the ledger);
+the ledger (bot/services/ledger/) writes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from bot.db.models import ApiCall, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +94,24 @@ _USER_OVERVIEW_SQL = text(
     """
 )
 
+_USAGE_SQL = text(
+    """
+    SELECT purpose, COUNT(*) AS calls, COALESCE(SUM(charged_micros), 0) AS charged,
+           COALESCE(SUM(image_count) FILTER (WHERE status = 'ok'), 0) AS images
+    FROM api_calls
+    WHERE user_id = :user_id AND created_at >= now() - CAST(:window AS interval)
+    GROUP BY purpose ORDER BY purpose
+    """
+)
+
+_IMAGES_SINCE_SQL = text(
+    """
+    SELECT COUNT(*) FROM api_calls
+    WHERE user_id = :user_id AND purpose = 'generate_image' AND status = 'ok'
+      AND created_at >= :since
+    """
+)
+
 _WINDOW_SQL = text(
     """
     SELECT COUNT(*) AS calls,
@@ -115,24 +132,9 @@ class UsageReports:
 
     async def usage_summary(self, user_id: int, days: int = 30) -> UsageSummary:
         """Spend per purpose over the last `days` days."""
-        images = func.coalesce(
-            func.sum(ApiCall.image_count).filter(ApiCall.status == "ok"), 0
-        ).label("images")
+        window = timedelta(days=days)
         async with self._sessionmaker() as session:
-            rows = await session.execute(
-                select(
-                    ApiCall.purpose,
-                    func.count().label("calls"),
-                    func.coalesce(func.sum(ApiCall.charged_micros), 0).label("charged"),
-                    images,
-                )
-                .where(
-                    ApiCall.user_id == user_id,
-                    ApiCall.created_at >= func.now() - timedelta(days=days),
-                )
-                .group_by(ApiCall.purpose)
-                .order_by(ApiCall.purpose)
-            )
+            rows = await session.execute(_USAGE_SQL, {"user_id": user_id, "window": window})
             lines = tuple(
                 UsageLine(purpose=p, calls=int(c), charged_micros=int(ch), images=int(i))
                 for p, c, ch, i in rows
@@ -171,7 +173,7 @@ class UsageReports:
             ("30 days", moment - timedelta(days=30)),
         )
         async with self._sessionmaker() as session:
-            users = int(await session.scalar(select(func.count()).select_from(User)) or 0)
+            users = int(await session.scalar(text("SELECT COUNT(*) FROM users")) or 0)
             windows = []
             for label, since in starts:
                 row = (await session.execute(_WINDOW_SQL, {"since": since, "until": moment})).one()
@@ -209,12 +211,7 @@ class ImageRateLimit:
 
     async def allows(self, user_id: int) -> bool:
         since = datetime.now(UTC) - timedelta(hours=1)
-        stmt = select(func.count()).where(
-            ApiCall.user_id == user_id,
-            ApiCall.purpose == "generate_image",
-            ApiCall.status == "ok",
-            ApiCall.created_at >= since,
-        )
+        arguments = {"user_id": user_id, "since": since}
         async with self._sessionmaker() as session:
-            count = int(await session.scalar(stmt) or 0)
+            count = int(await session.scalar(_IMAGES_SINCE_SQL, arguments) or 0)
         return count < self._per_hour

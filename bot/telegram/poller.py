@@ -14,6 +14,7 @@ from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
 from bot.services.inbox import InboundRecord, Inbox
+from bot.telegram.ordered import OrderedDispatch
 
 log = structlog.get_logger(__name__)
 
@@ -23,10 +24,6 @@ MAX_BACKOFF = 5.0
 # about a thousand times a second.
 MIN_EMPTY_POLL_INTERVAL = 0.5
 HEARTBEAT_EVERY = 5.0
-# Updates past the gate at once (user bookkeeping, commands, handing chat turns to the scheduler).
-# The rest wait as parsed updates: a burst from hundreds of people would otherwise hold as many
-# database checkouts, middleware frames and pending statements at once, for no gain in speed.
-MAX_UPDATES_IN_FLIGHT = 32
 # Updates received but not yet through the gate before the next getUpdates waits: beyond this,
 # Telegram keeps them (one batch is at most 100), so a burst is not held in memory all at once.
 MAX_UPDATES_WAITING = 100
@@ -71,9 +68,7 @@ class Poller:
         self._allowed = list(allowed_updates)
         self._timeout = timeout
         self._offset: int | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._last_of_sender: dict[int, asyncio.Task[None]] = {}
-        self._in_flight = asyncio.Semaphore(MAX_UPDATES_IN_FLIGHT)
+        self._ordered = OrderedDispatch(bot, dispatcher)
         self._min_empty_interval = min_empty_interval
         self._heartbeat = heartbeat
         self._last_beat = 0.0
@@ -139,44 +134,22 @@ class Poller:
         for update, record in zip(updates, records, strict=True):
             if update.update_id in fresh:
                 fresh.discard(update.update_id)  # a batch may repeat an update
-                self._dispatch(update, record.user_id)
+                self._ordered.dispatch(update, record.user_id)
             else:
                 log.info("duplicate_update_ignored", update_id=update.update_id)
         self._offset = max(u.update_id for u in updates) + 1
 
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
         """Hold the next getUpdates while `MAX_UPDATES_WAITING` updates are still being fed."""
-        if len(self._tasks) < MAX_UPDATES_WAITING:
+        tasks = self._ordered.tasks
+        if len(tasks) < MAX_UPDATES_WAITING:
             return
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            while len(self._tasks) >= MAX_UPDATES_WAITING and not stop.is_set():
-                await asyncio.wait({stopping, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
+            while len(tasks) >= MAX_UPDATES_WAITING and not stop.is_set():
+                await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
-
-    def _dispatch(self, update: Update, sender: int | None) -> None:
-        """Each update in its own task; one sender's updates are handled in arrival order."""
-        previous = self._last_of_sender.get(sender) if sender is not None else None
-        task = asyncio.create_task(self._feed(update, previous))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if sender is not None:
-            self._last_of_sender[sender] = task
-            task.add_done_callback(lambda done: self._forget_sender(sender, done))
-
-    def _forget_sender(self, sender: int, task: asyncio.Task[None]) -> None:
-        if self._last_of_sender.get(sender) is task:
-            del self._last_of_sender[sender]
-
-    async def _feed(self, update: Update, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})
-        async with self._in_flight:
-            try:
-                await self._dp.feed_update(self._bot, update)
-            except Exception:
-                log.exception("update_handling_failed", update_id=update.update_id)
 
     async def _confirm_offset(self) -> None:
         if self._offset is None:
@@ -185,8 +158,7 @@ class Poller:
             await self._bot(GetUpdates(offset=self._offset, timeout=0, limit=1), request_timeout=5)
 
     async def wait_dispatched(self, timeout: float) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self._ordered.wait(timeout)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

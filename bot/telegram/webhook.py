@@ -11,7 +11,6 @@ stored, so a crash would lose the update; this one never does.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,9 +24,10 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.ops.listen import parse_listen
+from bot.config import parse_listen
 from bot.services.inbox import Inbox
-from bot.telegram.poller import MAX_UPDATES_IN_FLIGHT, inbound_record
+from bot.telegram.ordered import OrderedDispatch
+from bot.telegram.poller import inbound_record
 
 log = structlog.get_logger(__name__)
 
@@ -54,16 +54,13 @@ class WebhookServer:
         claim: Claim | None = None,
     ) -> None:
         self._bot = bot
-        self._dp = dispatcher
         self._inbox = inbox
         self._path = webhook_path(url)
         self._secret = secret.encode()
         self._host, self._port = parse_listen(listen or DEFAULT_LISTEN)
         self._claim = claim
         self._runner: web.AppRunner | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._last_of_sender: dict[int, asyncio.Task[None]] = {}
-        self._in_flight = asyncio.Semaphore(MAX_UPDATES_IN_FLIGHT)
+        self._ordered = OrderedDispatch(bot, dispatcher)
         self.accepting = True
 
     def application(self) -> web.Application:
@@ -84,8 +81,7 @@ class WebhookServer:
             await self._runner.cleanup()
 
     async def wait_dispatched(self, timeout: float) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self._ordered.wait(timeout)
 
     async def _receive(self, request: web.Request) -> web.Response:
         given = request.headers.get(SECRET_HEADER, "").encode()
@@ -110,33 +106,10 @@ class WebhookServer:
             log.exception("webhook_record_failed", update_id=update.update_id)
             return web.Response(status=500, text="Not recorded; send it again")
         if update.update_id in fresh:
-            self._dispatch(update, record.user_id)
+            self._ordered.dispatch(update, record.user_id)
         else:
             log.info("duplicate_update_ignored", update_id=update.update_id)
         return web.json_response({})
-
-    def _dispatch(self, update: Update, sender: int | None) -> None:
-        """Each update in its own task; one sender's updates are handled in arrival order."""
-        previous = self._last_of_sender.get(sender) if sender is not None else None
-        task = asyncio.create_task(self._feed(update, previous))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if sender is not None:
-            self._last_of_sender[sender] = task
-            task.add_done_callback(lambda done: self._forget_sender(sender, done))
-
-    def _forget_sender(self, sender: int, task: asyncio.Task[None]) -> None:
-        if self._last_of_sender.get(sender) is task:
-            del self._last_of_sender[sender]
-
-    async def _feed(self, update: Update, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})
-        async with self._in_flight:
-            try:
-                await self._dp.feed_update(self._bot, update)
-            except Exception:
-                log.exception("update_handling_failed", update_id=update.update_id)
 
 
 async def register_webhook(

@@ -299,21 +299,6 @@ async def test_run_sweeper_expires_holds_until_stopped(
     assert (await billing.get_balance(1)).held_micros == 0
 
 
-async def test_record_call_without_a_hold_charges_nothing(
-    sessionmaker: Sessions, billing: Ledger
-) -> None:
-    await funded_user(sessionmaker, billing, 1, 500_000)
-    call_id = await billing.record_call(image_call(1, "early", status="error", cost=0))
-    async with sessionmaker() as session:
-        stored = (
-            await session.execute(
-                text("SELECT id, status, charged_micros FROM api_calls WHERE user_id = 1")
-            )
-        ).one()
-    assert tuple(stored) == (call_id, "error", 0)
-    assert (await snapshot(sessionmaker, 1)).balance == 500_000
-
-
 async def test_the_ledger_rejects_edits(sessionmaker: Sessions, billing: Ledger) -> None:
     await funded_user(sessionmaker, billing, 1, 500_000)
     async with sessionmaker() as session:

@@ -15,7 +15,8 @@ from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services.ledger import InsufficientBalance, Ledger
+from bot.services.controls import ControlsService
+from bot.services.ledger import DailyLimitReached, InsufficientBalance, Ledger
 from bot.services.payments import (
     CheckoutRefusal,
     Order,
@@ -206,6 +207,26 @@ async def test_refund_returns_the_stars_and_debits_the_credit_once(
     state = await snapshot(sessionmaker, USER)
     assert (state.balance, state.held, state.ledger_rows, state.open_holds) == (0, 0, 2, 0)
     assert await payments.refundable(USER) == []
+    assert await mismatches(sessionmaker) == []
+
+
+async def test_a_daily_limit_limits_spending_not_refunds(
+    sessionmaker: Sessions,
+    payments: PaymentService,
+    billing: Ledger,
+    tg: FakeTelegram,
+    stars: TelegramStars,
+) -> None:
+    await create_user(sessionmaker, USER)
+    charge_id, payment_id = await bought(tg, payments, 100)
+    await ControlsService(sessionmaker, low_balance_micros=0).set_daily_limit(USER, 100_000)
+    with pytest.raises(DailyLimitReached):
+        await billing.hold(USER, 200_000, key="chat:over-the-limit")
+
+    result = await payments.refund(USER, payment_id, stars)
+
+    assert (result.status, result.debited_micros) == (RefundStatus.REFUNDED, 1_300_000)
+    assert await payment_status(sessionmaker, charge_id) == "refunded"
     assert await mismatches(sessionmaker) == []
 
 

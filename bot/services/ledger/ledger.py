@@ -12,7 +12,8 @@ conflict rolls the whole transaction back, so a key applies at most once. Lock o
 hold rows first, then the user row, which keeps concurrent settles, releases and the sweeper
 free of deadlocks.
 
-A hold is one statement (`statements.HOLD`); a failed one only reads, to say why. A settlement
+A hold is one statement (`statements.HOLD`, run by `holds.place`, the only code that creates
+holds); a failed one only reads, to say why. A settlement
 whose charge fits its hold tries one statement (`statements.CAPTURE`) first; everything else
 (a larger charge, a release, a repeated key, a hold no longer open, a row to write with the
 charge) is one transaction (`settle.py`).
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.direct import DirectSQL, UniqueViolation
 from bot.db.models import BalanceHold, BalanceOperation
-from bot.services.ledger import rows, statements
+from bot.services.ledger import holds, rows, statements
 from bot.services.ledger.model import (
     CHARGED_STATUSES,
     BalanceView,
@@ -166,20 +167,25 @@ class Ledger:
     async def hold(
         self, user_id: int, amount_micros: int, *, key: str, description: str | None = None
     ) -> Hold:
-        """Reserve `amount_micros` of the available balance; the same open key returns the same
-        hold. Raises InsufficientBalance, HoldNotOpenError or UnknownUserError."""
-        if amount_micros <= 0:
-            raise ValueError("a hold must be positive")
+        """Reserve `amount_micros` of the available balance for a provider call; the same open
+        key returns the same hold. Raises InsufficientBalance (DailyLimitReached),
+        HoldNotOpenError or UnknownUserError."""
         try:
-            hold_id = await self._sql.fetchval(
-                statements.HOLD, user_id, amount_micros, key, description, self._hold_ttl
+            hold_id = await holds.place(
+                self._sql.fetchval,
+                user_id,
+                amount_micros,
+                key=key,
+                description=description,
+                ttl=self._hold_ttl,
+                kind="call",
             )
         except UniqueViolation:
             hold_id = None
         if hold_id is None:
             return await self._existing_or_refused(user_id, amount_micros, key)
         log.debug("hold_placed", user_id=user_id, amount_micros=amount_micros, key=key)
-        return Hold(id=int(hold_id), user_id=user_id, amount_micros=amount_micros, key=key)
+        return Hold(id=hold_id, user_id=user_id, amount_micros=amount_micros, key=key)
 
     async def _existing_or_refused(self, user_id: int, amount_micros: int, key: str) -> Hold:
         """Why HOLD placed nothing: the key's open hold, or too little balance."""
@@ -226,6 +232,11 @@ class Ledger:
     async def _capture_in_one_statement(
         self, hold: Hold, call: CallRecord, charged: int
     ) -> Settlement | None:
+        """Every chat turn's capture. Measured against `settle_locked` (same hold and call,
+        tests/bench/ledger_paths.py): 1 database round trip instead of 7 (BEGIN, 5 statements,
+        COMMIT) and about a tenth of the CPU (0.4 ms against 4.5-5 ms per capture on 2 loaded
+        cores). Both leave the same rows (tests/billing/test_statements.py); None falls through
+        to the transaction."""
         key = call.charge_key or hold.key
         arguments = statements.capture_arguments(call, hold.id, hold.amount_micros, charged, key)
         try:
@@ -249,13 +260,6 @@ class Ledger:
             released = await release_locked(session, hold.id, reason=reason)
             await session.commit()
         return released
-
-    async def record_call(self, call: CallRecord) -> int:
-        """An api_calls row for a call that had no hold (nothing is charged)."""
-        async with self._sessionmaker() as session:
-            api_call_id = await rows.insert_call(session, call, charged_micros=0)
-            await session.commit()
-        return api_call_id
 
     async def expire_stale_holds(self, now: datetime | None = None) -> int:
         """Expire open holds past their expiry and give their amounts back; returns how many."""

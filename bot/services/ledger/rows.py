@@ -77,6 +77,28 @@ async def post(
     return new_balance
 
 
+async def debit_available(
+    session: AsyncSession,
+    user_id: int,
+    amount_micros: int,
+    *,
+    kind: str,
+    key: str,
+    description: str,
+) -> tuple[int, int]:
+    """Debit `amount_micros`, or as much of it as the available balance allows (never below
+    zero). (balance, debited). Raises IdempotencyConflictError (rolled back) on a used key."""
+    debit = max(0, min(amount_micros, await lock_available(session, user_id)))
+    if debit == 0:
+        return await current_balance(session, user_id), 0
+    balance = await post(
+        session, user_id=user_id, kind=kind, amount_micros=-debit, key=key, description=description
+    )
+    if balance is None:
+        raise IdempotencyConflictError(f"Ledger key {key!r} was used before.")
+    return balance, debit
+
+
 async def ledger_key_used(session: AsyncSession, key: str) -> bool:
     used = await session.scalar(
         select(BalanceOperation.id).where(BalanceOperation.idempotency_key == key)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import BalanceOperation
 from bot.services.ledger import rows
-from bot.services.ledger.model import CallRecord, Hold, Settlement
+from bot.services.ledger.model import CallRecord, Hold, IdempotencyConflictError, Settlement
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +42,31 @@ async def release_locked(session: AsyncSession, hold_id: int, *, reason: str) ->
         return False
     await _give_back(session, hold_id, amount, reason=reason)
     return True
+
+
+async def capture_whole(
+    session: AsyncSession, hold_id: int, *, kind: str, key: str, description: str
+) -> tuple[int, int] | None:
+    """Capture a whole open hold as one ledger row of `kind`, with no api_calls row (a Stars
+    refund is no provider call). (balance, debited), or None when the hold is not open. Raises
+    IdempotencyConflictError (the transaction rolled back) when the key was used."""
+    status, amount = await rows.lock_hold(session, hold_id)
+    if status != "held":
+        return None
+    user_id = await rows.close_hold(session, hold_id, "captured", captured_micros=amount)
+    balance = await rows.post(
+        session,
+        user_id=user_id,
+        kind=kind,
+        amount_micros=-amount,
+        key=key,
+        description=description,
+        held_change_micros=-amount,
+    )
+    if balance is None:
+        raise IdempotencyConflictError(f"Ledger key {key!r} was used before.")
+    log.info("hold_captured", hold_id=hold_id, charged_micros=amount)
+    return balance, amount
 
 
 async def _give_back(session: AsyncSession, hold_id: int, amount: int, *, reason: str) -> int:

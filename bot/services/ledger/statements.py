@@ -42,8 +42,9 @@ def api_call_values(call: CallRecord) -> dict[str, object]:
 
 
 # Reserve and record the hold in one statement; no row when the balance is too low or the user
-# is unknown, a unique violation when the key was used: either way nothing changed.
-# The person's own daily limit (/limit): what is held and spent today leaves room for `amount`.
+# is unknown, a unique violation when the key was used: either way nothing changed. $6 says
+# whether the person's own daily limit (/limit) applies: to a provider call's hold, not a refund's.
+# The daily limit: what is held and spent today leaves room for `amount`.
 WITHIN_DAILY_LIMIT = (
     "(daily_limit_micros IS NULL OR daily_limit_micros - held_micros - ("
     + SPENT_TODAY_SQL.format(user="users.id")
@@ -61,7 +62,7 @@ HOLD = f"""
     WITH reserved AS (
         UPDATE users SET held_micros = held_micros + $2
         WHERE id = $1 AND balance_micros - held_micros >= $2
-          AND {WITHIN_DAILY_LIMIT.format(amount="$2")}
+          AND (NOT $6::boolean OR {WITHIN_DAILY_LIMIT.format(amount="$2")})
         RETURNING id
     )
     INSERT INTO balance_holds (user_id, amount_micros, idempotency_key, description, expires_at)
