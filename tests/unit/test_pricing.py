@@ -604,3 +604,16 @@ def test_markup_is_the_ceiling_of_the_exact_product(cost: int, markup: Decimal) 
 )
 def test_markup_is_monotone(cost: int, extra: int, markup: Decimal) -> None:
     assert apply_markup(cost + extra, markup) >= apply_markup(cost, markup)
+
+
+def test_the_readme_prices_file_example_loads_at_the_built_in_claude_rates(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("# prices.toml, used with PRICES_FILE")
+    path = tmp_path / "prices.toml"
+    path.write_text(readme[start : readme.index("```", start)])
+    table = PriceTable.load(path)
+    for model in ("claude-sonnet-5-5", "claude-haiku-5-5"):
+        documented = table.token_price(model)
+        assert replace(documented, price_version="x") == replace(
+            DEFAULT_TOKEN_PRICES[model], price_version="x"
+        )
