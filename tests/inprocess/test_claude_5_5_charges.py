@@ -108,3 +108,22 @@ async def test_a_haiku_5_5_turn_with_web_tools_holds_at_the_long_band(start: Sta
     # 60,000 x 0.50 + 40,001 x 0.05 + 100 x 2.50 = 30,000 + 2,000.05 + 250 -> 32,251
     assert call["provider_cost_micros"] == 32_251
     assert hold["amount_micros"] >= LONG_BAND_OUTPUT_HOLD * 3 // 2
+
+
+async def test_help_and_model_menu_say_what_a_long_prompt_costs(start: Start) -> None:
+    run = await start(
+        STARTER_BALANCE_USD="5.00",
+        CLAUDE_MODEL="claude-haiku-5-5",
+        CHAT_MODELS="claude-haiku-5-5,claude-sonnet-5-5",
+    )
+    await run.turn(USER, "/help")
+    [help_text] = [s.text for s in run.telegram.sent(USER) if s.text and "Chat:" in s.text]
+    assert "$0.10 per million input tokens, $0.50 per million output tokens" in help_text
+    assert "more than 100,000 tokens costs $0.50 and $2.50 per million for all its" in help_text
+    await run.turn(USER, "/model")
+    [menu] = [s for s in run.telegram.sent(USER) if s.reply_markup]
+    labels = [row[0]["text"] for row in menu.reply_markup["inline_keyboard"]]
+    assert labels == [
+        "✓ claude-haiku-5-5 · from $0.10 in / $0.50 out per 1M tokens",
+        "claude-sonnet-5-5 · $2.00 in / $10.00 out per 1M tokens",
+    ]
