@@ -32,7 +32,7 @@ from bot.services.price_model import (
 ANTHROPIC_PRICE_VERSION = "anthropic-2026-11"
 # Sonnet 5.5 cache reads cut to 0.10 (2026-10-07), Opus 5.5 cache reads 0.20 (0.05x input, not
 # 0.1x), Haiku 5.5 priced by prompt length (released 2026-10-07).
-ANTHROPIC_PRICE_VERSION_DEC = "anthropic-2026-12"
+ANTHROPIC_2026_12_PRICE_VERSION = "anthropic-2026-12"
 GOOGLE_PRICE_VERSION = "google-2026-12"
 OPENAI_PRICE_VERSION = "openai-2026-12"
 HAIKU_5_5_LONG_PROMPT_TOKENS = 100_000
@@ -90,13 +90,13 @@ def _images(
     )
 
 
-_SONNET_5_5 = _claude(_rates("2", "10", "2.50", "0.10"), ANTHROPIC_PRICE_VERSION_DEC)
-_OPUS_5_5 = _claude(_rates("4", "20", "5.00", "0.20"), ANTHROPIC_PRICE_VERSION_DEC)
+_SONNET_5_5 = _claude(_rates("2", "10", "2.50", "0.10"), ANTHROPIC_2026_12_PRICE_VERSION)
+_OPUS_5_5 = _claude(_rates("4", "20", "5.00", "0.20"), ANTHROPIC_2026_12_PRICE_VERSION)
 # Prompts up to 100,000 tokens / over: 0.10 / 0.50 in, 0.50 / 2.50 out, 0.125 / 0.625 write,
 # 0.01 / 0.05 read (1-hour writes, not used: 0.20 / 1.00).
 _HAIKU_5_5 = _claude(
     _rates("0.10", "0.50", "0.125", "0.01"),
-    ANTHROPIC_PRICE_VERSION_DEC,
+    ANTHROPIC_2026_12_PRICE_VERSION,
     LongPromptBand(HAIKU_5_5_LONG_PROMPT_TOKENS, _rates("0.50", "2.50", "0.625", "0.05")),
 )
 _SONNET_5 = _claude(_rates("2", "10", "2.50", "0.20"))

@@ -15,8 +15,8 @@ from types import MappingProxyType
 from typing import Literal
 
 from bot.services.builtin_prices import (
+    ANTHROPIC_2026_12_PRICE_VERSION,
     ANTHROPIC_PRICE_VERSION,
-    ANTHROPIC_PRICE_VERSION_DEC,
     DEFAULT_IMAGE_PRICES,
     DEFAULT_TOKEN_PRICES,
     GOOGLE_PRICE_VERSION,
@@ -43,8 +43,8 @@ from bot.services.price_model import (
 )
 
 __all__ = [
+    "ANTHROPIC_2026_12_PRICE_VERSION",
     "ANTHROPIC_PRICE_VERSION",
-    "ANTHROPIC_PRICE_VERSION_DEC",
     "DEFAULT_IMAGE_PRICES",
     "DEFAULT_TOKEN_PRICES",
     "GOOGLE_PRICE_VERSION",

@@ -40,7 +40,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 def _text_tokens(text: str) -> int:
     """Generous for every script: two characters a token, or a token per three UTF-8 bytes
-    (a CJK character), whichever is more, so a long-prompt band is never missed."""
+    (a CJK character), whichever is more, so a long-prompt band is not missed."""
     return max(len(text) // 2, len(text.encode("utf-8")) // BYTES_PER_TOKEN)
 
 
