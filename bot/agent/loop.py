@@ -240,11 +240,15 @@ class AgentLoop:
         self, request: TurnRequest, context_tokens: int, iteration: int, web: ServerToolUse
     ) -> Meter:
         """The worst case: a generous input estimate plus max_tokens of output, and the server
-        tools this turn may still use."""
+        tools this turn may still use. Their results join the prompt while the call runs, so
+        with any left the call can reach a long-prompt band whatever the estimate."""
         model = request.model or self._config.model
         price = self._prices.token_price(model)
         estimate = (context_tokens + self._fixed_tokens) * INPUT_ESTIMATE_MARGIN_PERCENT // 100
-        tokens = worst_case_token_cost_micros(price, estimate, self._config.max_tokens)
+        may_grow = bool(server_tool_params(self._config.web_tools, web))
+        tokens = worst_case_token_cost_micros(
+            price, estimate, self._config.max_tokens, prompt_may_grow=may_grow
+        )
         return Meter(
             user_id=request.user_id,
             provider="anthropic",

@@ -14,9 +14,11 @@ from bot.config import ConfigurationError, Settings
 from bot.services.pricing import (
     PROVIDERS,
     ImagePrice,
+    LongPromptBand,
     ModelUse,
     PriceTable,
     TokenPrice,
+    TokenRates,
     UnknownModelError,
 )
 
@@ -53,7 +55,8 @@ _IMAGE_KEYS = ("text_input", "image_input", "text_output", "image_output")
 
 def read_prices_file(path: Path) -> dict[str, TokenPrice | ImagePrice]:
     """Parse PRICES_FILE: `[models."<id>"]` tables with `provider`, `price_version` and integer
-    rates in micro-USD per million tokens (image models: `per_image` by size in micro-USD)."""
+    rates in micro-USD per million tokens, optionally a `long_prompt` band (image models:
+    `per_image` by size in micro-USD)."""
     try:
         with path.open("rb") as file:
             document = tomllib.load(file)
@@ -81,11 +84,7 @@ def _entry(model: str, raw: Any) -> TokenPrice | ImagePrice:
     allowed = (
         {"provider", "price_version", "per_image", *_IMAGE_KEYS}
         if image
-        else {
-            "provider",
-            "price_version",
-            *_TOKEN_KEYS,
-        }
+        else {"provider", "price_version", "long_prompt", *_TOKEN_KEYS}
     )
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -97,6 +96,19 @@ def _entry(model: str, raw: Any) -> TokenPrice | ImagePrice:
             provider=provider,
             **{key: _rate(where, raw, key) for key in _IMAGE_KEYS},
         )
+    rates = _token_rates(where, raw)
+    return TokenPrice(
+        input=rates.input,
+        output=rates.output,
+        cache_write=rates.cache_write,
+        cache_read=rates.cache_read,
+        price_version=version,
+        provider=provider,
+        long_prompt=_long_prompt(where, raw.get("long_prompt")),
+    )
+
+
+def _token_rates(where: str, raw: Mapping[str, Any]) -> TokenRates:
     rates = {
         key: _rate(where, raw, key, required=key in ("input", "output")) for key in _TOKEN_KEYS
     }
@@ -104,7 +116,24 @@ def _entry(model: str, raw: Any) -> TokenPrice | ImagePrice:
     for key in ("cache_write", "cache_read"):
         if key not in raw:
             rates[key] = rates["input"]
-    return TokenPrice(price_version=version, provider=provider, **rates)
+    return TokenRates(**rates)
+
+
+def _long_prompt(where: str, raw: Any) -> LongPromptBand | None:
+    """`long_prompt = { above_tokens = 100_000, input = ..., output = ..., cache_write = ...,
+    cache_read = ... }`: the rates of a request whose prompt is over `above_tokens`."""
+    if raw is None:
+        return None
+    where = f"{where} long_prompt"
+    if not isinstance(raw, dict):
+        raise PriceFileError(f"{where} must be a table")
+    unknown = sorted(set(raw) - {"above_tokens", *_TOKEN_KEYS})
+    if unknown:
+        raise PriceFileError(f"{where}: unknown keys {', '.join(unknown)}")
+    above = raw.get("above_tokens")
+    if not isinstance(above, int) or isinstance(above, bool) or above <= 0:
+        raise PriceFileError(f"{where}: above_tokens must be a positive integer (prompt tokens)")
+    return LongPromptBand(above_tokens=above, rates=_token_rates(where, raw))
 
 
 def _rate(where: str, raw: Mapping[str, Any], key: str, *, required: bool = False) -> int:

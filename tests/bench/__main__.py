@@ -65,7 +65,7 @@ ANSWER = (
 # 25 replies/s, the pacer's queue shows in the p99). One person alone writes again after 1 s.
 THINK_SECONDS = 4.0
 THINK_SECONDS_ALONE = 1.0
-SONNET = {"input": 2_000_000, "output": 10_000_000, "cache_write": 2_500_000, "cache_read": 200_000}
+SONNET = {"input": 2_000_000, "output": 10_000_000, "cache_write": 2_500_000, "cache_read": 100_000}
 
 
 @dataclass

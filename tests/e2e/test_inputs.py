@@ -36,7 +36,7 @@ OTHER = 5252
 STARTER_MICROS = 5_000_000
 MARKUP = Decimal("1.5")
 MIB = 1024 * 1024
-SONNET = (2_000_000, 10_000_000, 2_500_000, 200_000)  # input, output, cache write, cache read
+SONNET = (2_000_000, 10_000_000, 2_500_000, 100_000)  # input, output, cache write, cache read
 FLASH = (1_500_000, 9_000_000)
 
 

@@ -27,8 +27,9 @@ USAGE = {
     "cache_creation_input_tokens": 0,
     "cache_read_input_tokens": 0,
 }
-# Haiku 5.5: 1 USD in, 5 USD out per MTok -> 1000 + 1000 micro-USD; Sonnet 5.5 would be 4000.
-HAIKU_CHARGE = 2000
+# Haiku 5.5 (a prompt up to 100,000 tokens): 0.10 USD in, 0.50 USD out per MTok -> 100 + 100
+# micro-USD; Sonnet 5.5 would be 4000.
+HAIKU_CHARGE = 200
 SONNET_CHARGE = 4000
 
 
@@ -47,7 +48,7 @@ async def choose(telegram: FakeTelegram, user_id: int, model: str) -> None:
         "model:claude-haiku-5-5",
     ]
     assert buttons[0]["text"] == "✓ claude-sonnet-5-5 · $2.00 in / $10.00 out per 1M tokens"
-    assert buttons[1]["text"] == "claude-haiku-5-5 · $1.00 in / $5.00 out per 1M tokens"
+    assert buttons[1]["text"] == "claude-haiku-5-5 · from $0.10 in / $0.50 out per 1M tokens"
     assert menu.message_id is not None
     telegram.push_callback(user_id, f"model:{model}", message_id=menu.message_id)
     done = (await telegram.wait_for_sent(user_id, before + 2, timeout=20))[before + 1]

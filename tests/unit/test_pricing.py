@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -16,9 +17,11 @@ from bot.services.pricing import (
     DEFAULT_IMAGE_PRICES,
     DEFAULT_TOKEN_PRICES,
     ImagePrice,
+    LongPromptBand,
     ModelUse,
     PriceTable,
     TokenPrice,
+    TokenRates,
     TokenUsage,
     UnknownModelError,
     apply_markup,
@@ -31,9 +34,9 @@ TABLE = PriceTable()
 
 # USD per million tokens: input, output, cache write, cache read.
 EXPECTED_TOKEN_RATES = {
-    "claude-sonnet-5-5": ("2", "10", "2.50", "0.20"),
-    "claude-opus-5-5": ("4", "20", "5.00", "0.40"),
-    "claude-haiku-5-5": ("1", "5", "1.25", "0.10"),
+    "claude-sonnet-5-5": ("2", "10", "2.50", "0.10"),
+    "claude-opus-5-5": ("4", "20", "5.00", "0.20"),
+    "claude-haiku-5-5": ("0.10", "0.50", "0.125", "0.01"),
     "claude-sonnet-5": ("2", "10", "2.50", "0.20"),
     "claude-opus-5": ("5", "25", "6.25", "0.50"),
     "claude-opus-4-6": ("5", "25", "6.25", "0.50"),
@@ -269,6 +272,91 @@ def test_prices_file_adds_and_replaces_whole_entries(tmp_path: Path) -> None:
     assert PriceTable().image_prices("gemini-3-pro-image").image_output == 120_000_000
 
 
+LONG_PROMPT_TOML = """
+[models."claude-haiku-5-5"]
+provider = "anthropic"
+price_version = "ops-2026-12"
+input = 100_000
+output = 500_000
+cache_write = 125_000
+cache_read = 10_000
+long_prompt = { above_tokens = 100_000, input = 500_000, output = 2_500_000, cache_write = 625_000, cache_read = 50_000 }
+
+[models."claude-haiku-9"]
+provider = "anthropic"
+price_version = "ops-2026-12b"
+input = 200_000
+output = 1_000_000
+
+[models."claude-haiku-9".long_prompt]
+above_tokens = 50_000
+input = 400_000
+output = 2_000_000
+"""
+
+
+def test_a_prices_file_can_give_a_long_prompt_band(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(LONG_PROMPT_TOML)
+    table = PriceTable.load(path)
+    haiku = table.token_price("claude-haiku-5-5")
+    assert haiku.price_version == "ops-2026-12"
+    assert haiku.long_prompt == LongPromptBand(
+        100_000, TokenRates(500_000, 2_500_000, 625_000, 50_000)
+    )
+    # the same exact charges as the built-in entry, on both sides of the threshold
+    at_edge = TokenUsage(20_000, 1_000, 30_000, 50_000)
+    over = TokenUsage(20_001, 1_000, 30_000, 50_000)
+    assert (token_cost_micros(haiku, at_edge), token_cost_micros(haiku, over)) == (6_750, 33_751)
+    assert worst_case_token_cost_micros(haiku, 100_001, 4096) == 72_741
+    # a band without cache keys prices cached input as its input, like an entry does
+    other = table.token_price("claude-haiku-9")
+    assert other.long_prompt == LongPromptBand(
+        50_000, TokenRates(400_000, 2_000_000, 400_000, 400_000)
+    )
+    assert token_cost_micros(other, TokenUsage(cache_read_tokens=50_001)) == 20_001
+
+
+@pytest.mark.parametrize(
+    ("band", "error"),
+    [
+        ("long_prompt = 3", "long_prompt must be a table"),
+        ("long_prompt = { input = 1, output = 1 }", "above_tokens must be a positive integer"),
+        (
+            "long_prompt = { above_tokens = 0, input = 1, output = 1 }",
+            "above_tokens must be a positive integer",
+        ),
+        ("long_prompt = { above_tokens = 10, output = 1 }", "long_prompt: input is missing"),
+        (
+            "long_prompt = { above_tokens = 10, input = 1, output = 1, image_output = 2 }",
+            "long_prompt: unknown keys image_output",
+        ),
+        (
+            "long_prompt = { above_tokens = 10, input = 1.5, output = 1 }",
+            "long_prompt: input must be a non-negative integer",
+        ),
+    ],
+)
+def test_a_bad_long_prompt_band_is_one_clear_line(tmp_path: Path, band: str, error: str) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        "[models.x]\nprovider = 'anthropic'\nprice_version = 'v'\ninput = 1\noutput = 1\n" + band
+    )
+    with pytest.raises(PriceFileError, match=error) as raised:
+        PriceTable.load(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_an_image_model_has_no_long_prompt_band(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        "[models.x]\nprovider = 'google'\nprice_version = 'v'\nimage_output = 1\n"
+        'per_image = { "1K" = 1 }\nlong_prompt = { above_tokens = 1, input = 1, output = 1 }\n'
+    )
+    with pytest.raises(PriceFileError, match="unknown keys long_prompt"):
+        PriceTable.load(path)
+
+
 def test_a_file_entry_replaces_the_built_in_one_whole(tmp_path: Path) -> None:
     """A model priced by tokens in the file is no longer an image model (no merging of keys)."""
     path = tmp_path / "prices.toml"
@@ -316,16 +404,74 @@ def test_a_missing_prices_file_is_named(tmp_path: Path) -> None:
 
 def test_token_cost_known_values() -> None:
     sonnet = TABLE.token_price("claude-sonnet-5-5")
-    # 1000 * 2 + 500 * 10 + 2000 * 2.5 + 10000 * 0.2 USD/MTok = 14000 micro-USD exactly
+    # 1000 * 2 + 500 * 10 + 2000 * 2.5 + 10000 * 0.1 USD/MTok = 13000 micro-USD exactly
     usage = TokenUsage(
         input_tokens=1000, output_tokens=500, cache_write_tokens=2000, cache_read_tokens=10000
     )
-    assert token_cost_micros(sonnet, usage) == 14_000
-    # one cache-read token costs 0.2 micro-USD: rounded up once to 1
+    assert token_cost_micros(sonnet, usage) == 13_000
+    # one cache-read token costs 0.1 micro-USD: rounded up once to 1
     assert token_cost_micros(sonnet, TokenUsage(cache_read_tokens=1)) == 1
-    # 7 cache reads = 1.4, plus 3 input tokens = 6: 7.4 -> 8 (one rounding per call, not per kind)
-    assert token_cost_micros(sonnet, TokenUsage(input_tokens=3, cache_read_tokens=7)) == 8
+    # 17 cache reads = 1.7, plus 3 input tokens = 6: 7.7 -> 8 (one rounding per call, not per kind)
+    assert token_cost_micros(sonnet, TokenUsage(input_tokens=3, cache_read_tokens=17)) == 8
     assert token_cost_micros(sonnet, TokenUsage()) == 0
+    # Sonnet 5 keeps 0.20 cache reads: 10000 of them are 2000 micro-USD
+    sonnet_5 = TABLE.token_price("claude-sonnet-5")
+    assert token_cost_micros(sonnet_5, TokenUsage(cache_read_tokens=10_000)) == 2_000
+    # Opus 5.5: 1000 * 4 + 500 * 20 + 2000 * 5 + 10000 * 0.2 = 26000
+    assert token_cost_micros(TABLE.token_price("claude-opus-5-5"), usage) == 26_000
+
+
+HAIKU = TABLE.token_price("claude-haiku-5-5")
+
+
+@pytest.mark.parametrize(
+    ("usage", "cost"),
+    [
+        # prompt exactly 100,000 (20,000 + 30,000 + 50,000): the short band,
+        # 20,000 * 0.10 + 30,000 * 0.125 + 50,000 * 0.01 + 1000 * 0.50
+        (TokenUsage(20_000, 1_000, 30_000, 50_000), 2_000 + 3_750 + 500 + 500),
+        # 100,001: the long band on every token, output included,
+        # 20,001 * 0.50 + 30,000 * 0.625 + 50,000 * 0.05 + 1000 * 2.50 = 33,750.5 -> 33,751
+        (TokenUsage(20_001, 1_000, 30_000, 50_000), 33_751),
+        # the threshold counts cache reads alone too: 100,001 read tokens at 0.05
+        (TokenUsage(cache_read_tokens=100_001), 5_001),
+        (TokenUsage(cache_read_tokens=100_000), 1_000),
+        # output alone never makes a prompt long
+        (TokenUsage(input_tokens=10, output_tokens=200_000), 100_001),
+    ],
+)
+def test_haiku_5_5_is_priced_by_the_prompt_length(usage: TokenUsage, cost: int) -> None:
+    assert token_cost_micros(HAIKU, usage) == cost
+
+
+def test_haiku_5_5_hold_uses_the_band_the_estimate_can_reach() -> None:
+    # 100,000 estimated input at the short band's dearest input rate (0.125) + 4096 out at 0.50
+    assert worst_case_token_cost_micros(HAIKU, 100_000, 4096) == 12_500 + 2_048
+    # 100,001: the long band (0.625 in, 2.50 out): 62,500.625 + 10,240 -> 72,741
+    assert worst_case_token_cost_micros(HAIKU, 100_001, 4096) == 72_741
+    # a call whose server tools may add results can cross the threshold from any estimate
+    assert worst_case_token_cost_micros(HAIKU, 1_000, 4096, prompt_may_grow=True) == 625 + 10_240
+    assert worst_case_token_cost_micros(HAIKU, 1_000, 4096) == 125 + 2_048
+    # a model without a band is unaffected
+    sonnet = TABLE.token_price("claude-sonnet-5-5")
+    assert worst_case_token_cost_micros(sonnet, 1_000, 10, prompt_may_grow=True) == 2_600
+
+
+def test_changed_entries_have_a_new_version_and_the_old_rates_stay_known() -> None:
+    for model in ("claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5"):
+        assert TABLE.token_price(model).price_version == "anthropic-2026-12"
+        assert TABLE.token_price_at(model, "anthropic-2026-12") == TABLE.token_price(model)
+    # Rows charged before the change recompute at the rates they were charged.
+    old_sonnet = TABLE.token_price_at("claude-sonnet-5-5", "anthropic-2026-11")
+    old_opus = TABLE.token_price_at("claude-opus-5-5", "anthropic-2026-11")
+    old_haiku = TABLE.token_price_at("claude-haiku-5-5", "anthropic-2026-11")
+    assert old_sonnet is not None and old_sonnet.cache_read == 200_000
+    assert old_opus is not None and old_opus.cache_read == 400_000
+    assert old_haiku is not None and (old_haiku.input, old_haiku.long_prompt) == (1_000_000, None)
+    # Unchanged entries keep their version, so one version always means one set of rates.
+    assert TABLE.token_price("claude-sonnet-5").price_version == "anthropic-2026-11"
+    assert TABLE.token_price_at("claude-sonnet-5", "anthropic-2026-11") is not None
+    assert TABLE.token_price_at("claude-sonnet-5-5", "anthropic-2025-01") is None
 
 
 def test_worst_case_uses_the_dearer_input_rate_and_max_tokens() -> None:
@@ -353,6 +499,12 @@ def test_apply_markup_is_exact_and_rounds_up() -> None:
 
 rates = st.integers(min_value=0, max_value=100_000_000)
 counts = st.integers(min_value=0, max_value=10_000_000)
+# Any band, even one cheaper than the short rates (a PRICES_FILE may say so).
+bands = st.builds(
+    LongPromptBand,
+    above_tokens=st.integers(min_value=1, max_value=20_000_000),
+    rates=st.builds(TokenRates, input=rates, output=rates, cache_write=rates, cache_read=rates),
+)
 prices = st.builds(
     TokenPrice,
     input=rates,
@@ -360,6 +512,7 @@ prices = st.builds(
     cache_write=rates,
     cache_read=rates,
     price_version=st.just("p"),
+    long_prompt=st.none() | bands,
 )
 usages = st.builds(
     TokenUsage,
@@ -371,11 +524,14 @@ usages = st.builds(
 
 
 def _exact_cost(price: TokenPrice, usage: TokenUsage) -> Fraction:
+    prompt = usage.input_tokens + usage.cache_write_tokens + usage.cache_read_tokens
+    band = price.long_prompt
+    r = band.rates if band is not None and prompt > band.above_tokens else price.rates
     return Fraction(
-        usage.input_tokens * price.input
-        + usage.output_tokens * price.output
-        + usage.cache_write_tokens * price.cache_write
-        + usage.cache_read_tokens * price.cache_read,
+        usage.input_tokens * r.input
+        + usage.output_tokens * r.output
+        + usage.cache_write_tokens * r.cache_write
+        + usage.cache_read_tokens * r.cache_read,
         1_000_000,
     )
 
@@ -393,6 +549,10 @@ def test_cost_is_never_below_the_exact_value_and_below_it_plus_one(
 def test_cost_is_monotone_in_every_token_count(
     price: TokenPrice, usage: TokenUsage, kind: str, extra: int
 ) -> None:
+    """(Across a threshold only when the long band is the dearer one, as every real band is.)"""
+    band = price.long_prompt
+    if band is not None and not _dearer_or_equal(band.rates, price.rates):
+        price = replace(price, long_prompt=None)
     more = TokenUsage(
         **{
             "input_tokens": usage.input_tokens,
@@ -422,6 +582,13 @@ def test_worst_case_covers_any_split_of_the_input(
     assert token_cost_micros(price, usage) <= hold
 
 
+def _dearer_or_equal(long: TokenRates, short: TokenRates) -> bool:
+    return all(
+        getattr(long, k) >= getattr(short, k)
+        for k in ("input", "output", "cache_write", "cache_read")
+    )
+
+
 markups = st.decimals(min_value=1, max_value=10, places=4, allow_nan=False, allow_infinity=False)
 
 
@@ -437,3 +604,16 @@ def test_markup_is_the_ceiling_of_the_exact_product(cost: int, markup: Decimal) 
 )
 def test_markup_is_monotone(cost: int, extra: int, markup: Decimal) -> None:
     assert apply_markup(cost + extra, markup) >= apply_markup(cost, markup)
+
+
+def test_the_readme_prices_file_example_loads_at_the_built_in_claude_rates(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("# prices.toml, used with PRICES_FILE")
+    path = tmp_path / "prices.toml"
+    path.write_text(readme[start : readme.index("```", start)])
+    table = PriceTable.load(path)
+    for model in ("claude-sonnet-5-5", "claude-haiku-5-5"):
+        documented = table.token_price(model)
+        assert replace(documented, price_version="x") == replace(
+            DEFAULT_TOKEN_PRICES[model], price_version="x"
+        )

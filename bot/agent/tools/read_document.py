@@ -22,7 +22,7 @@ from bot.services.ledger import InsufficientBalance
 from bot.services.metered import Meter, MeteredCalls, Report, claude_report
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable, TokenPrice, worst_case_token_cost_micros
-from bot.services.tokens import PDF_PAGE_TOKENS
+from bot.services.tokens import BYTES_PER_TOKEN, PDF_PAGE_TOKENS
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,12 @@ READER_SYSTEM = (
 CHARS_PER_TOKEN = 3
 MAX_TEXT_CHARS = 400_000  # about 100-130k tokens, within the context window
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def _text_tokens(text: str) -> int:
+    """Generous for every script: two characters a token, or a token per three UTF-8 bytes
+    (a CJK character), whichever is more, so a long-prompt band is not missed."""
+    return max(len(text) // 2, len(text.encode("utf-8")) // BYTES_PER_TOKEN)
 
 
 class ReadDocumentInput(ToolInput):
@@ -144,7 +150,7 @@ class ReadDocumentTool:
         if len(text) > MAX_TEXT_CHARS:
             text = text[:MAX_TEXT_CHARS] + f"\n[The file continues; {len(text):,} characters.]"
         source = {"type": "text", "media_type": "text/plain", "data": text}
-        return {"type": "document", "source": source, "title": title}, len(text) // 2
+        return {"type": "document", "source": source, "title": title}, _text_tokens(text)
 
     async def _pdf_base64(self, ref: StoredFileRef) -> dict[str, Any]:
         try:

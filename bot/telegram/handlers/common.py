@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiogram import Router
 from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
+from babel.numbers import format_decimal
 
 from bot.agent.web_tools import WEB_SEARCH_MICROS
 from bot.config import Settings
-from bot.i18n import N_, _, format_money
+from bot.i18n import N_, _, current_locale, format_money
 from bot.services.conversations import ConversationStore
 from bot.services.ledger import Ledger
 from bot.services.pricing import PriceTable
@@ -82,6 +83,16 @@ async def help_handler(
         input=format_money(billing.user_price(chat.input)),
         output=format_money(billing.user_price(chat.output)),
     )
+    band = chat.long_prompt
+    if band is not None:
+        chat_line += " " + _(
+            "An answer to a conversation of more than {tokens} tokens costs {input} and {output} "
+            "per million for all its tokens."
+        ).format(
+            tokens=format_decimal(band.above_tokens, locale=current_locale()),
+            input=format_money(billing.user_price(band.rates.input)),
+            output=format_money(billing.user_price(band.rates.output)),
+        )
     voice_line = _(
         "• Voice: about {price} per minute of audio to transcribe, then the answer as chat."
     ).format(price=format_money(billing.user_price(minute_micros)))

@@ -25,8 +25,14 @@ def effective_model(settings: Settings, state: UserState | None) -> str | None:
 
 
 def model_label(model: str, prices: PriceTable, billing: Ledger) -> str:
+    """The model with its prices per million tokens; "from" when long prompts cost more."""
     price = prices.token_price(model)
-    return _("{model} · {input} in / {output} out per 1M tokens").format(
+    label = (
+        _("{model} · from {input} in / {output} out per 1M tokens")
+        if price.long_prompt is not None
+        else _("{model} · {input} in / {output} out per 1M tokens")
+    )
+    return label.format(
         model=model,
         input=format_money(billing.user_price(price.input)),
         output=format_money(billing.user_price(price.output)),
