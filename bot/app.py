@@ -38,6 +38,7 @@ from bot.services.inbox import Inbox
 from bot.services.ledger import Ledger
 from bot.services.metered import MeteredCalls
 from bot.services.payments import PaymentService
+from bot.services.pdf_worker import PdfChecker
 from bot.services.price_file import load_price_table
 from bot.services.pricing import PriceTable
 from bot.services.users import UserService
@@ -67,6 +68,7 @@ class Application:
     images: ImageGateway
     files: FileService
     transcriber: GeminiTranscriber
+    pdf_checker: PdfChecker
     sessionmaker: async_sessionmaker[AsyncSession]
     billing: Ledger
     inbox: Inbox
@@ -103,7 +105,7 @@ class Core:
 @dataclass(frozen=True)
 class Clients:
     """The outside world: Telegram, Claude, the image model and the transcriber, sharing
-    provider slots; and where blobs are kept."""
+    provider slots; where blobs are kept; and the PDF checker's child process."""
 
     bot: Bot
     pacer: OutgoingPacer
@@ -111,6 +113,7 @@ class Clients:
     claude: ClaudeGateway
     images: ImageGateway
     transcriber: GeminiTranscriber
+    pdf_checker: PdfChecker
     provider_slots: asyncio.Semaphore
     blobs: Blobs
     s3_blobs: S3BlobStore | None
@@ -151,6 +154,7 @@ def build_application(
         images=clients.images,
         files=files,
         transcriber=clients.transcriber,
+        pdf_checker=clients.pdf_checker,
         sessionmaker=core.sessionmaker,
         billing=core.ledger,
         inbox=core.inbox,
@@ -205,6 +209,7 @@ def build_clients(settings: Settings, metrics: Metrics | None) -> Clients:
         claude=claude,
         images=build_image_gateway(settings, slots),
         transcriber=build_transcriber(settings, slots),
+        pdf_checker=PdfChecker(),
         provider_slots=slots,
         blobs=blobs,
         s3_blobs=s3_blobs,

@@ -126,6 +126,7 @@ def build_intake_for(
         metered=core.metered,
         prices=core.prices,
         transcriber=clients.transcriber,
+        pdf_checker=clients.pdf_checker,
     )
 
 

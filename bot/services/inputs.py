@@ -55,6 +55,7 @@ from bot.services.input_replies import (
 )
 from bot.services.metered import MeteredCalls
 from bot.services.money import format_usd
+from bot.services.pdf_worker import PdfChecker
 from bot.services.pricing import PriceTable
 from bot.services.transcribe import TranscribeMeasure, transcribe_meter
 
@@ -93,6 +94,7 @@ class InputIntake:
         metered: MeteredCalls,
         prices: PriceTable,
         transcriber: GeminiTranscriber,
+        pdf_checker: PdfChecker,
         config: InputsConfig,
     ) -> None:
         self._images = images
@@ -103,6 +105,7 @@ class InputIntake:
         self._metered = metered
         self._prices = prices
         self._transcriber = transcriber
+        self._pdf_checker = pdf_checker
         self._config = config
 
     async def intake(self, user_id: int, attachment: Attachment) -> IntakeResult:
@@ -120,7 +123,7 @@ class InputIntake:
     async def _pdf(self, user_id: int, attachment: Attachment) -> IntakeResult:
         data = await self._download(attachment, MAX_PDF_BYTES, PDF_TOO_LARGE_REPLY)
         try:
-            info = await check_pdf(data)
+            info = await check_pdf(data, self._pdf_checker)
         except DocumentRejected as exc:
             raise UserFacingError(exc.reply, f"rejected_{exc.reason}") from None
         filename = _filename(attachment.filename, "document", "pdf")
