@@ -25,10 +25,10 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import UserFile
-from bot.providers.anthropic import ClaudeGateway
+from bot.providers.anthropic import ClaudeGateway, UploadedFile
 from bot.providers.gemini_audio import GeminiTranscriber, Transcript, TranscriptionFailed
 from bot.services.audio import AUDIO_EXTENSIONS, declared_audio, ogg_seconds, sniff_audio
-from bot.services.blobs import Blobs
+from bot.services.blobs import Blobs, put_while
 from bot.services.documents import (
     MAX_PDF_BYTES,
     MAX_TEXT_BYTES,
@@ -127,12 +127,7 @@ class InputIntake:
         except DocumentRejected as exc:
             raise UserFacingError(exc.reply, f"rejected_{exc.reason}") from None
         filename = _filename(attachment.filename, "document", "pdf")
-        sha256 = await self._blobs.put(data)
-        try:
-            uploaded = await self._claude.upload_file(filename, data, PDF_MIME)
-        except Exception as exc:
-            log.warning("files_api_upload_failed", error=type(exc).__name__)
-            raise UserFacingError(UPLOAD_FAILED_REPLY, "files_api_upload_failed") from None
+        sha256, uploaded = await put_while(self._blobs, data, self._upload(filename, data))
         file_id = await self._insert(
             user_id,
             attachment,
@@ -155,6 +150,13 @@ class InputIntake:
                 ),
             ),
         )
+
+    async def _upload(self, filename: str, data: bytes) -> UploadedFile:
+        try:
+            return await self._claude.upload_file(filename, data, PDF_MIME)
+        except Exception as exc:
+            log.warning("files_api_upload_failed", error=type(exc).__name__)
+            raise UserFacingError(UPLOAD_FAILED_REPLY, "files_api_upload_failed") from None
 
     # Text files ------------------------------------------------------------------------------
 
@@ -206,8 +208,9 @@ class InputIntake:
             raise UserFacingError(audio_too_long_reply(limit), "rejected_audio_too_long")
         if not seconds:
             seconds = limit  # unknown: hold for the longest accepted recording
-        transcript, api_call_id, charged = await self._transcribe(user_id, data, mime, seconds)
-        sha256 = await self._blobs.put(data)
+        sha256, (transcript, api_call_id, charged) = await put_while(
+            self._blobs, data, self._transcribe(user_id, data, mime, seconds)
+        )
         kind = "voice" if attachment.kind == "voice" else "audio"
         filename = _filename(attachment.filename, kind, AUDIO_EXTENSIONS.get(mime, "ogg"))
         file_id = await self._insert(
