@@ -39,6 +39,7 @@ from bot.services.inbox import Inbox
 from bot.services.ledger import Ledger
 from bot.services.metered import MeteredCalls
 from bot.services.payments import PaymentService
+from bot.services.pdf_worker import PdfChecker
 from bot.services.price_file import load_price_table
 from bot.services.pricing import PriceTable
 from bot.services.users import UserService
@@ -68,6 +69,7 @@ class Application:
     images: ImageGateway
     files: FileService
     transcriber: GeminiTranscriber
+    pdf_checker: PdfChecker
     sessionmaker: async_sessionmaker[AsyncSession]
     billing: Ledger
     inbox: Inbox
@@ -105,7 +107,7 @@ class Core:
 @dataclass(frozen=True)
 class Clients:
     """The outside world: Telegram, Claude, the image model and the transcriber, sharing
-    provider slots; and where blobs are kept."""
+    provider slots; where blobs are kept; and the PDF checker's child process."""
 
     bot: Bot
     pacer: OutgoingPacer
@@ -113,6 +115,7 @@ class Clients:
     claude: ClaudeGateway
     images: ImageGateway
     transcriber: GeminiTranscriber
+    pdf_checker: PdfChecker
     provider_slots: asyncio.Semaphore
     blobs: Blobs
     s3_blobs: S3BlobStore | None
@@ -153,6 +156,7 @@ def build_application(
         images=clients.images,
         files=files,
         transcriber=clients.transcriber,
+        pdf_checker=clients.pdf_checker,
         sessionmaker=core.sessionmaker,
         billing=core.ledger,
         inbox=core.inbox,
@@ -212,6 +216,7 @@ def build_clients(settings: Settings, metrics: Metrics | None) -> Clients:
         claude=claude,
         images=build_image_gateway(settings, slots),
         transcriber=build_transcriber(settings, slots),
+        pdf_checker=PdfChecker(),
         provider_slots=slots,
         blobs=blobs,
         s3_blobs=s3_blobs,

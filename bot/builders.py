@@ -29,6 +29,7 @@ from bot.services.inputs import ImageIntake, InputIntake, InputsConfig
 from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.metered import MeteredCalls
 from bot.services.payments import PaymentsConfig, PaymentService
+from bot.services.pdf_worker import PdfChecker
 from bot.services.pricing import PriceTable
 from bot.telegram.confirm import TelegramToolConfirmation
 from bot.telegram.flood import (
@@ -150,6 +151,7 @@ def build_intake(
     metered: MeteredCalls,
     prices: PriceTable,
     transcriber: GeminiTranscriber,
+    pdf_checker: PdfChecker,
 ) -> InputIntake:
     """Every attachment: images to the image intake; PDFs, text files, voice and audio here."""
     return InputIntake(
@@ -161,6 +163,7 @@ def build_intake(
         metered=metered,
         prices=prices,
         transcriber=transcriber,
+        pdf_checker=pdf_checker,
         config=InputsConfig(
             transcribe_model=settings.TRANSCRIBE_MODEL,
             max_audio_seconds=settings.MAX_AUDIO_SECONDS,

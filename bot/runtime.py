@@ -92,6 +92,7 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
         # the leader's to hand back once their lease runs out.
         await app.cluster.start()
         app.background.append(asyncio.create_task(_set_commands(app)))
+        app.background.append(asyncio.create_task(_start_pdf_checker(app)))
         return
     await leave_webhook_mode(app.bot)
     await app.billing.expire_stale_holds(
@@ -114,6 +115,16 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
             )
         )
     )
+    app.background.append(asyncio.create_task(_start_pdf_checker(app)))
+
+
+async def _start_pdf_checker(app: Application) -> None:
+    """The PDF checker's process, started while the bot polls (it would start with the first
+    PDF otherwise, and that PDF would wait for it)."""
+    try:
+        await app.pdf_checker.start()
+    except Exception:
+        log.warning("pdf_checker_not_started")
 
 
 async def _set_commands(app: Application) -> None:
@@ -174,6 +185,7 @@ async def _shutdown(app: Application) -> None:
         await app.images.aclose()
     with contextlib.suppress(Exception):
         await app.transcriber.aclose()
+    await app.pdf_checker.aclose()
 
 
 def _install_signal_handlers(callback: Callable[[], None]) -> None:

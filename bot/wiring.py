@@ -100,13 +100,12 @@ def build_tools(
             prices=core.prices,
         ),
         ReadDocumentTool(
-            client=clients.anthropic,
+            claude=clients.claude,
             model=settings.vision_model,
             max_tokens=settings.VISION_MAX_TOKENS,
             files=files,
             metered=core.metered,
             prices=core.prices,
-            concurrency=clients.provider_slots,
         ),
     ]
 
@@ -125,6 +124,7 @@ def build_intake_for(
         metered=core.metered,
         prices=core.prices,
         transcriber=clients.transcriber,
+        pdf_checker=clients.pdf_checker,
     )
 
 

@@ -169,3 +169,19 @@ def zero_page_pdf() -> bytes:
     return _hand_pdf(
         [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]
     )
+
+
+def slow_pdf(objects: int = 35_000) -> bytes:
+    """A one-page PDF whose resources name `objects` small objects: within the checker's limits,
+    but a second or more of CPU to walk (a stand-in for a bomb that runs to the deadline)."""
+    refs = b" ".join(b"%d 0 R" % (n + 4) for n in range(objects))
+    return _hand_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /X ["
+            + refs
+            + b"] >> >>",
+            *[b"<< /A [1 2 3] /B << /C 1 >> >>"] * objects,
+        ]
+    )

@@ -14,9 +14,10 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import structlog
 
@@ -24,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _TEMP_PREFIX: Final = ".tmp-"
+T = TypeVar("T")
 
 
 class InvalidBlobIdError(ValueError):
@@ -57,6 +59,22 @@ class Blobs(Protocol):
     async def delete(self, sha256: str) -> bool: ...
 
     async def purge_older_than(self, age: timedelta) -> int: ...
+
+
+async def put_while(blobs: Blobs, data: bytes, work: Awaitable[T]) -> tuple[str, T]:
+    """`work` (a provider call) while `data` is written to the blob store, so that neither waits
+    for the other: the blob's sha256 and the work's result. The work is always awaited to its end
+    (a paid call is never left running); a blob written for work that then failed is left to the
+    blob retention."""
+    stored = asyncio.create_task(blobs.put(data))
+    try:
+        result = await work
+    except BaseException:
+        await asyncio.wait([stored])
+        if not stored.cancelled():
+            stored.exception()  # retrieved: the work's failure is the one that counts
+        raise
+    return await stored, result
 
 
 class BlobStore:

@@ -1,9 +1,10 @@
 """PDFs and text files the person sends: what they are, and whether they can be read safely.
 
 PDFs are checked with pypdf before anything is uploaded or charged: an encrypted, corrupt,
-empty or oversized PDF is refused with a plain reply. The check runs in a child process
-(`bot.services.pdf_check`) with a CPU-time and address-space limit and a wall-clock timeout after
-which it is killed; at most one runs at a time, so PDF bombs cannot take both cores. Inside it,
+empty or oversized PDF is refused with a plain reply. The check runs in a long-lived child
+process (`bot.services.pdf_check`, driven by `bot.services.pdf_worker.PdfChecker`) with a CPU-time
+and address-space limit and a wall-clock deadline after which it is killed and replaced; it checks
+one PDF at a time, so PDF bombs cannot take both cores. Inside it,
 pypdf's own limits on decompression and object sizes apply, nesting deeper than
 MAX_OBJECT_DEPTH and object graphs larger than MAX_OBJECT_NODES are refused, and a page tree
 that claims more than MAX_PDF_PAGES pages is refused before it is walked.
@@ -14,25 +15,16 @@ like); NUL bytes mean binary content in disguise and are refused.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import sys
 from dataclasses import dataclass
-
-import structlog
 
 from bot.i18n import N_, _
 from bot.services import pdf_check
-
-log = structlog.get_logger(__name__)
+from bot.services.pdf_worker import PdfChecker, PdfCheckerUnavailable
 
 MEBIBYTE = 1024 * 1024
 MAX_PDF_BYTES = 20 * MEBIBYTE
 MAX_PDF_PAGES = pdf_check.MAX_PDF_PAGES
 MAX_TEXT_BYTES = 1 * MEBIBYTE
-PDF_CHECK_SECONDS = 15.0  # wall clock, the child's start-up included (its CPU and memory
-# limits are in pdf_check)
 _DETECT_SAMPLE_BYTES = 64 * 1024
 
 PDF_MIME = "application/pdf"
@@ -124,18 +116,6 @@ class PdfInfo:
     pages: int
 
 
-_gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
-
-
-def _one_at_a_time() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    gate = _gates.get(loop)
-    if gate is None:
-        _gates.clear()  # one event loop in the bot; tests start a new one now and then
-        gate = _gates[loop] = asyncio.Semaphore(1)
-    return gate
-
-
 _REPLIES = {
     "pdf_encrypted": PDF_ENCRYPTED_REPLY,
     "pdf_corrupt": PDF_CORRUPT_REPLY,
@@ -146,50 +126,25 @@ _REPLIES = {
 }
 
 
-async def check_pdf(data: bytes) -> PdfInfo:
+async def check_pdf(data: bytes, checker: PdfChecker) -> PdfInfo:
     """The page count of a readable PDF; raises DocumentRejected for anything else."""
     if len(data) > MAX_PDF_BYTES:
         raise DocumentRejected("too_large", PDF_TOO_LARGE_REPLY)
     if not data.lstrip()[:5] == b"%PDF-":
         raise DocumentRejected("pdf_corrupt", PDF_CORRUPT_REPLY)
-    async with _one_at_a_time():
-        output = await _run_child(data)
     try:
-        result = json.loads(output)
+        result = await checker.check(data)
         if "pages" in result:
             return PdfInfo(pages=int(result["pages"]))
         reason = str(result["rejected"])
-    except (ValueError, KeyError, TypeError):
-        reason = "pdf_too_complex"  # killed by a limit, or no answer
+    except (PdfCheckerUnavailable, ValueError, KeyError, TypeError):
+        reason = "pdf_too_complex"  # killed by a limit or the deadline, or no answer
     raise DocumentRejected(reason, pdf_reply(reason))
 
 
 def pdf_reply(reason: str) -> str:
     """The person's reply for a refused PDF, in their language."""
     return _(_REPLIES.get(reason, PDF_TOO_COMPLEX_REPLY)).format(pages=MAX_PDF_PAGES)
-
-
-async def _run_child(data: bytes) -> bytes:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.services.pdf_check",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with asyncio.timeout(PDF_CHECK_SECONDS):
-            stdout, _ = await process.communicate(data)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await asyncio.shield(process.wait())
-        log.warning("pdf_check_killed", bytes=len(data))
-        raise DocumentRejected("pdf_too_complex", PDF_TOO_COMPLEX_REPLY) from None
-    if process.returncode != 0:
-        log.warning("pdf_check_failed", returncode=process.returncode, bytes=len(data))
-    return stdout
 
 
 def inspect_pdf(data: bytes) -> PdfInfo:

@@ -25,10 +25,10 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import UserFile
-from bot.providers.anthropic import ClaudeGateway
+from bot.providers.anthropic import ClaudeGateway, UploadedFile
 from bot.providers.gemini_audio import GeminiTranscriber, Transcript, TranscriptionFailed
 from bot.services.audio import AUDIO_EXTENSIONS, declared_audio, ogg_seconds, sniff_audio
-from bot.services.blobs import Blobs
+from bot.services.blobs import Blobs, put_while
 from bot.services.documents import (
     MAX_PDF_BYTES,
     MAX_TEXT_BYTES,
@@ -55,6 +55,7 @@ from bot.services.input_replies import (
 )
 from bot.services.metered import MeteredCalls
 from bot.services.money import format_usd
+from bot.services.pdf_worker import PdfChecker
 from bot.services.pricing import PriceTable
 from bot.services.transcribe import TranscribeMeasure, transcribe_meter
 
@@ -93,6 +94,7 @@ class InputIntake:
         metered: MeteredCalls,
         prices: PriceTable,
         transcriber: GeminiTranscriber,
+        pdf_checker: PdfChecker,
         config: InputsConfig,
     ) -> None:
         self._images = images
@@ -103,6 +105,7 @@ class InputIntake:
         self._metered = metered
         self._prices = prices
         self._transcriber = transcriber
+        self._pdf_checker = pdf_checker
         self._config = config
 
     async def intake(self, user_id: int, attachment: Attachment) -> IntakeResult:
@@ -120,16 +123,11 @@ class InputIntake:
     async def _pdf(self, user_id: int, attachment: Attachment) -> IntakeResult:
         data = await self._download(attachment, MAX_PDF_BYTES, PDF_TOO_LARGE_REPLY)
         try:
-            info = await check_pdf(data)
+            info = await check_pdf(data, self._pdf_checker)
         except DocumentRejected as exc:
             raise UserFacingError(exc.reply, f"rejected_{exc.reason}") from None
         filename = _filename(attachment.filename, "document", "pdf")
-        sha256 = await self._blobs.put(data)
-        try:
-            uploaded = await self._claude.upload_file(filename, data, PDF_MIME)
-        except Exception as exc:
-            log.warning("files_api_upload_failed", error=type(exc).__name__)
-            raise UserFacingError(UPLOAD_FAILED_REPLY, "files_api_upload_failed") from None
+        sha256, uploaded = await put_while(self._blobs, data, self._upload(filename, data))
         file_id = await self._insert(
             user_id,
             attachment,
@@ -152,6 +150,13 @@ class InputIntake:
                 ),
             ),
         )
+
+    async def _upload(self, filename: str, data: bytes) -> UploadedFile:
+        try:
+            return await self._claude.upload_file(filename, data, PDF_MIME)
+        except Exception as exc:
+            log.warning("files_api_upload_failed", error=type(exc).__name__)
+            raise UserFacingError(UPLOAD_FAILED_REPLY, "files_api_upload_failed") from None
 
     # Text files ------------------------------------------------------------------------------
 
@@ -203,8 +208,9 @@ class InputIntake:
             raise UserFacingError(audio_too_long_reply(limit), "rejected_audio_too_long")
         if not seconds:
             seconds = limit  # unknown: hold for the longest accepted recording
-        transcript, api_call_id, charged = await self._transcribe(user_id, data, mime, seconds)
-        sha256 = await self._blobs.put(data)
+        sha256, (transcript, api_call_id, charged) = await put_while(
+            self._blobs, data, self._transcribe(user_id, data, mime, seconds)
+        )
         kind = "voice" if attachment.kind == "voice" else "audio"
         filename = _filename(attachment.filename, kind, AUDIO_EXTENSIONS.get(mime, "ogg"))
         file_id = await self._insert(

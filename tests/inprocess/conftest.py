@@ -116,4 +116,5 @@ async def start(engine: AsyncEngine, database_url: str, tmp_path: Path) -> Async
         await app.bot.session.close()
         await app.anthropic.close()
         await app.images.aclose()
+        await app.pdf_checker.aclose()
     await stack.aclose()

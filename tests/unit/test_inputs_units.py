@@ -20,9 +20,7 @@ from bot.agent.web_tools import (
     worst_case_micros,
 )
 from bot.services.documents import (
-    MAX_PDF_BYTES,
     DocumentRejected,
-    check_pdf,
     decode_text,
     inspect_pdf,
     is_pdf,
@@ -67,25 +65,6 @@ def test_unreadable_pdfs_are_refused_quickly(data: bytes, reason: str) -> None:
     assert caught.value.reason == reason
     assert caught.value.reply and "Traceback" not in caught.value.reply
     assert time.monotonic() - started < 2
-
-
-async def test_readable_pdf_and_size_limit() -> None:
-    assert (await check_pdf(pdf(3))).pages == 3
-    assert (await check_pdf(pdf(100))).pages == 100
-    with pytest.raises(DocumentRejected, match="too_large"):
-        await check_pdf(b"%PDF-" + bytes(MAX_PDF_BYTES))
-    with pytest.raises(DocumentRejected, match="pdf_corrupt"):
-        await check_pdf(b"PK\x03\x04 a zip named pdf")
-
-
-async def test_the_child_process_gives_the_same_verdicts() -> None:
-    for data, reason in (
-        (encrypted_pdf(), "pdf_encrypted"),
-        (nested_pdf_bomb(), "pdf_too_complex"),
-    ):
-        with pytest.raises(DocumentRejected) as caught:
-            await check_pdf(data)
-        assert caught.value.reason == reason
 
 
 def test_text_is_decoded_or_refused() -> None:

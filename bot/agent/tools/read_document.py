@@ -1,21 +1,21 @@
 """The `read_document` tool: one of the person's earlier PDFs or text files, read again by Claude
-with a question, answered as text; charged by tokens (api_calls purpose `read_document`)."""
+with a question, answered as text; charged by tokens (api_calls purpose `read_document`).
+
+The call goes through the ClaudeGateway (its retries of busy and unreachable moments, its error
+kinds) inside the metered path: a failure is recorded and charged nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import time
+from dataclasses import replace
 from typing import Any, ClassVar, cast
 
-import anthropic
 import structlog
-from anthropic import AsyncAnthropic
-from anthropic.types import Message, MessageParam
+from anthropic.types import MessageParam
 from pydantic import Field, field_validator
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput, ToolOutput
+from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable, StreamedMessage
 from bot.services.documents import DocumentRejected, decode_text
 from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
 from bot.services.ledger import InsufficientBalance
@@ -35,7 +35,6 @@ READER_SYSTEM = (
 )
 CHARS_PER_TOKEN = 3
 MAX_TEXT_CHARS = 400_000  # about 100-130k tokens, within the context window
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
 def _text_tokens(text: str) -> int:
@@ -56,13 +55,6 @@ class ReadDocumentInput(ToolInput):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class _ReadFailed(Exception):
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
-
 class ReadDocumentTool:
     name: ClassVar[str] = "read_document"
     description: ClassVar[str] = (
@@ -75,23 +67,19 @@ class ReadDocumentTool:
     def __init__(
         self,
         *,
-        client: AsyncAnthropic,
+        claude: ClaudeGateway,
         model: str,
         max_tokens: int,
         files: FileService,
         metered: MeteredCalls,
         prices: PriceTable,
-        concurrency: asyncio.Semaphore | None = None,
     ) -> None:
-        self._client = client
+        self._claude = claude
         self._model = model
         self._max_tokens = max_tokens
         self._files = files
         self._metered = metered
         self._prices = prices
-        self._slot: contextlib.AbstractAsyncContextManager[Any] = (
-            concurrency if concurrency is not None else contextlib.nullcontext()
-        )
 
     async def run(self, args: Any, ctx: ToolContext) -> ToolOutput:
         assert isinstance(args, ReadDocumentInput)
@@ -111,7 +99,7 @@ class ReadDocumentTool:
         document, estimate = await self._document(ref)
         meter = self._meter(ctx, estimate + len(question) // CHARS_PER_TOKEN + 200)
 
-        async def call() -> Message:
+        async def call() -> StreamedMessage:
             return await self._ask_with_fallback(ref, document, question, ctx.deadline)
 
         measure = ReadMeasure(self._prices.token_price(self._model))
@@ -123,9 +111,9 @@ class ReadDocumentTool:
                 f"{format_usd(self._metered.user_price(meter.worst_case_micros))} "
                 f"and the user has {format_usd(exc.available_micros)} available."
             ) from None
-        except _ReadFailed as exc:
+        except ClaudeUnavailable as exc:
             raise ToolError(_failure_message(exc)) from None
-        text = "".join(b.text for b in done.value.content if b.type == "text").strip()
+        text = "".join(b.text for b in done.value.message.content if b.type == "text").strip()
         charged = format_usd(done.settlement.charged_micros)
         return ToolOutput(
             payload={"file_id": str(ref.id), "answer": text or "(no answer)", "cost_usd": charged}
@@ -164,41 +152,33 @@ class ReadDocumentTool:
 
     async def _ask_with_fallback(
         self, ref: StoredFileRef, document: dict[str, Any], question: str, deadline: float
-    ) -> Message:
+    ) -> StreamedMessage:
         try:
             return await self._ask(document, question, deadline)
-        except _ReadFailed as exc:
-            if exc.kind != "file_missing" or ref.kind != "pdf":
+        except ClaudeUnavailable as exc:
+            if not exc.file_missing or ref.kind != "pdf":
                 raise
             log.warning("read_document_file_missing", file_id=ref.id)
         try:
             source = await self._pdf_base64(ref)
         except ToolError:
-            raise _ReadFailed("file_gone", "stored copy missing") from None
+            raise ClaudeUnavailable("file_gone", "stored copy missing") from None
         return await self._ask(document | {"source": source}, question, deadline)
 
-    async def _ask(self, document: dict[str, Any], question: str, deadline: float) -> Message:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _ReadFailed("timeout", "no time left")
+    async def _ask(
+        self, document: dict[str, Any], question: str, deadline: float
+    ) -> StreamedMessage:
         message = cast(
             "MessageParam",
             {"role": "user", "content": [document, {"type": "text", "text": question}]},
         )
-        try:
-            async with asyncio.timeout(remaining), self._slot:
-                return await self._client.messages.create(
-                    model=self._model,
-                    max_tokens=self._max_tokens,
-                    system=READER_SYSTEM,
-                    messages=[message],
-                )
-        except anthropic.APIStatusError as exc:
-            raise _classify(exc) from None
-        except (anthropic.APITimeoutError, TimeoutError):
-            raise _ReadFailed("timeout", "no answer in time") from None
-        except anthropic.APIConnectionError as exc:
-            raise _ReadFailed("connection", type(exc).__name__) from None
+        return await self._claude.create_message(
+            model=self._model,
+            max_tokens=self._max_tokens,
+            system=READER_SYSTEM,
+            messages=[message],
+            deadline=deadline,
+        )
 
     def _meter(self, ctx: ToolContext, input_estimate: int) -> Meter:
         price = self._prices.token_price(self._model)
@@ -219,26 +199,16 @@ class ReadMeasure:
     def __init__(self, price: TokenPrice) -> None:
         self._price = price
 
-    def reported(self, result: Message) -> Report:
-        return claude_report(self._price, result)
+    def reported(self, result: StreamedMessage) -> Report:
+        return replace(claude_report(self._price, result.message), duration_ms=result.duration_ms)
 
     def failed(self, exc: BaseException) -> Report:
-        if isinstance(exc, _ReadFailed):
+        if isinstance(exc, ClaudeUnavailable):
             return Report(status="error", error=f"{exc.kind}: {exc.detail}")
         return Report(status="error", error=type(exc).__name__)
 
 
-def _classify(exc: anthropic.APIStatusError) -> _ReadFailed:
-    status = exc.status_code
-    text = str(exc).lower()
-    if status in (400, 404) and "file" in text and "not found" in text:
-        return _ReadFailed("file_missing", f"status {status}")
-    if status in RETRYABLE_STATUS or status >= 500:
-        return _ReadFailed("busy", f"status {status}")
-    return _ReadFailed("bad_request", f"status {status}")
-
-
-def _failure_message(exc: _ReadFailed) -> str:
+def _failure_message(exc: ClaudeUnavailable) -> str:
     if exc.kind == "file_gone":
         return "file not found: the stored copy of this document is gone. Nothing was charged."
     if exc.kind in ("busy", "connection", "timeout"):
