@@ -69,6 +69,7 @@ class Report:
     error: str | None = None
     cost_unknown: bool = False
     charge_key: str | None = None  # the ledger key of the charge; the hold's key when None
+    chargeable: bool = True  # False: recorded, never charged (an image the person stopped)
 
 
 class Measure(Protocol[T_contra]):
@@ -217,4 +218,5 @@ def _record(meter: Meter, report: Report) -> CallRecord:
         request_id=report.request_id,
         duration_ms=report.duration_ms,
         charge_key=report.charge_key,
+        chargeable=report.chargeable,
     )

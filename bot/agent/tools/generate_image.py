@@ -130,6 +130,7 @@ class GenerateImageTool:
             args.image_size,
             list_price=price,
             price_version=self._prices.image_price_version(model),
+            stop=ctx.stop,
         )
         try:
             return await self._metered.run(self._meter(args, ctx, price), call, measure)

@@ -1,20 +1,29 @@
 """An image call as a Report for the metered path: charged from the usage the provider reported
 (the per-image price when it reported none); a failure may still have cost the provider (cut off
-mid-request), which is recorded at the per-image price but never charged."""
+mid-request), which is recorded at the per-image price but never charged. An image the person
+stopped (/stop) is recorded as 'cancelled' the same way: its possible cost kept, nothing charged."""
 
 from __future__ import annotations
 
 import asyncio
 
 from bot.providers.images import ImageBlocked, ImageResult, ImageUnavailable
+from bot.services.cancellation import StopToken
 from bot.services.metered import Report
 from bot.services.pricing import ImagePrice, image_cost_micros
 
 
 class ImageMeasure:
     def __init__(
-        self, prices: ImagePrice, image_size: str, *, list_price: int, price_version: str
+        self,
+        prices: ImagePrice,
+        image_size: str,
+        *,
+        list_price: int,
+        price_version: str,
+        stop: StopToken | None = None,
     ) -> None:
+        self._stop = stop
         self._prices = prices
         self._size = image_size
         self._list_price = list_price
@@ -41,6 +50,8 @@ class ImageMeasure:
                 output_tokens=exc.output_tokens,
                 error=exc.reason,
             )
+        if isinstance(exc, asyncio.CancelledError) and self._stop and self._stop.requested:
+            return self._stopped()
         if isinstance(exc, ImageUnavailable):
             error, unknown = f"{exc.kind}: {exc.detail}", exc.cost_unknown
         else:
@@ -53,4 +64,16 @@ class ImageMeasure:
             price_version=self._version,
             error=error,
             cost_unknown=unknown,
+        )
+
+    def _stopped(self) -> Report:
+        """Abandoned at the person's /stop: the provider may still bill it; the person pays
+        nothing for an image they never got."""
+        return Report(
+            status="cancelled",
+            provider_cost_micros=self._list_price,
+            price_version=self._version,
+            error="stopped by the person",
+            cost_unknown=True,
+            chargeable=False,
         )

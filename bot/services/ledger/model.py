@@ -99,6 +99,8 @@ class CallRecord:
     request_id: str | None = None
     duration_ms: int = 0
     charge_key: str | None = None
+    # False: recorded with its cost to the provider but never charged (an image /stop abandoned)
+    chargeable: bool = True
 
     @property
     def stored_error(self) -> str | None:
