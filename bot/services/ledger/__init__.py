@@ -16,6 +16,7 @@ from bot.services.ledger.model import (
     Purpose,
     Settlement,
     UnknownUserError,
+    starter_key,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "Purpose",
     "Settlement",
     "UnknownUserError",
+    "starter_key",
 ]

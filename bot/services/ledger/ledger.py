@@ -43,6 +43,7 @@ from bot.services.ledger.model import (
     InsufficientBalance,
     Operation,
     Settlement,
+    starter_key,
 )
 from bot.services.ledger.settle import release_locked, settle_locked
 from bot.services.pricing import apply_markup
@@ -84,7 +85,7 @@ class Ledger:
         """Credit the starter balance once per user; False when it was credited before."""
         if amount_micros <= 0:
             return False
-        key = f"starter:{user_id}"
+        key = starter_key(user_id)
         balance = await self._credit(user_id, "starter", amount_micros, key, "starter balance")
         if balance is None:
             return False

@@ -16,6 +16,11 @@ Purpose = Literal["chat", "analyze_image", "generate_image", "transcribe", "read
 ERROR_TEXT_LIMIT = 2000
 
 
+def starter_key(user_id: int) -> str:
+    """The ledger key of a person's starter credit: it applies once."""
+    return f"starter:{user_id}"
+
+
 class BillingError(Exception):
     """Base of the billing errors callers may want to handle."""
 
