@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.services.payments import Order
 from bot.telegram.handlers.preferences import LANGUAGE_CALLBACK_PREFIX
-from tests.fakes.anthropic import text_reply
+from tests.fakes.anthropic import text_reply, tool_use_reply
 from tests.fakes.telegram import SentItem
 from tests.inprocess.conftest import USER, InProcess, Start
 
@@ -116,3 +116,21 @@ async def ledger(run: InProcess, user_id: int) -> list[tuple[str, int]]:
         u=user_id,
     )
     return [(str(r["kind"]), int(r["amount_micros"])) for r in rows]
+
+
+async def test_claude_is_not_told_a_balance_it_would_repeat_in_a_group(start: Start) -> None:
+    run = await start(STARTER_BALANCE_USD="0.12")  # the chat calls fit, the image's hold not
+    run.telegram.add_chat(GROUP, title="Team")
+    run.anthropic.script(
+        tool_use_reply("generate_image", {"prompt": "a cat"}), text_reply("Top up first.")
+    )
+    mention = "@fake_bot draw a cat"
+    update_id = run.telegram.push_text(
+        USER, mention, chat_id=GROUP, entities=[{"type": "mention", "offset": 0, "length": 9}]
+    )
+    await run.feed()
+    assert await run.finished(update_id) == "answered"
+    result = run.anthropic.message_requests()[-1]["messages"][-1]["content"][0]
+    assert "Insufficient balance" in str(result["content"])
+    assert "available" not in str(result["content"])  # the balance is not named
+    assert messages(run, GROUP)[-1].text == "Top up first."
