@@ -72,6 +72,19 @@ class Report:
     chargeable: bool = True  # False: recorded, never charged (an image the person stopped)
 
 
+def stopped_report(provider_cost_micros: int = 0, price_version: str | None = None) -> Report:
+    """A call abandoned at the person's /stop before it answered: 'cancelled', never charged;
+    what the provider may still bill is unknown (or estimated as `provider_cost_micros`)."""
+    return Report(
+        status="cancelled",
+        provider_cost_micros=provider_cost_micros,
+        price_version=price_version,
+        error="stopped by the person",
+        cost_unknown=True,
+        chargeable=False,
+    )
+
+
 class Measure(Protocol[T_contra]):
     """Reads a call's result, or its failure, as a Report."""
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from bot.services.money import format_usd
-from tests.fakes.anthropic import Reply, text_block, tool_use_block, tool_use_reply
-from tests.fakes.gemini import Hang
+from tests.fakes.anthropic import Reply, text_block, text_reply, tool_use_block, tool_use_reply
+from tests.fakes.gemini import Hang, image_reply
 from tests.inprocess.conftest import USER, InProcess, Start
 
 USAGE = {
@@ -146,3 +146,39 @@ async def test_a_confirmation_the_balance_covers_is_still_asked(start: Start) ->
     run.telegram.push_text(USER, "/stop")
     await run.feed()
     assert await run.finished(update_id) == "answered"
+
+
+async def test_a_look_at_an_image_stopped_by_the_person_is_cancelled_and_not_charged(
+    start: Start,
+) -> None:
+    run = await start(STARTER_BALANCE_USD="5.00", RATE_LIMIT_MESSAGES_PER_MINUTE="1000")
+    run.anthropic.script(tool_use_reply("generate_image", {"prompt": "a cat"}), text_reply("Here."))
+    run.gemini.script(image_reply())
+    assert await run.turn(USER, "draw a cat") == "answered"
+    [file] = await run.rows("SELECT id FROM user_files")
+    before = await ledger_charges(run)
+    look = Reply(
+        content=[tool_use_block("analyze_image", {"file_id": str(file["id"])})],
+        stop_reason="tool_use",
+        usage=USAGE,
+    )
+    run.anthropic.script(look, Hang())
+    update_id = run.telegram.push_text(USER, "what colour?")
+    await run.feed()
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(run.anthropic.message_requests()) < 4:  # until the vision call is under way
+        assert asyncio.get_running_loop().time() < deadline, "no vision call"
+        await asyncio.sleep(0.02)
+    run.telegram.push_text(USER, "/stop")
+    await run.feed()
+    assert await run.finished(update_id) == "answered"
+
+    [vision] = await run.rows(
+        "SELECT status, charged_micros FROM api_calls WHERE purpose = 'analyze_image'"
+    )
+    assert (vision["status"], vision["charged_micros"]) == ("cancelled", 0)
+    assert await ledger_charges(run) == [*before, CHAT_CHARGE]
+    assert final_texts(run)[-1].endswith(
+        f"(Stopped. {format_usd(CHAT_CHARGE)} was charged for this answer.)"
+    )
+    assert await run.rows("SELECT id FROM balance_holds WHERE status = 'held'") == []

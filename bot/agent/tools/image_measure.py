@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 
 from bot.providers.images import ImageBlocked, ImageResult, ImageUnavailable
-from bot.services.cancellation import StopToken
-from bot.services.metered import Report
+from bot.services.cancellation import StopToken, cut_by_stop
+from bot.services.metered import Report, stopped_report
 from bot.services.pricing import ImagePrice, image_cost_micros
 
 
@@ -50,8 +50,8 @@ class ImageMeasure:
                 output_tokens=exc.output_tokens,
                 error=exc.reason,
             )
-        if isinstance(exc, asyncio.CancelledError) and self._stop and self._stop.requested:
-            return self._stopped()
+        if cut_by_stop(exc, self._stop):  # the person never got it: nothing to pay
+            return stopped_report(self._list_price, self._version)
         if isinstance(exc, ImageUnavailable):
             error, unknown = f"{exc.kind}: {exc.detail}", exc.cost_unknown
         else:
@@ -64,16 +64,4 @@ class ImageMeasure:
             price_version=self._version,
             error=error,
             cost_unknown=unknown,
-        )
-
-    def _stopped(self) -> Report:
-        """Abandoned at the person's /stop: the provider may still bill it; the person pays
-        nothing for an image they never got."""
-        return Report(
-            status="cancelled",
-            provider_cost_micros=self._list_price,
-            price_version=self._version,
-            error="stopped by the person",
-            cost_unknown=True,
-            chargeable=False,
         )
