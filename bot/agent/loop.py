@@ -277,6 +277,7 @@ class AgentLoop:
                 report_progress=ui.progress,
                 chat_action=ui.chat_action,
                 message_thread_id=request.message_thread_id,
+                stop=request.stop,
             )
             declined = await self._gate.check(block.name, args, ctx) if self._gate else None
             if declined is not None:  # not run, so nothing is charged for it

@@ -69,3 +69,8 @@ def stopped_by_person(token: StopToken | None) -> bool:
         return False
     task = asyncio.current_task()
     return task is not None and task.uncancel() == 0
+
+
+def cut_by_stop(exc: BaseException, token: StopToken | None) -> bool:
+    """A provider call ended by `exc` was cut by the person's /stop (not by a shutdown)."""
+    return isinstance(exc, asyncio.CancelledError) and token is not None and token.requested

@@ -70,6 +70,20 @@ class Report:
     error: str | None = None
     cost_unknown: bool = False
     charge_key: str | None = None  # the ledger key of the charge; the hold's key when None
+    chargeable: bool = True  # False: recorded, never charged (an image the person stopped)
+
+
+def stopped_report(provider_cost_micros: int = 0, price_version: str | None = None) -> Report:
+    """A call abandoned at the person's /stop before it answered: 'cancelled', never charged;
+    what the provider may still bill is unknown (or estimated as `provider_cost_micros`)."""
+    return Report(
+        status="cancelled",
+        provider_cost_micros=provider_cost_micros,
+        price_version=price_version,
+        error="stopped by the person",
+        cost_unknown=True,
+        chargeable=False,
+    )
 
 
 class Measure(Protocol[T_contra]):
@@ -218,4 +232,5 @@ def _record(meter: Meter, report: Report) -> CallRecord:
         request_id=report.request_id,
         duration_ms=report.duration_ms,
         charge_key=report.charge_key,
+        chargeable=report.chargeable,
     )

@@ -6,12 +6,13 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
-from bot.db.models import User
-from bot.services.ledger import Ledger
+from bot.db.models import BalanceOperation, User
+from bot.services.ledger import Ledger, starter_key
 
 TOUCH_INTERVAL_SECONDS = 60.0
 MAX_CACHED_USERS = 50_000
@@ -119,9 +120,7 @@ class UserService:
                     "last_seen_at": func.now(),
                 },
             )
-            .returning(
-                User.is_blocked, User.created_at == User.last_seen_at, User.chat_model, User.locale
-            )
+            .returning(User.is_blocked, _first_sight(who.id), User.chat_model, User.locale)
         )
         async with self._sessionmaker() as session:
             row = (await session.execute(stmt)).one()
@@ -132,3 +131,21 @@ class UserService:
         return UserState(
             id=who.id, is_blocked=is_blocked, is_new=is_new, chat_model=row[2], locale=row[3]
         )
+
+
+def _first_sight(user_id: int) -> ColumnElement[bool]:
+    """For the upsert's RETURNING: this is the first message of a person who has no starter
+    credit yet. Their row is new, or it was made without them (a Stars payment reconciled before
+    they ever wrote) and untouched since: created and last seen at once, before this statement
+    (a subquery sees the row as it was before the statement changed it)."""
+    before = aliased(User)
+    untouched = (
+        select(before.created_at == before.last_seen_at)
+        .where(before.id == user_id)
+        .scalar_subquery()
+    )
+    credited = exists().where(BalanceOperation.idempotency_key == starter_key(user_id))
+    return and_(
+        or_(User.created_at == User.last_seen_at, func.coalesce(untouched, False)),
+        not_(credited),
+    )

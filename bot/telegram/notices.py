@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import structlog
 from aiogram import Bot
+from aiogram.exceptions import TelegramForbiddenError
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.i18n import _, format_money
@@ -57,14 +58,18 @@ class TelegramTurnNotices:
             return None
 
     async def end(self, user_id: int, chat_id: int, mark: int) -> None:
+        """The receipt and the low-balance notice name the balance: they go to the person's
+        private chat, also after a turn in a group (`chat_id`)."""
         try:
             end = await self._controls.turn_end(user_id, mark)
             if end.receipts and end.charged_micros > 0:
-                await self._bot.send_message(chat_id, receipt_line(end))
+                await self._bot.send_message(user_id, receipt_line(end))
             if end.low_balance:
                 log.info("low_balance_notice", user_id=user_id, available=end.available_micros)
                 await self._bot.send_message(
-                    chat_id, low_balance_text(end, self._low), reply_markup=buy_button()
+                    user_id, low_balance_text(end, self._low), reply_markup=buy_button()
                 )
+        except TelegramForbiddenError:  # no private chat with them (yet): the group hears nothing
+            log.info("turn_notices_not_delivered", user_id=user_id, chat_id=chat_id)
         except Exception:
             log.exception("turn_notices_failed", user_id=user_id)

@@ -39,11 +39,11 @@ from bot.turns.replies import (
     INTERNAL_ERROR_REPLY,
     NO_ANSWER_REPLY,
     OUTCOME_NOTES,
-    STOPPED_NOTE,
     TIMEOUT_REPLY,
     UNSUPPORTED_REPLY,
     insufficient_balance_reply,
     reply_for_failure,
+    stopped_note,
     with_turn_charge,
 )
 
@@ -145,7 +145,7 @@ class ChatService:
                 status, turn.outcome = "interrupted", "interrupted"
                 raise
             turn.outcome = "stopped"
-            await self._say_stopped(ui, incoming)
+            await self._say_stopped(ui, incoming, turn, mark)
         except TimeoutError:
             status, turn.outcome = "failed", "timeout"
             await self._reply(ui, incoming, TIMEOUT_REPLY, turn, mark)
@@ -256,10 +256,13 @@ class ChatService:
             await ui.text_delta(_(extra))
             await ui.end_message(cut=False)
 
-    async def _say_stopped(self, ui: TurnView, incoming: IncomingMessage) -> None:
-        """What was streamed stays visible, marked as stopped."""
+    async def _say_stopped(
+        self, ui: TurnView, incoming: IncomingMessage, turn: TurnLog, mark: int | None
+    ) -> None:
+        """What was streamed stays visible, marked as stopped, with what the turn was charged."""
         try:
-            await ui.text_delta(_(STOPPED_NOTE))
+            note = stopped_note(await self._charged(incoming, turn, mark))
+            await ui.text_delta(note)
             await ui.end_message(cut=False)
         except Exception:
             log.exception("reply_failed", update_id=incoming.update_id)

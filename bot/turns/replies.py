@@ -22,7 +22,8 @@ GROUP_NO_BALANCE_REPLY = N_(
     "Your balance is too low for this. Open a private chat with me and use /buy to add funds."
 )
 NO_ANSWER_REPLY = N_("I have no answer to that. Try rephrasing.")
-STOPPED_NOTE = N_("\n\n_(Stopped.)_")
+STOPPED_NOTE = N_("\n\n_(Stopped. Nothing was charged.)_")
+STOPPED_CHARGED_NOTE = N_("\n\n_(Stopped. {charged} was charged for this answer.)_")
 OUTCOME_NOTES = {
     "refused": N_("I can't help with that request."),
     "max_iterations": N_(
@@ -95,6 +96,13 @@ def with_intake_charge(text: str, charged_micros: int) -> str:
     return _("{text} (The transcription of your voice message cost {price}.)").format(
         text=text, price=format_money(charged_micros)
     )
+
+
+def stopped_note(charged_micros: int) -> str:
+    """What ends an answer the person stopped: what the turn was charged, from the ledger."""
+    if charged_micros <= 0:
+        return _(STOPPED_NOTE)
+    return _(STOPPED_CHARGED_NOTE).format(charged=format_money(charged_micros))
 
 
 def reply_for_failure(reason: str) -> str:

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.ledger import InsufficientBalance, Ledger, Settlement
-from bot.services.metered import Meter, MeteredCalls, Report
+from bot.services.metered import Meter, MeteredCalls, Report, stopped_report
 from tests.billing.conftest import funded_user, snapshot
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -112,6 +112,48 @@ async def test_a_cancelled_call_is_still_recorded_and_released(
     [row] = await calls(sessionmaker)
     assert (row["status"], row["error"]) == ("error", "CancelledError")
     assert (await snapshot(sessionmaker, 1)).open_holds == 0
+
+
+class StoppedAtCost:
+    """Reads a failure as a call the person stopped, which the provider may bill `cost` for."""
+
+    def __init__(self, cost: int) -> None:
+        self.cost = cost
+
+    def reported(self, result: str) -> Report:
+        return Report(provider_cost_micros=self.cost)
+
+    def failed(self, exc: BaseException) -> Report:
+        return stopped_report(self.cost, "v1")
+
+
+async def test_a_stopped_call_keeps_its_possible_cost_and_charges_nothing(
+    sessionmaker: Sessions, billing: Ledger
+) -> None:
+    await funded_user(sessionmaker, billing, 1, 500_000)
+    started = asyncio.Event()
+
+    async def hangs() -> str:
+        started.set()
+        await asyncio.sleep(60)
+        return "never"
+
+    task = asyncio.create_task(
+        MeteredCalls(billing).call(meter("m:stop"), hangs, StoppedAtCost(40_000))
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [row] = await calls(sessionmaker)
+    assert (row["status"], row["provider_cost_micros"], row["charged_micros"]) == (
+        "cancelled",
+        40_000,
+        0,
+    )
+    assert row["provider_cost_unknown"] is True
+    snap = await snapshot(sessionmaker, 1)
+    assert (snap.balance, snap.held, snap.open_holds) == (500_000, 0, 0)
 
 
 async def test_the_attached_row_and_the_charge_commit_together(

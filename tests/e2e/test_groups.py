@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.session import create_engine
+from bot.services.money import format_usd
 from tests.e2e.conftest import StartBot
 from tests.e2e.test_chat import (
     STARTER_MICROS,
@@ -332,10 +333,11 @@ async def test_stop_in_a_group_stops_only_the_askers_turn(
         telegram.push_text(ALICE, "/stop@fake_bot", chat_id=GROUP)
         assert await wait_update_finished(telegram, engine, asked) == "answered"
         stopped = await next_answer(telegram, 1)
-        assert (stopped.text or "").endswith("(Stopped.)")
         assert stopped.reply_to_message_id is not None
         [call] = await rows(engine, "SELECT user_id, status, charged_micros FROM api_calls")
         assert (call[0], call[1]) == (ALICE, "cancelled")
+        charged = f"{format_usd(int(call[2]))} was charged for this answer" if call[2] else ""
+        assert (stopped.text or "").endswith(f"(Stopped. {charged or 'Nothing was charged'}.)")
         assert await balance(engine, ALICE) == STARTER_MICROS - int(call[2])
         assert await balance(engine, BOB) == STARTER_MICROS
     finally:

@@ -13,6 +13,7 @@ import math
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.session import create_engine
+from bot.services.money import format_usd
 from tests.e2e.conftest import StartBot
 from tests.e2e.test_chat import (
     STARTER_MICROS,
@@ -58,6 +59,16 @@ async def ledger_matches(engine: AsyncEngine, user_id: int) -> bool:
     return int(total) == await balance(engine, user_id)
 
 
+async def charged_so_far(engine: AsyncEngine, user_id: int) -> int:
+    total = await scalar(
+        engine,
+        "SELECT COALESCE(sum(-amount_micros), 0) FROM balance_operations"
+        " WHERE user_id = :u AND kind = 'charge'",
+        u=user_id,
+    )
+    return int(total)
+
+
 async def test_stop_closes_the_stream_and_charges_what_was_streamed(
     start_bot: StartBot, telegram: FakeTelegram, anthropic_fake: FakeAnthropic, database_url: str
 ) -> None:
@@ -71,7 +82,8 @@ async def test_stop_closes_the_stream_and_charges_what_was_streamed(
         await telegram.wait_for_sent(USER, 1, timeout=15)
         [stopped] = final_texts(telegram, USER)
         assert stopped.startswith("word0 word1")
-        assert stopped.endswith("(Stopped.)")
+        note = "(Stopped. {} was charged for this answer.)"
+        assert stopped.endswith(note.format(format_usd(await charged_so_far(engine, USER))))
         assert await wait_update_finished(telegram, engine, update_id) == "answered"
 
         [request] = await anthropic_fake.wait_for_requests(1, timeout=5, completed=True)
@@ -85,7 +97,7 @@ async def test_stop_closes_the_stream_and_charges_what_was_streamed(
         )
         status, input_tokens, output_tokens, cost, charged = call
         assert (status, input_tokens) == ("cancelled", INPUT_TOKENS)
-        streamed = len(stopped.removesuffix("(Stopped.)").strip())
+        streamed = len(stopped[: stopped.rindex("(Stopped.")].strip())
         assert math.ceil(streamed / 4) <= output_tokens < 1000
         expected = math.ceil((INPUT_TOKENS * INPUT_RATE + output_tokens * OUTPUT_RATE) / 10**6)
         assert cost == charged == expected
@@ -128,7 +140,11 @@ async def test_stop_abandons_a_running_image_and_runs_no_later_tool(
         telegram.push_text(USER, "/stop")
         assert await wait_update_finished(telegram, engine, update_id) == "answered"
         await telegram.wait_for_sent(USER, 2, timeout=15)
-        assert final_texts(telegram, USER) == ["Drawing both.", "(Stopped.)"]
+        chat_charge = math.ceil((INPUT_TOKENS * INPUT_RATE + 100 * OUTPUT_RATE) / 10**6)
+        assert final_texts(telegram, USER) == [
+            "Drawing both.",
+            f"(Stopped. {format_usd(chat_charge)} was charged for this answer.)",
+        ]
 
         assert len(gemini_fake.requests) == 1  # the second image was never started
         calls = await rows(
@@ -136,10 +152,9 @@ async def test_stop_abandons_a_running_image_and_runs_no_later_tool(
             "SELECT purpose, status, charged_micros FROM api_calls WHERE user_id = :u ORDER BY id",
             u=USER,
         )
-        chat_charge = math.ceil((INPUT_TOKENS * INPUT_RATE + 100 * OUTPUT_RATE) / 10**6)
         assert [tuple(c) for c in calls] == [
             ("chat", "ok", chat_charge),
-            ("generate_image", "error", 0),
+            ("generate_image", "cancelled", 0),
         ]
         assert await balance(engine, USER) == 5_000_000 - chat_charge
         assert await open_holds(engine) == 0

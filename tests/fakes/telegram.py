@@ -1282,6 +1282,8 @@ class FakeTelegram:
         self._sent: dict[int, list[SentItem]] = {}
         self._chats: dict[int, dict[str, Any]] = {}
         self._users: dict[int, dict[str, Any]] = {}
+        # People seen only in groups: they never started the bot, so it cannot message them.
+        self._not_started: set[int] = set()
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._last_message_id: dict[int, int] = {}
         self._updates: list[QueuedUpdate] = []
@@ -1396,6 +1398,7 @@ class FakeTelegram:
             if name.lower() in self._hanging:
                 await asyncio.Event().wait()  # accepted, never answered (ends when the fake stops)
             self._raise_scripted_failure(call)
+            self._check_started(call)
             self._check_thread(call)
             self._enforce_rate_limit(call)
             self._enforce_group_limit(call)
@@ -1512,6 +1515,16 @@ class FakeTelegram:
             raise too_many_requests(max(1, math.ceil(wait)))
         for bucket in buckets:
             bucket.take(cost)
+
+    def _check_started(self, call: Call) -> None:
+        """Telegram's answer for a private chat with someone who never started the bot."""
+        if call.chat_id_or_none() in self._not_started:
+            raise TelegramError(403, "Forbidden: bot can't initiate conversation with a user")
+
+    def never_started(self, user_id: int) -> None:
+        """`user_id` has no private chat with the bot (as after writing only in groups)."""
+        self._not_started.add(user_id)
+        self._chats.pop(user_id, None)
 
     def _check_thread(self, call: Call) -> None:
         thread = call.get_int("message_thread_id")
@@ -2022,6 +2035,10 @@ class FakeTelegram:
         message_thread_id: int | None = None,
     ) -> int:
         user = self._user(user_id, first_name, username, language_code)
+        if chat_id is not None and chat_id < 0 and user_id not in self._chats:
+            self._not_started.add(user_id)  # seen in a group, no private chat (yet)
+        elif chat_id is None or chat_id == user_id:
+            self._not_started.discard(user_id)  # writing to the bot starts the private chat
         chat = self.add_chat(
             chat_id if chat_id is not None else user_id, first_name=first_name, username=username
         )

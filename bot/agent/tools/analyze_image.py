@@ -11,10 +11,11 @@ from pydantic import Field, field_validator
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput, ToolOutput
 from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable, StreamedMessage
+from bot.services.cancellation import StopToken, cut_by_stop
 from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
 from bot.services.ledger import InsufficientBalance
 from bot.services.media import MediaRejected
-from bot.services.metered import Meter, MeteredCalls, Report, claude_report
+from bot.services.metered import Meter, MeteredCalls, Report, claude_report, stopped_report
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable, TokenPrice, worst_case_token_cost_micros
 
@@ -76,7 +77,7 @@ class AnalyzeImageTool:
             done = await self._metered.call(
                 meter,
                 lambda: self._ask(ref, question, ctx.deadline),
-                VisionMeasure(self._prices.token_price(self._config.model)),
+                VisionMeasure(self._prices.token_price(self._config.model), ctx.stop),
             )
         except InsufficientBalance as exc:
             amount = self._metered.user_price(meter.worst_case_micros)
@@ -147,13 +148,16 @@ class VisionConfig:
 
 
 class VisionMeasure:
-    def __init__(self, price: TokenPrice) -> None:
+    def __init__(self, price: TokenPrice, stop: StopToken | None = None) -> None:
         self._price = price
+        self._stop = stop
 
     def reported(self, result: StreamedMessage) -> Report:
         return replace(claude_report(self._price, result.message), duration_ms=result.duration_ms)
 
     def failed(self, exc: BaseException) -> Report:
+        if cut_by_stop(exc, self._stop):
+            return stopped_report()
         if isinstance(exc, ClaudeUnavailable):
             return Report(status="error", error=f"{exc.kind}: {exc.detail}")
         return Report(status="error", error=type(exc).__name__)

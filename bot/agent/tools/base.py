@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.services.cancellation import StopToken
 from bot.services.delivery import ProducedFile
 
 
@@ -44,6 +45,7 @@ class ToolContext:
     report_progress: ProgressCallback = _no_progress
     chat_action: Callable[[str], None] = field(default=lambda _: None)
     message_thread_id: int | None = None  # a group's forum topic: files go there too
+    stop: StopToken | None = None  # set when the person sent /stop (the turn is then cancelled)
 
 
 @dataclass(frozen=True)

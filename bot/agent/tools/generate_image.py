@@ -130,6 +130,7 @@ class GenerateImageTool:
             args.image_size,
             list_price=price,
             price_version=self._prices.image_price_version(model),
+            stop=ctx.stop,
         )
         try:
             return await self._metered.run(self._meter(args, ctx, price), call, measure)
@@ -157,14 +158,7 @@ class GenerateImageTool:
         size: str,
     ) -> ToolError:
         if isinstance(exc, InsufficientBalance):
-            held = self._prices.image_hold(self._gateway.model, size)
-            return ToolError(
-                f"Insufficient balance: this image costs about "
-                f"{format_usd(self._metered.user_price(price))} "
-                f"({format_usd(self._metered.user_price(held))} is reserved while it is made) "
-                f"and the user has {format_usd(exc.available_micros)} available. "
-                "Nothing was generated or charged."
-            )
+            return self._insufficient(exc, ctx, price, size)
         if isinstance(exc, ImageBlocked):
             log.info("image_not_generated", user_id=ctx.user_id, status="blocked", error=exc.reason)
             return ToolError(
@@ -178,6 +172,25 @@ class GenerateImageTool:
                 "plain words that image generation is unavailable right now; text chat works."
             )
         return ToolError(f"No image was generated: {message}. Nothing was charged.")
+
+    def _insufficient(
+        self, exc: InsufficientBalance, ctx: ToolContext, price: int, size: str
+    ) -> ToolError:
+        """In a group, Claude's answer is read by everyone: it is not told the balance."""
+        held = self._prices.image_hold(self._gateway.model, size)
+        costs = f"this image costs about {format_usd(self._metered.user_price(price))}"
+        if ctx.chat_id != ctx.user_id:
+            return ToolError(
+                f"Insufficient balance: {costs} and the user's balance cannot cover it (do not "
+                "state their balance in this group; they can top up with /buy in a private "
+                "chat). Nothing was generated or charged."
+            )
+        return ToolError(
+            f"Insufficient balance: {costs} "
+            f"({format_usd(self._metered.user_price(held))} is reserved while it is made) "
+            f"and the user has {format_usd(exc.available_micros)} available. "
+            "Nothing was generated or charged."
+        )
 
     def _payload(
         self,

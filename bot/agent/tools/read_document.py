@@ -16,10 +16,11 @@ from pydantic import Field, field_validator
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput, ToolOutput
 from bot.providers.anthropic import ClaudeGateway, ClaudeUnavailable, StreamedMessage
+from bot.services.cancellation import StopToken, cut_by_stop
 from bot.services.documents import DocumentRejected, decode_text
 from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
 from bot.services.ledger import InsufficientBalance
-from bot.services.metered import Meter, MeteredCalls, Report, claude_report
+from bot.services.metered import Meter, MeteredCalls, Report, claude_report, stopped_report
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable, TokenPrice, worst_case_token_cost_micros
 from bot.services.tokens import BYTES_PER_TOKEN, PDF_PAGE_TOKENS
@@ -102,7 +103,7 @@ class ReadDocumentTool:
         async def call() -> StreamedMessage:
             return await self._ask_with_fallback(ref, document, question, ctx.deadline)
 
-        measure = ReadMeasure(self._prices.token_price(self._model))
+        measure = ReadMeasure(self._prices.token_price(self._model), ctx.stop)
         try:
             done = await self._metered.call(meter, call, measure)
         except InsufficientBalance as exc:
@@ -196,13 +197,16 @@ class ReadDocumentTool:
 class ReadMeasure:
     """A reading as a Report: charged by its tokens; a failure is recorded, not charged."""
 
-    def __init__(self, price: TokenPrice) -> None:
+    def __init__(self, price: TokenPrice, stop: StopToken | None = None) -> None:
         self._price = price
+        self._stop = stop
 
     def reported(self, result: StreamedMessage) -> Report:
         return replace(claude_report(self._price, result.message), duration_ms=result.duration_ms)
 
     def failed(self, exc: BaseException) -> Report:
+        if cut_by_stop(exc, self._stop):
+            return stopped_report()
         if isinstance(exc, ClaudeUnavailable):
             return Report(status="error", error=f"{exc.kind}: {exc.detail}")
         return Report(status="error", error=type(exc).__name__)

@@ -21,6 +21,7 @@ from bot.services.ledger.model import (
     Purpose,
     Settlement,
     UnknownUserError,
+    starter_key,
 )
 from bot.services.ledger.rows import debit_available, post
 from bot.services.ledger.settle import capture_whole, release_locked
@@ -48,4 +49,5 @@ __all__ = [
     "hold_within",
     "post",
     "release_locked",
+    "starter_key",
 ]

@@ -39,10 +39,12 @@ from bot.services.ledger.model import (
     CHARGED_STATUSES,
     BalanceView,
     CallRecord,
+    DailyLimitReached,
     Hold,
     InsufficientBalance,
     Operation,
     Settlement,
+    starter_key,
 )
 from bot.services.ledger.settle import release_locked, settle_locked
 from bot.services.pricing import apply_markup
@@ -84,7 +86,7 @@ class Ledger:
         """Credit the starter balance once per user; False when it was credited before."""
         if amount_micros <= 0:
             return False
-        key = f"starter:{user_id}"
+        key = starter_key(user_id)
         balance = await self._credit(user_id, "starter", amount_micros, key, "starter balance")
         if balance is None:
             return False
@@ -204,6 +206,17 @@ class Ledger:
         )
         raise InsufficientBalance(amount_micros, available)
 
+    async def check_hold(self, user_id: int, amount_micros: int) -> None:
+        """Raise what `hold` would raise for `amount_micros` now (InsufficientBalance, or
+        DailyLimitReached under the person's /limit), without holding anything."""
+        async with self._sessionmaker() as session:
+            available = (await rows.balance_view(session, user_id)).available_micros
+            if available < amount_micros:
+                raise InsufficientBalance(amount_micros, available)
+            limit, left = await rows.daily_limit_left(session, user_id)
+        if limit is not None and left is not None and left < amount_micros:
+            raise DailyLimitReached(amount_micros, limit, left)
+
     async def settle(
         self, hold: Hold, call: CallRecord, *, attach: Attach | None = None
     ) -> Settlement:
@@ -225,7 +238,8 @@ class Ledger:
         return settlement
 
     def _price(self, call: CallRecord) -> int:
-        if call.status not in CHARGED_STATUSES or call.provider_cost_micros <= 0:
+        charged = call.chargeable and call.status in CHARGED_STATUSES
+        if not charged or call.provider_cost_micros <= 0:
             return 0
         return self.user_price(call.provider_cost_micros)
 

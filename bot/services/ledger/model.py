@@ -16,6 +16,11 @@ Purpose = Literal["chat", "analyze_image", "generate_image", "transcribe", "read
 ERROR_TEXT_LIMIT = 2000
 
 
+def starter_key(user_id: int) -> str:
+    """The ledger key of a person's starter credit: it applies once."""
+    return f"starter:{user_id}"
+
+
 class BillingError(Exception):
     """Base of the billing errors callers may want to handle."""
 
@@ -99,6 +104,8 @@ class CallRecord:
     request_id: str | None = None
     duration_ms: int = 0
     charge_key: str | None = None
+    # False: recorded with its cost to the provider but never charged (an image /stop abandoned)
+    chargeable: bool = True
 
     @property
     def stored_error(self) -> str | None:

@@ -214,8 +214,16 @@ async def daily_limit_reached(
     session: AsyncSession, user_id: int, amount_micros: int
 ) -> DailyLimitReached:
     """Why a hold the balance covers was refused: the person's own daily limit."""
-    row = (await session.execute(text(DAILY_LIMIT_STATE), {"id": user_id})).one()
-    limit = int(row.daily_limit_micros or 0)
-    left = max(0, limit - int(row.spent) - int(row.held_micros))
+    limit, left = await daily_limit_left(session, user_id)
     log.info("hold_daily_limit", user_id=user_id, needed_micros=amount_micros, left=left)
-    return DailyLimitReached(amount_micros, limit, left)
+    return DailyLimitReached(amount_micros, limit or 0, left or 0)
+
+
+async def daily_limit_left(session: AsyncSession, user_id: int) -> tuple[int | None, int | None]:
+    """The person's daily limit and what of it is left today (held and spent counted); (None,
+    None) without a limit."""
+    row = (await session.execute(text(DAILY_LIMIT_STATE), {"id": user_id})).one()
+    if row.daily_limit_micros is None:
+        return None, None
+    limit = int(row.daily_limit_micros)
+    return limit, max(0, limit - int(row.spent) - int(row.held_micros))

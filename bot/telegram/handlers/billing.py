@@ -1,4 +1,4 @@
-"""/balance and /usage: what a user has, and what they spent it on."""
+"""/balance and /usage: what a user has, and what they spent it on (from a group: privately)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiogram.types import Message
 from bot.i18n import N_, _, format_moment, format_money, ngettext
 from bot.services.ledger import BalanceView, Ledger, Operation
 from bot.services.usage import UsageReports, UsageSummary
+from bot.telegram.private import answer_privately
 
 RECENT_OPERATIONS = 10
 USAGE_DAYS = 30
@@ -91,13 +92,13 @@ async def balance_handler(message: Message, billing: Ledger) -> None:
     user_id = message.from_user.id
     balance = await billing.get_balance(user_id)
     operations = await billing.recent_operations(user_id, limit=RECENT_OPERATIONS)
-    await message.answer(render_balance(balance, operations))
+    await answer_privately(message, render_balance(balance, operations))
 
 
 async def usage_handler(message: Message, usage: UsageReports) -> None:
     assert message.from_user is not None
     summary = await usage.usage_summary(message.from_user.id, days=USAGE_DAYS)
-    await message.answer(render_usage(summary))
+    await answer_privately(message, render_usage(summary))
 
 
 def build_router() -> Router:

@@ -15,6 +15,7 @@ from bot.services.ledger import Ledger
 from bot.services.pricing import PriceTable
 from bot.services.transcripts import AUDIO_TOKENS_PER_SECOND
 from bot.telegram.middlewares import IGNORED
+from bot.telegram.private import answer_privately
 from bot.telegram.submit import is_group_chat, topic_of
 
 UNKNOWN_COMMAND_REPLY = N_("I don't know that command. /help lists what I can do.")
@@ -28,7 +29,8 @@ async def start_handler(message: Message, billing: Ledger) -> None:
     assert message.from_user is not None
     balance = await billing.get_balance(message.from_user.id)
     name = message.from_user.first_name or _("there")
-    await message.answer(
+    await answer_privately(
+        message,
         _(
             "Hi {name}! I'm an assistant powered by Claude.\n\n"
             "Ask me anything (typed or as a voice message), send me a photo, a PDF or a text file "
@@ -37,7 +39,7 @@ async def start_handler(message: Message, billing: Ledger) -> None:
             "Your balance: {balance}.\n"
             "/help explains features and prices, /new starts a fresh conversation, "
             "/balance shows your balance."
-        ).format(name=name, balance=format_money(balance.available_micros))
+        ).format(name=name, balance=format_money(balance.available_micros)),
     )
 
 

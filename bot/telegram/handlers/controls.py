@@ -13,6 +13,7 @@ from bot.i18n import N_, _, format_moment, format_money
 from bot.services.controls import MAX_DAILY_LIMIT_MICROS, ControlsService, DailyLimit
 from bot.telegram.confirm import CALLBACK_PREFIX as CONFIRM_PREFIX
 from bot.telegram.confirm import TelegramToolConfirmation
+from bot.telegram.private import answer_privately
 
 LIMIT_USAGE = N_(
     "Send /limit <dollars> to cap what you spend per day (UTC), e.g. /limit 2 or /limit 0.50; "
@@ -64,17 +65,17 @@ async def limit_handler(
     user_id = message.from_user.id
     arg = (command.args or "").strip().lower()
     if not arg:
-        await message.answer(describe_limit(await controls.daily_limit(user_id)))
-        return
-    if arg == "off":
-        await message.answer(describe_limit(await controls.set_daily_limit(user_id, None)))
-        return
-    try:
-        micros = parse_limit(arg)
-    except ValueError:
-        await message.answer(_(LIMIT_USAGE))
-        return
-    await message.answer(describe_limit(await controls.set_daily_limit(user_id, micros)))
+        limit = await controls.daily_limit(user_id)
+    elif arg == "off":
+        limit = await controls.set_daily_limit(user_id, None)
+    else:
+        try:
+            micros = parse_limit(arg)
+        except ValueError:
+            await message.answer(_(LIMIT_USAGE))
+            return
+        limit = await controls.set_daily_limit(user_id, micros)
+    await answer_privately(message, describe_limit(limit))  # what was spent: not for a group
 
 
 async def receipts_handler(

@@ -26,6 +26,7 @@ from bot.services.payments import (
     PaymentService,
     StarsApi,
 )
+from bot.services.users import UserState
 from bot.telegram import payment_texts as say
 from bot.telegram.notices import BUY_MENU_CALLBACK
 from bot.texts import Texts
@@ -171,19 +172,29 @@ async def refund_button_handler(
         await query.message.answer(say.refund_result(result))
 
 
-async def paysupport_handler(message: Message, texts: Texts) -> None:
-    await message.answer(texts.get("paysupport", _language(message)))
+async def paysupport_handler(
+    message: Message, texts: Texts, user_state: UserState | None = None
+) -> None:
+    await message.answer(texts.get("paysupport", _language(message, user_state)))
 
 
-async def terms_handler(message: Message, texts: Texts) -> None:
-    await message.answer(texts.get("terms", _language(message)))
+async def terms_handler(
+    message: Message, texts: Texts, user_state: UserState | None = None
+) -> None:
+    await message.answer(texts.get("terms", _language(message, user_state)))
 
 
-async def privacy_handler(message: Message, texts: Texts) -> None:
-    await message.answer(texts.get("privacy", _language(message)))
+async def privacy_handler(
+    message: Message, texts: Texts, user_state: UserState | None = None
+) -> None:
+    await message.answer(texts.get("privacy", _language(message, user_state)))
 
 
-def _language(message: Message) -> str | None:
+def _language(message: Message, user_state: UserState | None) -> str | None:
+    """As for every message: the /language choice, else Telegram's language_code (an operator's
+    text may exist for a language without a catalog, such as terms.de.md), else English."""
+    if user_state is not None and user_state.locale:
+        return user_state.locale
     return message.from_user.language_code if message.from_user else None
 
 
