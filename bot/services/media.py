@@ -25,6 +25,7 @@ PREVIEW_MAX_SIDE: Final = 1568
 DEFAULT_MAX_SIDE: Final = 16384
 JPEG_QUALITY: Final = 92
 PREVIEW_JPEG_QUALITY: Final = 85
+PHOTO_JPEG_QUALITY: Final = 87
 WEBP_QUALITY: Final = 92
 
 MIME_BY_FORMAT: Final = {
@@ -171,6 +172,9 @@ class PreparedImage:
     preview_height: int
     format: str
     source_format: str
+    # The JPEG to send as the Telegram photo when the original is too large to go as one as it
+    # is (generated images only; None: the original is the photo, or no photo is possible).
+    photo: bytes | None = field(default=None, repr=False)
 
     @property
     def size_bytes(self) -> int:
@@ -193,15 +197,13 @@ def check_envelope(data: bytes, limits: ImageLimits) -> str:
     return image_format
 
 
-def _decode_in_worker(
-    data: bytes, limits: ImageLimits, keep_png_stream: bool = False
-) -> PreparedImage:
+def _decode_in_worker(data: bytes, limits: ImageLimits, generated: bool = False) -> PreparedImage:
     # Pillow is imported with the first image, in this worker thread, so a bot that only
     # chats never loads it (about 5 MB) and the event loop never waits for the import.
     from bot.services.decoding import prepare_image
 
     try:
-        return prepare_image(data, limits, keep_png_stream=keep_png_stream)
+        return prepare_image(data, limits, keep_png_stream=generated, photo=generated)
     finally:
         _return_free_memory()
 
@@ -297,6 +299,8 @@ PHOTO_MAX_SIDE_SUM: Final = 10_000
 PHOTO_MAX_RATIO: Final = 20
 PHOTO_RECOMPRESSED_SIDE: Final = 2560
 PHOTO_RECOMPRESSED_BYTES: Final = 5_000_000
+PHOTO_PREVIEW_SIDE: Final = 2560  # what Telegram scales a photo down to
+PHOTO_PREVIEW_KEEP_SIDE: Final = 3840
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +322,24 @@ def photo_allowed(width: int, height: int, size_bytes: int) -> bool:
         and width + height <= PHOTO_MAX_SIDE_SUM
         and long_side <= PHOTO_MAX_RATIO * short_side
     )
+
+
+def photo_preview_size(width: int, height: int, size_bytes: int) -> tuple[int, int] | None:
+    """The size of the JPEG to send as the photo instead of an original that is over Telegram's
+    photo limits or that Telegram would scale down anyway (long side over PHOTO_PREVIEW_SIDE).
+    Up to PHOTO_PREVIEW_KEEP_SIDE the JPEG keeps the original's size (a resize would cost more
+    CPU than the larger upload; Telegram scales it); a larger one is scaled to
+    PHOTO_PREVIEW_SIDE. None when the original goes as it is, or when no photo can be sent (a
+    side more than PHOTO_MAX_RATIO times the other)."""
+    short_side, long_side = sorted((width, height))
+    if short_side <= 0 or long_side > PHOTO_MAX_RATIO * short_side:
+        return None
+    if long_side <= PHOTO_PREVIEW_SIDE and photo_allowed(width, height, size_bytes):
+        return None
+    if long_side <= PHOTO_PREVIEW_KEEP_SIDE and width + height <= PHOTO_MAX_SIDE_SUM:
+        return width, height
+    scale = min(1.0, PHOTO_PREVIEW_SIDE / long_side)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def plan_delivery(
