@@ -36,6 +36,8 @@ class ProducedFile:
     metadata: dict[str, Any]
     image_size: str | None = None
     charge: PendingCharge | None = None
+    # Already checked and prepared by the tool (None: the delivery checks `content` itself).
+    prepared: PreparedImage | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ class FileDelivery:
 
     async def _deliver_one(self, item: ProducedFile, to: Recipient) -> dict[str, Any]:
         try:
-            prepared = await self._processor.validate_generated(item.content, item.mime_type)
+            prepared = item.prepared or await self._processor.validate_generated(
+                item.content, item.mime_type
+            )
         except MediaRejected as exc:
             await _release(item.charge, f"invalid_image: {exc.reason}")
             return {"delivered": False, "error": GENERATED_INVALID}
