@@ -30,7 +30,7 @@ from bot.services.media import (
     MediaRejected,
     PreparedImage,
     check_envelope,
-    photo_preview_size,
+    photo_reduction,
     rejected_animated,
     rejected_bad_dimensions,
     rejected_corrupt,
@@ -216,13 +216,10 @@ def _on_white(image: Image.Image) -> Image.Image:
     return background
 
 
-def _photo_preview(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, bytes]:
-    """The JPEG sent as the Telegram photo of an image too large to go as one as it is.
-    Halving first (a box filter) then a Lanczos pass: about a third of the time of a single
-    Lanczos pass over a 4K image, alike to the eye at this size."""
-    small = image
-    if size != image.size:
-        small = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=1.0)
+def _photo_preview(image: Image.Image, factor: int) -> tuple[Image.Image, bytes]:
+    """The JPEG sent as the Telegram photo of an image too large to go as one as it is: the
+    image shrunk by a whole `factor` (each block of pixels averaged)."""
+    small = image if factor == 1 else image.reduce(factor)
     return small, _encode(_on_white(small), "JPEG", quality=PHOTO_JPEG_QUALITY)
 
 
@@ -275,11 +272,11 @@ def prepare_image(
             original = _png_critical_chunks(data)
         if original is None:
             original = _encode_original(image, stored_format)
-        photo_size = photo_preview_size(*image.size, len(original)) if photo else None
+        reduction = photo_reduction(*image.size, len(original)) if photo else None
         photo_bytes = None
-        if photo_size is not None:
+        if reduction is not None:
             # The model's preview is made from the photo's smaller pixels: less work, same look.
-            image, photo_bytes = _photo_preview(image, photo_size)
+            image, photo_bytes = _photo_preview(image, reduction)
         preview, preview_mime, preview_size = _preview(image, original, stored_format)
     return PreparedImage(
         original=original,

@@ -319,7 +319,7 @@ PHOTO_MAX_RATIO: Final = 20
 PHOTO_RECOMPRESSED_SIDE: Final = 2560
 PHOTO_RECOMPRESSED_BYTES: Final = 5_000_000
 PHOTO_PREVIEW_SIDE: Final = 2560  # what Telegram scales a photo down to
-PHOTO_PREVIEW_KEEP_SIDE: Final = 3840
+PHOTO_JPEG_MAX_SIDE: Final = 3072
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,22 +343,22 @@ def photo_allowed(width: int, height: int, size_bytes: int) -> bool:
     )
 
 
-def photo_preview_size(width: int, height: int, size_bytes: int) -> tuple[int, int] | None:
-    """The size of the JPEG to send as the photo instead of an original that is over Telegram's
-    photo limits or that Telegram would scale down anyway (long side over PHOTO_PREVIEW_SIDE).
-    Up to PHOTO_PREVIEW_KEEP_SIDE the JPEG keeps the original's size (a resize would cost more
-    CPU than the larger upload; Telegram scales it); a larger one is scaled to
-    PHOTO_PREVIEW_SIDE. None when the original goes as it is, or when no photo can be sent (a
+def photo_reduction(width: int, height: int, size_bytes: int) -> int | None:
+    """How much to shrink an original for the JPEG sent as its photo (1: its own size), when
+    the original is over Telegram's photo limits or larger than Telegram shows a photo (long
+    side over PHOTO_PREVIEW_SIDE; Telegram scales the rest itself). The smallest whole factor
+    that brings the long side to at most PHOTO_JPEG_MAX_SIDE and the sides' sum within the
+    limit: shrinking by a whole factor averages blocks of pixels, a fraction of the work of a
+    resampling filter. None when the original goes as it is, or when no photo can be sent (a
     side more than PHOTO_MAX_RATIO times the other)."""
     short_side, long_side = sorted((width, height))
     if short_side <= 0 or long_side > PHOTO_MAX_RATIO * short_side:
         return None
     if long_side <= PHOTO_PREVIEW_SIDE and photo_allowed(width, height, size_bytes):
         return None
-    if long_side <= PHOTO_PREVIEW_KEEP_SIDE and width + height <= PHOTO_MAX_SIDE_SUM:
-        return width, height
-    scale = min(1.0, PHOTO_PREVIEW_SIDE / long_side)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    by_side = -(-long_side // PHOTO_JPEG_MAX_SIDE)
+    by_sum = -(-(width + height) // PHOTO_MAX_SIDE_SUM)
+    return max(by_side, by_sum)
 
 
 def plan_delivery(

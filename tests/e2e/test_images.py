@@ -303,7 +303,7 @@ async def test_large_and_odd_images_arrive_as_documents(
     cases = [
         ({"prompt": "a 4K castle", "image_size": "4K"}, image_reply(), "photo+document"),
         ({"prompt": "a thin tower"}, image_reply(width=20, height=600), "document"),
-        # Over the photo limits (9000 + 1100 > 10000): a 2560 px JPEG preview is the photo.
+        # Over the photo limits (9000 + 1100 > 10000): a JPEG a third its size is the photo.
         ({"prompt": "a wide panorama"}, image_reply(width=9000, height=1100), "photo+document"),
     ]
     for args, reply, sent_as in cases:
@@ -322,7 +322,7 @@ async def test_large_and_odd_images_arrive_as_documents(
     panorama_document = [s for s in telegram.sent(USER) if s.method == "sendDocument"][-1]
     assert panorama_photo.photo is not None and panorama_document.document is not None
     with Image.open(io.BytesIO(panorama_photo.photo)) as shown:
-        assert (shown.format, shown.size) == ("JPEG", (2560, 313))
+        assert (shown.format, shown.size) == ("JPEG", (3000, 367))
     with Image.open(io.BytesIO(panorama_document.document)) as original:
         assert (original.format, original.size) == ("PNG", (9000, 1100))
     calls = await rows(engine, "SELECT * FROM api_calls WHERE purpose = 'generate_image'")

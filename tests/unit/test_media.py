@@ -23,7 +23,7 @@ from bot.services.media import (
     ImageProcessor,
     MediaRejected,
     PreparedImage,
-    photo_preview_size,
+    photo_reduction,
     plan_delivery,
     sniff_image_type,
 )
@@ -420,7 +420,7 @@ async def test_a_large_generated_image_gets_a_jpeg_photo_at_telegrams_size() -> 
     assert prepared.original == data  # the document stays the lossless original
     assert prepared.photo is not None
     with Image.open(io.BytesIO(prepared.photo)) as photo:
-        assert (photo.format, photo.size, photo.mode) == ("JPEG", (2560, 1280), "RGB")
+        assert (photo.format, photo.size, photo.mode) == ("JPEG", (2100, 1050), "RGB")
     assert max(prepared.preview_width, prepared.preview_height) == PREVIEW_MAX_SIDE
 
 
@@ -452,20 +452,20 @@ _MB = 1_000_000
     [
         (1024, 1024, 1 * _MB, None),  # the original is the photo
         (2560, 1440, 9 * _MB, None),
-        (2560, 1440, 10 * _MB + 1, (2560, 1440)),  # too heavy: a JPEG at its own size
-        (2752, 1536, 7 * _MB, (2752, 1536)),  # Telegram would scale it: a JPEG at its own size
-        (3840, 2160, 20 * _MB, (3840, 2160)),
-        (5504, 3072, 28 * _MB, (2560, 1429)),  # 4K: scaled to 2560
-        (4096, 4096, 30 * _MB, (2560, 2560)),
-        (9000, 1100, 1 * _MB, (2560, 313)),  # over the side sum: scaled
+        (2560, 1440, 10 * _MB + 1, 1),  # too heavy: a JPEG at its own size
+        (2752, 1536, 7 * _MB, 1),  # Telegram would scale it: a JPEG at its own size
+        (3072, 1728, 20 * _MB, 1),
+        (3073, 1728, 20 * _MB, 2),
+        (5504, 3072, 28 * _MB, 2),  # 4K: 2752 x 1536
+        (4096, 4096, 30 * _MB, 2),
+        (6200, 3800, 1 * _MB, 3),  # the sides' sum over 10000 even when halved
+        (9000, 1100, 1 * _MB, 3),
         (100, 2001, 1 * _MB, None),  # thinner than 1:20: no photo at all
         (0, 100, 100, None),
     ],
 )
-def test_photo_preview_size(
-    width: int, height: int, size_bytes: int, expected: tuple[int, int] | None
-) -> None:
-    assert photo_preview_size(width, height, size_bytes) == expected
+def test_photo_reduction(width: int, height: int, size_bytes: int, expected: int | None) -> None:
+    assert photo_reduction(width, height, size_bytes) == expected
 
 
 def _text_chunk(key: str, value: str) -> object:
