@@ -17,6 +17,7 @@ from bot.agent.tools.read_document import ReadDocumentTool
 from bot.agent.tools.registry import ToolRegistry
 from bot.builders import build_intake, upload_processor
 from bot.config import Settings, usd_to_micros
+from bot.providers.images import AnswerGate
 from bot.services.cancellation import RunningTurns
 from bot.services.delivery import FileDelivery
 from bot.services.files import GENERATED_MAX_BYTES, FileService
@@ -65,7 +66,7 @@ def build_agent_loop(
     )
     return AgentLoop(
         claude=clients.claude,
-        registry=ToolRegistry(build_tools(settings, core, clients, files)),
+        registry=ToolRegistry(build_tools(settings, core, clients, files, generated)),
         metered=core.metered,
         prices=core.prices,
         files=delivery,
@@ -80,8 +81,13 @@ def build_agent_loop(
 
 
 def build_tools(
-    settings: Settings, core: Core, clients: Clients, files: FileService
+    settings: Settings,
+    core: Core,
+    clients: Clients,
+    files: FileService,
+    generated: ImageProcessor,
 ) -> list[GenerateImageTool | AnalyzeImageTool | ReadDocumentTool]:
+    """`generated` checks the image model's answers, one answer in memory at a time."""
     vision = VisionConfig(model=settings.vision_model, max_tokens=settings.VISION_MAX_TOKENS)
     rate_limit = ImageRateLimit(core.sessionmaker, per_hour=settings.RATE_LIMIT_IMAGES_PER_HOUR)
     return [
@@ -91,6 +97,8 @@ def build_tools(
             metered=core.metered,
             prices=core.prices,
             rate_limit=rate_limit,
+            processor=generated,
+            gate=AnswerGate(limit=1),
         ),
         AnalyzeImageTool(
             claude=clients.claude,

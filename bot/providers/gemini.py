@@ -29,9 +29,11 @@ from bot.providers.images import (
     ImageUnavailable,
     ImageUsage,
     ModelGoneReporter,
+    hold_current_answer,
 )
 
 if TYPE_CHECKING:
+    import types as builtin_types
     from collections.abc import Callable
 
     from google import genai
@@ -43,6 +45,9 @@ log = structlog.get_logger(__name__)
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 8.0
 TEXT_LIMIT = 300
+# An answer waiting for its AnswerGate slot buffers at most twice this in the bot (the SDK's
+# own session reads 4 MB at a time).
+READ_BUFFER_SIZE = 2**20
 
 MAX_REFERENCES = 14
 SAFETY_FINISH_REASONS = frozenset(
@@ -60,9 +65,13 @@ SAFETY_FINISH_REASONS = frozenset(
 
 
 def create_gemini_client(
-    api_key: str, base_url: str | None, timeout_seconds: float
+    api_key: str,
+    base_url: str | None,
+    timeout_seconds: float,
+    session: aiohttp.ClientSession | None = None,
 ) -> genai.Client:
-    """The SDK's own retries are off: the gateway is the single retry layer."""
+    """The SDK's own retries are off: the gateway is the single retry layer. `session`: an
+    aiohttp session of ours for the SDK's requests (`image_answer_session`)."""
     from google import genai
     from google.genai import types
 
@@ -73,7 +82,31 @@ def create_gemini_client(
             api_version="v1beta",
             timeout=int(timeout_seconds * 1000),
             retry_options=types.HttpRetryOptions(attempts=1),
+            aiohttp_client=session,
         ),
+    )
+
+
+async def _on_response_headers(
+    session: aiohttp.ClientSession,
+    context: builtin_types.SimpleNamespace,
+    params: aiohttp.TraceRequestEndParams,
+) -> None:
+    if params.response.status == 200:
+        await hold_current_answer()
+
+
+def image_answer_session() -> aiohttp.ClientSession:
+    """The SDK's requests through a session (the SDK's own settings) that waits for the
+    caller's `AnswerGate` slot when a successful answer's headers arrive, before the SDK reads
+    and parses the body: a waiting answer stays in the network buffers, not in memory."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(_on_response_headers)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        trust_env=True,
+        read_bufsize=READ_BUFFER_SIZE,
+        trace_configs=[trace],
     )
 
 
@@ -102,13 +135,14 @@ class GeminiImageGateway:
 
     def __init__(
         self,
-        connect: Callable[[], genai.Client],
+        connect: Callable[[aiohttp.ClientSession], genai.Client],
         config: GatewayConfig,
         *,
         concurrency: asyncio.Semaphore | None = None,
     ) -> None:
         self._connect = connect
         self._client: genai.Client | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._connecting = asyncio.Lock()
         self._config = config
         self._gone = ModelGoneReporter("google", config.model)
@@ -122,7 +156,8 @@ class GeminiImageGateway:
             if self._client is None:
                 # Importing the SDK takes about half a second: in a thread, so that other
                 # people's turns go on meanwhile.
-                self._client = await asyncio.to_thread(self._connect)
+                self._session = image_answer_session()
+                self._client = await asyncio.to_thread(self._connect, self._session)
                 log.info("gemini_client_created")
             return self._client
 
@@ -130,6 +165,9 @@ class GeminiImageGateway:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aio.aclose()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     @property
     def model(self) -> str:

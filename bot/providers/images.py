@@ -4,9 +4,12 @@ explains (no image; no useful answer). Provider-neutral: no SDK is imported here
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -176,3 +179,62 @@ def retry_delay(
     if time.monotonic() + delay >= deadline:
         return None
     return round(delay, 3)
+
+
+class AnswerTicket:
+    """One image call's claim on the `AnswerGate`: held from the moment its answer starts to
+    arrive until the caller has its image checked (or gives up)."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self.held = False
+
+    async def hold(self) -> None:
+        """Wait for a slot (nothing when this ticket already has one)."""
+        if not self.held:
+            await self._slots.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._slots.release()
+
+
+_CURRENT_TICKET: contextvars.ContextVar[AnswerTicket | None] = contextvars.ContextVar(
+    "image_answer_ticket", default=None
+)
+
+
+class AnswerGate:
+    """At most `limit` image answers in the bot's memory at once. A 4K answer is about 37 MB of
+    base64 JSON that the SDK holds several times over while parsing it (about 140 MB at its
+    peak), then about 130 MB while its pixels are checked; eight arriving together would need
+    over a gigabyte. A provider's transport waits for a slot when an answer's headers arrive
+    (`hold_current_answer`), before its body is read, so the bodies still waiting stay in the
+    network buffers; the caller releases the slot once the image is checked. Generation itself
+    (seconds to minutes at the provider) is not limited."""
+
+    def __init__(self, limit: int = 1) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self._slots = asyncio.Semaphore(limit)
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[AnswerTicket]:
+        """The ticket of the image calls made inside this block; released when it ends."""
+        ticket = AnswerTicket(self._slots)
+        token = _CURRENT_TICKET.set(ticket)
+        try:
+            yield ticket
+        finally:
+            _CURRENT_TICKET.reset(token)
+            ticket.release()
+
+
+async def hold_current_answer() -> None:
+    """Called by a provider's transport when a successful answer's headers arrive: waits for the
+    caller's `AnswerGate` slot before the body is read (nothing outside `AnswerGate.admit`)."""
+    ticket = _CURRENT_TICKET.get()
+    if ticket is not None:
+        await ticket.hold()

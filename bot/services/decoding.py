@@ -12,6 +12,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -21,6 +22,7 @@ from bot.services.media import (
     ANIMATABLE_FORMATS,
     JPEG_QUALITY,
     MIME_BY_FORMAT,
+    PHOTO_JPEG_QUALITY,
     PREVIEW_JPEG_QUALITY,
     PREVIEW_MAX_SIDE,
     WEBP_QUALITY,
@@ -28,6 +30,7 @@ from bot.services.media import (
     MediaRejected,
     PreparedImage,
     check_envelope,
+    photo_reduction,
     rejected_animated,
     rejected_bad_dimensions,
     rejected_corrupt,
@@ -140,15 +143,25 @@ def _normalized(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decode(data: bytes, image_format: str) -> Image.Image:
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """The decoded first frame, and whether its pixels are exactly the stored ones (no rotation,
+    no mode change, no transparency key): then a PNG's own image data can be kept."""
+
+    image: Image.Image
+    pixels_as_stored: bool
+
+
+def _decode(data: bytes, image_format: str) -> _Decoded:
     """Fully decode the first frame, upright, in a plain mode, with no metadata attached.
     Each step replaces the previous image, so at most two full-size copies exist at once."""
-    image = _open(data, image_format)
-    image.load()
-    image = _upright(image)
-    image = _normalized(image)
+    raw = _open(data, image_format)
+    raw.load()
+    raw_mode, keyed = raw.mode, "transparency" in raw.info
+    image = _normalized(_upright(raw))
+    as_stored = image is raw and raw_mode in ("L", "RGB", "RGBA") and not keyed
     image.info = {}
-    return image
+    return _Decoded(image, as_stored)
 
 
 def _encode(image: Image.Image, image_format: str, **options: object) -> bytes:
@@ -194,16 +207,34 @@ def _preview(
     return _encode(small, "JPEG", quality=PREVIEW_JPEG_QUALITY), "image/jpeg", small.size
 
 
+def _on_white(image: Image.Image) -> Image.Image:
+    """An opaque copy: a Telegram photo has no transparency (JPEG), so it goes on white."""
+    if image.mode != "RGBA":
+        return image
+    background = Image.new("RGB", image.size, (255, 255, 255))
+    background.paste(image, mask=image.getchannel("A"))
+    return background
+
+
+def _photo_preview(image: Image.Image, factor: int) -> tuple[Image.Image, bytes]:
+    """The JPEG sent as the Telegram photo of an image too large to go as one as it is: the
+    image shrunk by a whole `factor` (each block of pixels averaged)."""
+    small = image if factor == 1 else image.reduce(factor)
+    return small, _encode(_on_white(small), "JPEG", quality=PHOTO_JPEG_QUALITY)
+
+
 # The PNG chunks a picture needs; every other chunk (text, EXIF, XMP, ICC, time, private) goes.
 _PNG_KEPT_CHUNKS: Final = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 
 
 def _png_critical_chunks(data: bytes) -> bytes | None:
-    """The PNG with only IHDR, PLTE, IDAT and IEND, nothing after IEND; None when malformed."""
+    """The PNG with only IHDR, PLTE, IDAT and IEND, nothing after IEND; None when malformed.
+    `data` itself (no copy) when it has nothing else."""
     if not data.startswith(_PNG_SIGNATURE):
         return None
-    kept = [_PNG_SIGNATURE]
+    kept: list[bytes | memoryview] = [_PNG_SIGNATURE]
+    dropped = False
     position = len(_PNG_SIGNATURE)
     while position + 12 <= len(data):
         length = int.from_bytes(data[position : position + 4], "big")
@@ -212,52 +243,46 @@ def _png_critical_chunks(data: bytes) -> bytes | None:
         if end > len(data):
             return None
         if kind in _PNG_KEPT_CHUNKS:
-            kept.append(data[position:end])
+            kept.append(memoryview(data)[position:end])
+        else:
+            dropped = True
         if kind == b"IEND":
-            return b"".join(kept)
+            return data if not dropped and end == len(data) else b"".join(kept)
         position = end
     return None
 
 
-def _png_stream_as_is(data: bytes, image: Image.Image) -> bytes | None:
-    """A decoded PNG whose pixels need no change (same mode and size, no rotation, no
-    transparency key) stored as its own image data without the metadata chunks: about 4 s less
-    than a re-encode for a 4K image. None when a re-encode is needed."""
-    with _open(data, "PNG") as raw:
-        unchanged = (
-            raw.mode == image.mode
-            and raw.mode in ("L", "RGB", "RGBA")
-            and raw.size == image.size
-            and "transparency" not in raw.info
-            and _orientation(raw) == 1
-        )
-    return _png_critical_chunks(data) if unchanged else None
-
-
 def prepare_image(
-    data: bytes, limits: ImageLimits, *, keep_png_stream: bool = False
+    data: bytes, limits: ImageLimits, *, keep_png_stream: bool = False, photo: bool = False
 ) -> PreparedImage:
     """The whole pipeline, synchronously (CPU bound: call it from a worker thread).
 
     `keep_png_stream` (images from the image provider): a PNG whose pixels need no change keeps
     its own image data, with every metadata chunk and anything after IEND removed, instead of a
-    full re-encode. Users' uploads are always re-encoded."""
+    full re-encode. Users' uploads are always re-encoded. `photo`: also make the JPEG to send as
+    the Telegram photo when the original is too large to go as one (`photo_preview_size`)."""
     source_format = check_envelope(data, limits)
     with _decoder_errors_as_rejections(effective_max_pixels(limits)):
         _inspect(data, source_format, limits)
-        image = _decode(data, source_format)
+        decoded = _decode(data, source_format)
+        image = decoded.image
         stored_format = _stored_format(image, source_format)
         original = None
-        if keep_png_stream and source_format == "PNG" and stored_format == "PNG":
-            original = _png_stream_as_is(data, image)
+        if keep_png_stream and decoded.pixels_as_stored and stored_format == source_format == "PNG":
+            original = _png_critical_chunks(data)
         if original is None:
             original = _encode_original(image, stored_format)
+        reduction = photo_reduction(*image.size, len(original)) if photo else None
+        photo_bytes = None
+        if reduction is not None:
+            # The model's preview is made from the photo's smaller pixels: less work, same look.
+            image, photo_bytes = _photo_preview(image, reduction)
         preview, preview_mime, preview_size = _preview(image, original, stored_format)
     return PreparedImage(
         original=original,
         original_mime=MIME_BY_FORMAT[stored_format],
-        width=image.width,
-        height=image.height,
+        width=decoded.image.width,
+        height=decoded.image.height,
         sha256=hashlib.sha256(original).hexdigest(),
         preview=preview,
         preview_mime=preview_mime,
@@ -265,4 +290,5 @@ def prepare_image(
         preview_height=preview_size[1],
         format=stored_format,
         source_format=source_format,
+        photo=photo_bytes,
     )

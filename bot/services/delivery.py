@@ -36,6 +36,8 @@ class ProducedFile:
     metadata: dict[str, Any]
     image_size: str | None = None
     charge: PendingCharge | None = None
+    # Already checked and prepared by the tool (None: the delivery checks `content` itself).
+    prepared: PreparedImage | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -100,19 +102,28 @@ class FileDelivery:
 
     async def _deliver_one(self, item: ProducedFile, to: Recipient) -> dict[str, Any]:
         try:
-            prepared = await self._processor.validate_generated(item.content, item.mime_type)
+            prepared = item.prepared or await self._processor.validate_generated(
+                item.content, item.mime_type
+            )
         except MediaRejected as exc:
             await _release(item.charge, f"invalid_image: {exc.reason}")
             return {"delivered": False, "error": GENERATED_INVALID}
-        sha256 = await self._files.store_blob(prepared)
         filename = safe_filename(item.filename, prepared, default="image")
+        # The original is written to storage while the chat receives it (a 4K image's write and
+        # sync take as long as its upload); the row that refers to it comes after both.
+        storing = asyncio.ensure_future(self._files.store_blob(prepared))
         try:
             delivery = await self._sender.send_image(
                 to.chat_id, prepared, filename, item.image_size, thread_id=to.thread_id
             )
         except SendFailed as exc:
+            await _finished(storing)
             await _release(item.charge, f"send_failed: {exc}")
             return {"delivered": False, "error": SEND_FAILED}
+        except BaseException:
+            storing.cancel()
+            raise
+        sha256 = await storing
         claude_file_id = await self._files.upload_preview(prepared, f"generated-{sha256[:12]}")
         row = NewFile(
             user_id=to.user_id,
@@ -164,6 +175,14 @@ def _delivered(file_id: int, row: NewFile, delivery: Delivery) -> dict[str, Any]
         "height": prepared.height,
         "size_bytes": prepared.size_bytes,
     }
+
+
+async def _finished(task: asyncio.Future[Any]) -> None:
+    """Wait for a side task whose result is no longer needed (a failure is logged)."""
+    try:
+        await task
+    except Exception:
+        log.exception("blob_store_failed")
 
 
 async def _release(charge: PendingCharge | None, error: str) -> None:

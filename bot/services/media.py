@@ -25,6 +25,7 @@ PREVIEW_MAX_SIDE: Final = 1568
 DEFAULT_MAX_SIDE: Final = 16384
 JPEG_QUALITY: Final = 92
 PREVIEW_JPEG_QUALITY: Final = 85
+PHOTO_JPEG_QUALITY: Final = 87
 WEBP_QUALITY: Final = 92
 
 MIME_BY_FORMAT: Final = {
@@ -171,6 +172,9 @@ class PreparedImage:
     preview_height: int
     format: str
     source_format: str
+    # The JPEG to send as the Telegram photo when the original is too large to go as one as it
+    # is (generated images only; None: the original is the photo, or no photo is possible).
+    photo: bytes | None = field(default=None, repr=False)
 
     @property
     def size_bytes(self) -> int:
@@ -193,35 +197,52 @@ def check_envelope(data: bytes, limits: ImageLimits) -> str:
     return image_format
 
 
-def _decode_in_worker(
-    data: bytes, limits: ImageLimits, keep_png_stream: bool = False
-) -> PreparedImage:
+def _decode_in_worker(data: bytes, limits: ImageLimits, generated: bool = False) -> PreparedImage:
     # Pillow is imported with the first image, in this worker thread, so a bot that only
     # chats never loads it (about 5 MB) and the event loop never waits for the import.
     from bot.services.decoding import prepare_image
 
     try:
-        return prepare_image(data, limits, keep_png_stream=keep_png_stream)
+        return prepare_image(data, limits, keep_png_stream=generated, photo=generated)
     finally:
         _return_free_memory()
 
 
-_malloc_trim: Any = None
+_libc_handle: Any = None
+M_MMAP_THRESHOLD: Final = -3  # mallopt's parameter number (glibc)
+LARGE_BLOCK_BYTES: Final = 1024 * 1024
+
+
+def _libc() -> Any:
+    """glibc's functions, or None on another C library."""
+    global _libc_handle  # noqa: PLW0603
+    if _libc_handle is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            _libc_handle = libc if hasattr(libc, "malloc_trim") else False
+        except OSError:
+            _libc_handle = False
+    return _libc_handle or None
 
 
 def _return_free_memory() -> None:
     """Give the heap pages a large decode freed back to the system (glibc keeps them otherwise:
     after four 4K images the process held about 400 MB more than it used)."""
-    global _malloc_trim  # noqa: PLW0603
-    if _malloc_trim is None:
-        try:
-            import ctypes
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
+
+def map_large_blocks_separately() -> None:
+    """Blocks of a MiB and more get their own pages, given back to the system when freed.
+    glibc's default threshold rises with the first large block freed (up to 32 MB), after which
+    the buffers of an image answer (37 MB of base64 JSON, held several times over while the SDK
+    parses it) stay in the heap after use: about 90 MB per 4K answer. Called once at start."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
 
 
 class ImageProcessor:
@@ -297,6 +318,8 @@ PHOTO_MAX_SIDE_SUM: Final = 10_000
 PHOTO_MAX_RATIO: Final = 20
 PHOTO_RECOMPRESSED_SIDE: Final = 2560
 PHOTO_RECOMPRESSED_BYTES: Final = 5_000_000
+PHOTO_PREVIEW_SIDE: Final = 2560  # what Telegram scales a photo down to
+PHOTO_JPEG_MAX_SIDE: Final = 3072
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +341,24 @@ def photo_allowed(width: int, height: int, size_bytes: int) -> bool:
         and width + height <= PHOTO_MAX_SIDE_SUM
         and long_side <= PHOTO_MAX_RATIO * short_side
     )
+
+
+def photo_reduction(width: int, height: int, size_bytes: int) -> int | None:
+    """How much to shrink an original for the JPEG sent as its photo (1: its own size), when
+    the original is over Telegram's photo limits or larger than Telegram shows a photo (long
+    side over PHOTO_PREVIEW_SIDE; Telegram scales the rest itself). The smallest whole factor
+    that brings the long side to at most PHOTO_JPEG_MAX_SIDE and the sides' sum within the
+    limit: shrinking by a whole factor averages blocks of pixels, a fraction of the work of a
+    resampling filter. None when the original goes as it is, or when no photo can be sent (a
+    side more than PHOTO_MAX_RATIO times the other)."""
+    short_side, long_side = sorted((width, height))
+    if short_side <= 0 or long_side > PHOTO_MAX_RATIO * short_side:
+        return None
+    if long_side <= PHOTO_PREVIEW_SIDE and photo_allowed(width, height, size_bytes):
+        return None
+    by_side = -(-long_side // PHOTO_JPEG_MAX_SIDE)
+    by_sum = -(-(width + height) // PHOTO_MAX_SIDE_SUM)
+    return max(by_side, by_sum)
 
 
 def plan_delivery(

@@ -9,7 +9,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramEnt
 from aiogram.types import BufferedInputFile, Message
 
 from bot.services.delivery import Delivery, SendFailed
-from bot.services.media import PreparedImage, plan_delivery
+from bot.services.media import DeliveryPlan, PreparedImage, plan_delivery
 
 log = structlog.get_logger(__name__)
 
@@ -46,14 +46,17 @@ class TelegramFileSender:
         image_size: str | None,
         thread_id: int | None,
     ) -> Delivery:
-        plan = plan_delivery(image.width, image.height, image.size_bytes, image_size=image_size)
+        plan = _plan(image, image_size)
         sent_as: list[str] = []
         file_ids: tuple[str | None, str | None] = (None, None)
         if plan.as_photo:
-            message = await self._send_photo(chat_id, image.original, filename, thread_id)
+            photo = image.photo if image.photo is not None else image.original
+            photo_name = filename.rsplit(".", 1)[0] + ".jpg" if image.photo else filename
+            message = await self._send_photo(chat_id, photo, photo_name, thread_id)
             if message is not None and message.photo:
                 sent_as.append("photo")
-                file_ids = (message.photo[-1].file_id, message.photo[-1].file_unique_id)
+                if image.photo is None:  # a preview's file is not the image itself
+                    file_ids = (message.photo[-1].file_id, message.photo[-1].file_unique_id)
         if plan.also_document or not sent_as:
             message = await self._bot.send_document(
                 chat_id,
@@ -87,3 +90,10 @@ class TelegramFileSender:
         except Exception as exc:
             log.warning("photo_send_failed", chat_id=chat_id, error=type(exc).__name__)
             return None
+
+
+def _plan(image: PreparedImage, image_size: str | None) -> DeliveryPlan:
+    """A JPEG preview as the photo always comes with the original as a document."""
+    if image.photo is not None:
+        return DeliveryPlan(as_photo=True, also_document=True)
+    return plan_delivery(image.width, image.height, image.size_bytes, image_size=image_size)

@@ -303,7 +303,8 @@ async def test_large_and_odd_images_arrive_as_documents(
     cases = [
         ({"prompt": "a 4K castle", "image_size": "4K"}, image_reply(), "photo+document"),
         ({"prompt": "a thin tower"}, image_reply(width=20, height=600), "document"),
-        ({"prompt": "a wide panorama"}, image_reply(width=9000, height=1100), "document"),
+        # Over the photo limits (9000 + 1100 > 10000): a JPEG a third its size is the photo.
+        ({"prompt": "a wide panorama"}, image_reply(width=9000, height=1100), "photo+document"),
     ]
     for args, reply, sent_as in cases:
         before = len(telegram.sent(USER))
@@ -316,6 +317,14 @@ async def test_large_and_odd_images_arrive_as_documents(
         assert [m for m in new if m != "sendMessage"] == expected[sent_as], new
         result = json.loads(result_text(tool_results(anthropic_fake)[-1]))
         assert result["delivered_files"][0]["sent_as"] == sent_as
+    # The panorama's photo is a JPEG preview; its document is the original, untouched.
+    panorama_photo = [s for s in telegram.sent(USER) if s.method == "sendPhoto"][-1]
+    panorama_document = [s for s in telegram.sent(USER) if s.method == "sendDocument"][-1]
+    assert panorama_photo.photo is not None and panorama_document.document is not None
+    with Image.open(io.BytesIO(panorama_photo.photo)) as shown:
+        assert (shown.format, shown.size) == ("JPEG", (3000, 367))
+    with Image.open(io.BytesIO(panorama_document.document)) as original:
+        assert (original.format, original.size) == ("PNG", (9000, 1100))
     calls = await rows(engine, "SELECT * FROM api_calls WHERE purpose = 'generate_image'")
     expected = [
         gemini_cost(r.usage, size)

@@ -985,6 +985,9 @@ def command_entities(text: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
+UPLOAD_READ_CHUNK = 1024 * 1024
+
+
 def png_dimensions(data: bytes) -> tuple[int, int] | None:
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
         width, height = struct.unpack(">II", data[16:24])
@@ -1090,6 +1093,9 @@ async def read_multipart(
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             raise bad_request("nested multipart bodies are not supported")
+        # Larger reads than aiohttp's 8 KB default: a 28 MB upload in 27 reads, not 3,400 (the
+        # same parser and checks; the benchmark counts this time as the bot's).
+        part.chunk_size = UPLOAD_READ_CHUNK
         data = bytes(await part.read(decode=True))
         name = part.name or ""
         if part.filename is None:

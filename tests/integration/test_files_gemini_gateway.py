@@ -3,6 +3,7 @@ image selection, safety outcomes, retries inside the deadline, no retry after a 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import time
@@ -19,6 +20,7 @@ from bot.providers.gemini import (
     ImageUnavailable,
     create_gemini_client,
 )
+from bot.providers.images import AnswerGate, ImageResult
 from tests.fakes.gemini import (
     DEFAULT_THOUGHTS_TOKENS,
     ApiError,
@@ -232,3 +234,28 @@ async def test_a_retired_model_is_model_gone_logged_once(gemini: FakeGemini) -> 
     errors = [entry for entry in logs if entry["log_level"] == "error"]
     assert [e["event"] for e in errors] == ["image_model_unavailable"]
     assert errors[0]["model"] == "gemini-3-pro-image-preview"
+
+
+async def test_an_answer_waits_for_a_gate_slot_before_its_body_is_read(
+    gemini: FakeGemini, gateway: GeminiImageGateway
+) -> None:
+    """While another image is being checked (the gate's one slot held), a finished answer stays
+    unread at its headers; error answers never wait (the retry's answer does)."""
+    gate = AnswerGate(limit=1)
+    gemini.script(ApiError(503, "UNAVAILABLE", "overloaded"), image_reply())
+
+    async def draw() -> tuple[object, bool]:
+        async with gate.admit() as ticket:
+            image = await generate(gateway)
+            return image, ticket.held
+
+    async with gate.admit() as checking:
+        await checking.hold()
+        waiting = asyncio.create_task(draw())
+        await gemini.wait_for_requests(2, completed=True)
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+    image, held = await asyncio.wait_for(waiting, 5)
+    assert isinstance(image, ImageResult) and image.data and held
+    async with gate.admit() as ticket:  # the slot came back when the block ended
+        await asyncio.wait_for(ticket.hold(), 1)

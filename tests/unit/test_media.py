@@ -23,6 +23,7 @@ from bot.services.media import (
     ImageProcessor,
     MediaRejected,
     PreparedImage,
+    photo_reduction,
     plan_delivery,
     sniff_image_type,
 )
@@ -380,6 +381,91 @@ async def test_a_clean_generated_png_keeps_its_image_data_without_any_other_chun
     upload = await make_processor().prepare_upload(data)
     assert idat not in upload.original
     assert b"secret provenance" not in upload.original
+
+
+async def test_a_generated_png_with_nothing_to_strip_is_kept_as_the_same_bytes() -> None:
+    image = Image.effect_noise((300, 200), 30).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    data = out.getvalue()
+    prepared = await make_processor().validate_generated(data, "image/png")
+    assert prepared.original == data
+    assert prepared.photo is None  # small enough to be the photo itself
+
+
+async def test_a_rotated_generated_png_is_re_encoded_upright() -> None:
+    """Pixels that change (an EXIF orientation) are never stored as the provider's stream."""
+    image = Image.new("RGB", (40, 20), (200, 10, 10))
+    image.paste((10, 10, 200), (0, 0, 10, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    out = io.BytesIO()
+    image.save(out, "PNG", exif=exif)
+    prepared = await make_processor().validate_generated(out.getvalue(), "image/png")
+    with Image.open(io.BytesIO(prepared.original)) as stored:
+        assert stored.size == (20, 40)
+        assert stored.getpixel((10, 2)) == (10, 10, 200)
+
+
+def _gradient_png(width: int, height: int) -> bytes:
+    grey = Image.linear_gradient("L").resize((width, height))
+    out = io.BytesIO()
+    Image.merge("RGB", [grey, grey.rotate(180), grey]).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_a_large_generated_image_gets_a_jpeg_photo_at_telegrams_size() -> None:
+    data = _gradient_png(4200, 2100)
+    prepared = await make_processor().validate_generated(data, "image/png")
+    assert prepared.original == data  # the document stays the lossless original
+    assert prepared.photo is not None
+    with Image.open(io.BytesIO(prepared.photo)) as photo:
+        assert (photo.format, photo.size, photo.mode) == ("JPEG", (2100, 1050), "RGB")
+    assert max(prepared.preview_width, prepared.preview_height) == PREVIEW_MAX_SIDE
+
+
+async def test_a_transparent_generated_image_gets_its_photo_on_white() -> None:
+    image = Image.merge(
+        "RGBA", [Image.effect_noise((3000, 1500), 60)] * 3 + [Image.new("L", (3000, 1500), 255)]
+    )
+    image.paste((0, 0, 0, 0), (1500, 0, 3000, 1500))  # the right half fully transparent
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    prepared = await make_processor().validate_generated(out.getvalue(), "image/png")
+    assert prepared.photo is not None  # 3000 px: over the side Telegram shows
+    with Image.open(io.BytesIO(prepared.photo)) as photo:
+        assert (photo.format, photo.size, photo.mode) == ("JPEG", (3000, 1500), "RGB")
+        assert all(channel >= 250 for channel in photo.getpixel((2500, 700)))
+    assert prepared.preview_mime == "image/png"  # the model still sees the transparency
+
+
+async def test_an_uploaded_image_gets_no_photo() -> None:
+    prepared = await make_processor().prepare_upload(_gradient_png(3000, 1500))
+    assert prepared.photo is None
+
+
+_MB = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "size_bytes", "expected"),
+    [
+        (1024, 1024, 1 * _MB, None),  # the original is the photo
+        (2560, 1440, 9 * _MB, None),
+        (2560, 1440, 10 * _MB + 1, 1),  # too heavy: a JPEG at its own size
+        (2752, 1536, 7 * _MB, 1),  # Telegram would scale it: a JPEG at its own size
+        (3072, 1728, 20 * _MB, 1),
+        (3073, 1728, 20 * _MB, 2),
+        (5504, 3072, 28 * _MB, 2),  # 4K: 2752 x 1536
+        (4096, 4096, 30 * _MB, 2),
+        (6200, 3800, 1 * _MB, 3),  # the sides' sum over 10000 even when halved
+        (9000, 1100, 1 * _MB, 3),
+        (100, 2001, 1 * _MB, None),  # thinner than 1:20: no photo at all
+        (0, 100, 100, None),
+    ],
+)
+def test_photo_reduction(width: int, height: int, size_bytes: int, expected: int | None) -> None:
+    assert photo_reduction(width, height, size_bytes) == expected
 
 
 def _text_chunk(key: str, value: str) -> object:

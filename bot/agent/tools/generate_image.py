@@ -4,6 +4,7 @@ from the usage the provider reported (the per-image price without usage), held b
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, ClassVar, Literal
 
 import structlog
@@ -11,10 +12,17 @@ from pydantic import BeforeValidator, Field
 
 from bot.agent.tools.base import ToolContext, ToolError, ToolInput, ToolOutput
 from bot.agent.tools.image_measure import ImageMeasure
-from bot.providers.images import ImageBlocked, ImageGateway, ImageResult, ImageUnavailable
+from bot.providers.images import (
+    AnswerGate,
+    ImageBlocked,
+    ImageGateway,
+    ImageResult,
+    ImageUnavailable,
+)
 from bot.services.delivery import ProducedFile
 from bot.services.files import BlobMissing, FileService, StoredFileRef, shown_id
 from bot.services.ledger import InsufficientBalance
+from bot.services.media import ImageProcessor, MediaRejected, PreparedImage
 from bot.services.metered import Meter, MeteredCalls, PendingCharge
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable
@@ -79,8 +87,12 @@ class GenerateImageTool:
         metered: MeteredCalls,
         prices: PriceTable,
         rate_limit: ImageRateLimit,
+        processor: ImageProcessor,
+        gate: AnswerGate,
     ) -> None:
         self._gateway = gateway
+        self._processor = processor
+        self._gate = gate
         self._files = files
         self._metered = metered
         self._prices = prices
@@ -99,12 +111,28 @@ class GenerateImageTool:
                 "Tell the user to try again later."
             )
         price = self._prices.image_price(self._gateway.model, args.image_size)
-        image, charge = await self._generate(args, references, ctx, price)
+        async with self._gate.admit() as ticket:
+            image, charge = await self._generate(args, references, ctx, price)
+            try:
+                await ticket.hold()  # when the gateway's transport did not wait for it already
+                prepared = await self._checked(image)
+            except BaseException:  # stopped before the file could be delivered: no charge
+                await charge.release("interrupted")
+                raise
         cost = charge.report.provider_cost_micros
+        produced = self._produced(args, references, ctx, image, charge, cost)
         return ToolOutput(
             payload=self._payload(args, references, min(cost, charge.meter.worst_case_micros)),
-            files=(self._produced(args, references, ctx, image, charge, cost),),
+            files=(replace(produced, prepared=prepared),),
         )
+
+    async def _checked(self, image: ImageResult) -> PreparedImage | None:
+        """The image checked and prepared for delivery while this call holds its AnswerGate
+        slot; None when it is unusable (the delivery then says so and charges nothing)."""
+        try:
+            return await self._processor.validate_generated(image.data, image.mime_type)
+        except MediaRejected:
+            return None
 
     async def _generate(
         self,
