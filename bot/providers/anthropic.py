@@ -30,6 +30,23 @@ TextCallback = Callable[[str], Awaitable[None]]
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_BACKOFF_SECONDS = 8.0
 UPLOAD_ATTEMPTS = 2
+# The models that bind a thinking block to the conversation before it: sent back after that
+# conversation changed (older messages trimmed), the block makes the request fail with a 400
+# unless the request asks for such blocks to be dropped, which needs this beta.
+THINKING_BINDING_BETA = "thinking-binding-controls-2026-08-01"
+THINKING_BINDING_MODELS = (
+    "claude-sonnet-5-5",
+    "claude-opus-5-5",
+    "claude-haiku-5-5",
+    "claude-fable-5-1",
+    "claude-fable-5-2",
+    "claude-mythos-5-1",
+    "claude-mythos-5-2",
+)
+DROP_STALE_THINKING = {
+    "type": "adaptive",
+    "block_binding": {"prefix_mismatch_behavior": "drop_block"},
+}
 
 
 class ClaudeUnavailable(Exception):
@@ -189,6 +206,7 @@ class ClaudeGateway:
                 "/v1/messages",
                 cast_to=Message,
                 content=_request_body(model, max_tokens, system, tools, messages),
+                options={"headers": _beta_headers(model)},
                 stream=True,
                 stream_cls=AsyncStream[object],  # events as parsed JSON, not typed models
             )
@@ -249,7 +267,7 @@ def _request_body(
     `messages.create` copies the body node by node in Python before encoding it, a cost that grows
     with the conversation; the params here are already plain JSON-ready dicts.
     """
-    body = {
+    body: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens,
         "system": list(system),
@@ -257,7 +275,20 @@ def _request_body(
         "messages": list(messages),
         "stream": True,
     }
+    if binds_thinking(model):
+        body["thinking"] = DROP_STALE_THINKING
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def binds_thinking(model: str) -> bool:
+    """True for the models that bind thinking blocks (dated ids such as `...-20261001` too)."""
+    return any(model == m or model.startswith(m + "-") for m in THINKING_BINDING_MODELS)
+
+
+def _beta_headers(model: str) -> dict[str, str]:
+    """A binding model is asked to drop the thinking blocks whose conversation changed (the
+    trimmed history) instead of refusing the request; other models get no beta header."""
+    return {"anthropic-beta": THINKING_BINDING_BETA} if binds_thinking(model) else {}
 
 
 def _upload_retryable(exc: Exception) -> bool:

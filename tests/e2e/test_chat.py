@@ -237,8 +237,10 @@ async def test_conversation_streams_remembers_caches_and_runs_tools(
     before_tools, after_tools = anthropic_fake.message_requests()[-2:]
     assistant, results = after_tools["messages"][-2:]
     assert assistant["role"] == "assistant"
+    emitted = anthropic_fake.sent_messages()[-2]["content"][0]
+    assert emitted["thinking"] == thinking["thinking"]
     assert without_cache_markers(assistant["content"]) == [
-        thinking,
+        emitted,
         text_block("Let me check."),
         *calls,
     ]

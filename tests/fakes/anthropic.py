@@ -32,6 +32,8 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from aiohttp import BodyPartReader, web
 from PIL import Image, UnidentifiedImageError
 
+from tests.fakes.thinking_binding import BindingError, ThinkingCheck, check_thinking, sign_content
+
 # ---------------------------------------------------------------------------------------------
 # Shared server machinery
 # ---------------------------------------------------------------------------------------------
@@ -58,6 +60,7 @@ class RecordedRequest:
     time_start: float  # time.monotonic()
     time_end: float | None = None
     status: int | None = None
+    response: Any = None  # the body answered with, when the fake built one (a message)
     outcome: str = (
         "pending"  # ok | stream | error | invalid | unscripted | fault:* | hang | cancelled
     )
@@ -398,12 +401,15 @@ def tool_use_block(name: str, input: Mapping[str, Any], *, id: str | None = None
 def thinking_block(
     thinking: str = "Let me work out what the user needs.", *, signature: str | None = None
 ) -> dict[str, Any]:
-    """A thinking block with a signature; it must come back unchanged in the next request."""
+    """A thinking block to script. The fake signs it again when it sends it (the signature binds
+    the model and the conversation, see `tests.fakes.thinking_binding`); compare what came back
+    with what the fake sent (`RecordedRequest.response`), not with this dict."""
     sig = signature or base64.b64encode(secrets.token_bytes(48)).decode()
     return {"type": "thinking", "thinking": thinking, "signature": sig}
 
 
 def redacted_thinking_block(data: str | None = None) -> dict[str, Any]:
+    """Like `thinking_block`: the fake replaces `data` with its signed form when it sends it."""
     return {
         "type": "redacted_thinking",
         "data": data or base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -1451,8 +1457,13 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
         api_key: str | None = None,
         models: Sequence[str] | None = None,
         cache_min_tokens: int = 0,
+        thinking_readers: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """`thinking_readers` maps a model to the other models whose thinking blocks it may
+        read (each model reads its own); blocks of any other model are dropped silently."""
         super().__init__(default=default)
+        self.thinking_readers = {k: tuple(v) for k, v in (thinking_readers or {}).items()}
+        self._thinking_checks: dict[int, ThinkingCheck] = {}
         self.ttft = ttft
         self.tokens_per_second = tokens_per_second
         self.api_key = api_key
@@ -1476,6 +1487,10 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
     def message_requests(self) -> list[dict[str, Any]]:
         """Bodies of all `/v1/messages` calls, in arrival order."""
         return [r.json for r in self.requests if r.path == "/v1/messages"]
+
+    def sent_messages(self) -> list[dict[str, Any]]:
+        """The messages the fake answered with (as sent: thinking blocks signed), in order."""
+        return [r.response for r in self.requests if r.response is not None]
 
     def live_files(self) -> list[StoredFile]:
         return [f for f in self.files.values() if not f.deleted]
@@ -1546,8 +1561,17 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
         body = record.json
         if self.models is not None and body["model"] not in self.models:
             return self._error(record, ApiError(404, message=f"model: {body['model']}"), "invalid")
-        reply = await self._next_reply(record)
-        return await self._send_reply(request, record, reply)
+        betas = {b.strip() for b in request.headers.get("anthropic-beta", "").split(",")}
+        try:
+            check = check_thinking(body, betas, self.thinking_readers)
+        except BindingError as exc:
+            return self._error(record, ApiError(400, message=str(exc)), "invalid")
+        self._thinking_checks[id(record)] = check
+        try:
+            reply = await self._next_reply(record)
+            return await self._send_reply(request, record, reply)
+        finally:
+            del self._thinking_checks[id(record)]
 
     async def _send_reply(
         self, request: web.Request, record: RecordedRequest, reply: Any
@@ -1572,12 +1596,17 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
         error = ApiError(500, "api_error", f"FakeAnthropic: bad scripted reply {reply!r}")
         return self._error(record, error, "unscripted")
 
-    def _build_message(self, body: Mapping[str, Any], reply: Reply) -> dict[str, Any]:
+    def _build_message(self, record: RecordedRequest, reply: Reply) -> dict[str, Any]:
+        """The message for `reply`: usage from the prompt the model was shown (thinking blocks
+        the binding check dropped do not count), its thinking blocks signed."""
+        body = record.json
+        check = self._thinking_checks[id(record)]
         model = reply.model or str(body["model"])
-        prompt = self.cache.account(model, prompt_segments(body, self.files))
-        content = [dict(block) for block in reply.content]
+        shown = {**body, "messages": check.messages}
+        prompt = self.cache.account(model, prompt_segments(shown, self.files))
+        content = sign_content(check, model, reply.content)
         self._remember_tokens(content)
-        return {
+        message = {
             "id": random_id("msg_01"),
             "type": "message",
             "role": "assistant",
@@ -1590,6 +1619,10 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
                 prompt, output_tokens(content), reply.usage, server_tool_counts(content)
             ),
         }
+        if check.report:
+            message["input_transformations"] = check.transformations
+        record.response = message
+        return message
 
     def _remember_tokens(self, content: Sequence[Block]) -> None:
         for block in content:
@@ -1609,7 +1642,7 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
     async def _send_message(
         self, request: web.Request, record: RecordedRequest, reply: Reply
     ) -> web.StreamResponse:
-        message = self._build_message(record.json, reply)
+        message = self._build_message(record, reply)
         tps = self._tps(reply)
         if not record.json.get("stream"):
             if tps:
@@ -1654,7 +1687,7 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
     ) -> web.StreamResponse:
         record.outcome = f"fault:{fault.kind}"
         reply = fault.reply or _DEFAULT_FAULT_REPLY
-        message = self._build_message(record.json, reply)
+        message = self._build_message(record, reply)
         if not record.json.get("stream"):
             return await self._fault_without_stream(request, record, fault, message)
         events = stream_events(message)

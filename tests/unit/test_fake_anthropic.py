@@ -188,10 +188,11 @@ async def test_thinking_blocks_round_trip_unchanged(
 
     assert first.content[0].type == "thinking"
     assert first.content[0].thinking == thinking["thinking"]
-    assert first.content[0].signature == thinking["signature"]
+    emitted = fake.sent_messages()[0]["content"][0]
+    assert first.content[0].signature == emitted["signature"]
     assert second.content[0].text == "Done!"
     sent_back = fake.message_requests()[1]["messages"][1]["content"][0]
-    assert sent_back == thinking
+    assert sent_back == emitted
 
 
 async def test_refusal_and_max_tokens(fake: FakeAnthropic, client: AsyncAnthropic) -> None:
