@@ -154,7 +154,13 @@ async def test_signal_while_the_embedded_postgres_starts_leaves_no_server(
     env.pop("DATABASE_URL")
     process = BotProcess(env)
     await process.start()
-    await asyncio.sleep(1.5)  # importing and initdb under way
+    # The cluster's directory appears once the bot has imported, taken the signals over and
+    # begun the embedded start (initdb under way).
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "data" / "postgres").exists():
+        assert process.returncode is None, process.log_text()[-3000:]
+        assert time.monotonic() < deadline, process.log_text()[-3000:]
+        await asyncio.sleep(0.02)
     code = await process.stop(signal.SIGINT, timeout=20)
     assert code == 0, process.log_text()[-3000:]
     assert "Traceback" not in process.log_text()
