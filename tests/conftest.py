@@ -35,6 +35,12 @@ _LEAKY_ENV = (
 )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Two workers per core, at most eight: the end-to-end tests mostly wait on the real bot
+    process (polls, leases, retries), so more workers than cores keep the cores busy."""
+    return min(2 * (os.cpu_count() or 1), 8)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_provider_env() -> Iterator[None]:
     """No real credentials or endpoints leak into tests from the developer's shell."""

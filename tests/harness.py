@@ -59,8 +59,11 @@ class BotProcess:
         )
         self._reader = asyncio.create_task(self._read())
 
-    async def start_polling(self, telegram: PolledTelegram, timeout: float = 30.0) -> None:
-        """Start the process and wait for its first getUpdates; exiting before it is an error."""
+    async def start_polling(self, telegram: PolledTelegram, timeout: float = 120.0) -> None:
+        """Start the process and wait for its first getUpdates; exiting before it is an error.
+
+        The wait ends as soon as the first poll arrives; the long limit only matters on a loaded
+        machine, where importing the bot's dependencies alone can take tens of seconds."""
         polls_before = len(telegram.get_updates_times)
         await self.start()
         await telegram.wait_for(

@@ -1,4 +1,5 @@
-"""Throwaway Postgres for tests: one pgserver cluster per session, one fresh database per test."""
+"""Throwaway Postgres for tests: one pgserver cluster per session (per xdist worker), one fresh
+database per test."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from bot.db.embedded import EmbeddedPostgres
 from bot.db.migrate import upgrade_to_head
 from bot.db.session import create_engine
 
-TEMPLATE_DB = "bot_test_template"
+# Each xdist worker keeps its own template, so workers sharing a TEST_DATABASE_URL server never drop
+# or copy each other's.
+TEMPLATE_DB = f"bot_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 # The embedded cluster trusts its socket, so this password is never checked; it is in every
 # DATABASE_URL the bot gets so the leak scan can prove the bot never logs or sends it.
 FAKE_DB_PASSWORD = "test-db-password-not-real-7f3a"

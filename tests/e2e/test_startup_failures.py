@@ -159,7 +159,7 @@ async def test_signal_while_get_me_hangs_stops_at_once(
     telegram.hang("getMe")
     process = BotProcess(_env(database_url, tmp_path, telegram.base_url))
     await process.start()
-    await telegram.wait_for(lambda: bool(telegram.calls("getMe")), timeout=30)
+    await telegram.wait_for(lambda: bool(telegram.calls("getMe")), timeout=120)
     began = time.monotonic()
     code = await process.stop(sig, timeout=10)
     # Without the signal honoured the bot would wait out getMe's 10 s of patience; under 8 s
@@ -178,7 +178,13 @@ async def test_signal_while_the_embedded_postgres_starts_leaves_no_server(
     env.pop("DATABASE_URL")
     process = BotProcess(env)
     await process.start()
-    await asyncio.sleep(1.5)  # importing and initdb under way
+    # The cluster's directory appears once the bot has imported, taken the signals over and
+    # begun the embedded start (initdb under way).
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "data" / "postgres").exists():
+        assert process.returncode is None, process.log_text()[-3000:]
+        assert time.monotonic() < deadline, process.log_text()[-3000:]
+        await asyncio.sleep(0.02)
     code = await process.stop(signal.SIGINT, timeout=20)
     assert code == 0, process.log_text()[-3000:]
     assert "Traceback" not in process.log_text()
