@@ -126,7 +126,7 @@ class UserService:
             row = (await session.execute(stmt)).one()
             await session.commit()
         is_blocked, is_new = bool(row[0]), bool(row[1])
-        if is_new and self._starter_micros > 0:
+        if is_new and not is_blocked and self._starter_micros > 0:
             await self._billing.credit_starter(who.id, self._starter_micros)
         return UserState(
             id=who.id, is_blocked=is_blocked, is_new=is_new, chat_model=row[2], locale=row[3]
