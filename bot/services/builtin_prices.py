@@ -59,14 +59,7 @@ def _claude(
     version: str = ANTHROPIC_PRICE_VERSION,
     long_prompt: LongPromptBand | None = None,
 ) -> TokenPrice:
-    return TokenPrice(
-        input=rates.input,
-        output=rates.output,
-        cache_write=rates.cache_write,
-        cache_read=rates.cache_read,
-        price_version=version,
-        long_prompt=long_prompt,
-    )
+    return TokenPrice.of(rates, version, long_prompt=long_prompt)
 
 
 def _images(

@@ -96,16 +96,8 @@ def _entry(model: str, raw: Any) -> TokenPrice | ImagePrice:
             provider=provider,
             **{key: _rate(where, raw, key) for key in _IMAGE_KEYS},
         )
-    rates = _token_rates(where, raw)
-    return TokenPrice(
-        input=rates.input,
-        output=rates.output,
-        cache_write=rates.cache_write,
-        cache_read=rates.cache_read,
-        price_version=version,
-        provider=provider,
-        long_prompt=_long_prompt(where, raw.get("long_prompt")),
-    )
+    long_prompt = _long_prompt(where, raw.get("long_prompt"))
+    return TokenPrice.of(_token_rates(where, raw), version, provider, long_prompt)
 
 
 def _token_rates(where: str, raw: Mapping[str, Any]) -> TokenRates:

@@ -70,6 +70,25 @@ class TokenPrice:
     def rates(self) -> TokenRates:
         return TokenRates(self.input, self.output, self.cache_write, self.cache_read)
 
+    @classmethod
+    def of(
+        cls,
+        rates: TokenRates,
+        price_version: str,
+        provider: Provider = "anthropic",
+        long_prompt: LongPromptBand | None = None,
+    ) -> TokenPrice:
+        """A price from its base rates."""
+        return cls(
+            rates.input,
+            rates.output,
+            rates.cache_write,
+            rates.cache_read,
+            price_version,
+            provider,
+            long_prompt,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ImagePrice:
