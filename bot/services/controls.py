@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db.direct import DirectSQL
 from bot.i18n import _, format_money
 
 MAX_DAILY_LIMIT_MICROS = 10_000 * 1_000_000
@@ -71,30 +72,35 @@ def next_utc_midnight(now: datetime | None = None) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
 
 
-_TURN_END = text(
-    """
+# The three statements every turn runs (its mark, its charges, its end) go to asyncpg directly:
+# one round trip each instead of BEGIN, the statement and COMMIT or ROLLBACK.
+_TURN_MARK = "SELECT COALESCE(MAX(id), 0) FROM balance_operations WHERE user_id = $1"
+_CHARGED_SINCE = """
+    SELECT COALESCE(SUM(-amount_micros), 0) FROM balance_operations
+    WHERE user_id = $1 AND kind = 'charge' AND id > $2
+"""
+_TURN_END = """
     WITH spent AS (
         SELECT COALESCE(SUM(-amount_micros), 0) AS micros FROM balance_operations
-        WHERE user_id = :user_id AND kind = 'charge' AND id > :mark
+        WHERE user_id = $1 AND kind = 'charge' AND id > $2
     ), claimed AS (
         UPDATE users SET low_balance_notified = true
-        WHERE id = :user_id AND NOT low_balance_notified
-          AND balance_micros - held_micros < :low AND (SELECT micros FROM spent) > 0
+        WHERE id = $1 AND NOT low_balance_notified
+          AND balance_micros - held_micros < $3 AND (SELECT micros FROM spent) > 0
         RETURNING id
     ), rearmed AS (
         -- a top-up lifted the balance above the threshold since: tell them again next time
         -- (exclusive with `claimed`, so the row is updated at most once)
         UPDATE users SET low_balance_notified = false
-        WHERE id = :user_id AND low_balance_notified AND balance_micros - held_micros >= :low
+        WHERE id = $1 AND low_balance_notified AND balance_micros - held_micros >= $3
         RETURNING id
     )
     SELECT u.receipts, u.balance_micros - u.held_micros AS available,
            (SELECT micros FROM spent) AS charged,
            EXISTS (SELECT 1 FROM claimed) AS low_balance,
            EXISTS (SELECT 1 FROM rearmed) AS rearmed
-    FROM users u WHERE u.id = :user_id
-    """
-)
+    FROM users u WHERE u.id = $1
+"""
 
 
 class ControlsService:
@@ -102,6 +108,7 @@ class ControlsService:
         self, sessionmaker: async_sessionmaker[AsyncSession], *, low_balance_micros: int
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._sql = DirectSQL.of(sessionmaker)
         self._low = low_balance_micros
 
     async def set_daily_limit(self, user_id: int, limit_micros: int | None) -> DailyLimit:
@@ -143,36 +150,19 @@ class ControlsService:
 
     async def turn_mark(self, user_id: int) -> int:
         """The user's newest ledger row before a turn; the turn's charges are the ones after."""
-        async with self._sessionmaker() as session:
-            mark = await session.scalar(
-                text("SELECT COALESCE(MAX(id), 0) FROM balance_operations WHERE user_id = :id"),
-                {"id": user_id},
-            )
-        return int(mark or 0)
+        return int(await self._sql.fetchval(_TURN_MARK, user_id) or 0)
 
     async def charged_since(self, user_id: int, mark: int) -> int:
         """What the ledger charged the user after `mark` (a turn's charges so far)."""
-        async with self._sessionmaker() as session:
-            charged = await session.scalar(
-                text(
-                    "SELECT COALESCE(SUM(-amount_micros), 0) FROM balance_operations"
-                    " WHERE user_id = :id AND kind = 'charge' AND id > :mark"
-                ),
-                {"id": user_id, "mark": mark},
-            )
-        return int(charged or 0)
+        return int(await self._sql.fetchval(_CHARGED_SINCE, user_id, mark) or 0)
 
     async def turn_end(self, user_id: int, mark: int) -> TurnEnd:
-        async with self._sessionmaker() as session:
-            row = (
-                await session.execute(
-                    _TURN_END, {"user_id": user_id, "mark": mark, "low": self._low}
-                )
-            ).one()
-            await session.commit()
+        row = await self._sql.fetchrow(_TURN_END, user_id, mark, self._low)
+        if row is None:
+            raise LookupError(f"no user {user_id}")
         return TurnEnd(
-            charged_micros=int(row.charged),
-            available_micros=int(row.available),
-            receipts=bool(row.receipts),
-            low_balance=bool(row.low_balance),
+            charged_micros=int(row["charged"]),
+            available_micros=int(row["available"]),
+            receipts=bool(row["receipts"]),
+            low_balance=bool(row["low_balance"]),
         )
