@@ -16,14 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings, usd_to_micros
 from bot.providers.anthropic import ClaudeGateway
-from bot.providers.gemini import GatewayConfig, GeminiImageGateway, create_gemini_client
+from bot.providers.gemini import MAX_REFERENCES as GEMINI_MAX_REFERENCES
+from bot.providers.gemini import create_gemini_client
 from bot.providers.gemini_audio import GeminiTranscriber
+from bot.providers.image_gateway import RetryPolicy, WorkerImageGateway
+from bot.providers.image_worker import ImageWorker, WorkerSetup
 from bot.providers.images import ImageGateway
-from bot.providers.openai_images import (
-    OpenAIImageGateway,
-    OpenAIImagesConfig,
-    create_openai_client,
-)
+from bot.providers.openai_images import MAX_REFERENCES as OPENAI_MAX_REFERENCES
 from bot.services.blobs import Blobs
 from bot.services.inputs import ImageIntake, InputIntake, InputsConfig
 from bot.services.media import ImageLimits, ImageProcessor
@@ -96,38 +95,38 @@ def create_bot(
 
 
 def build_image_gateway(settings: Settings, slots: asyncio.Semaphore) -> ImageGateway:
-    """The image provider IMAGE_PROVIDER names; its SDK is imported on the first image."""
+    """The image provider IMAGE_PROVIDER names, its calls made in the image worker process
+    (started with the first image)."""
     if settings.IMAGE_PROVIDER == "openai":
-        return build_openai_images(settings, slots)
-    connect = functools.partial(
-        create_gemini_client,
-        settings.GOOGLE_API_KEY.get_secret_value(),
-        settings.GEMINI_BASE_URL,
-        settings.GEMINI_TIMEOUT_SECONDS,
+        assert settings.OPENAI_API_KEY is not None  # load_settings requires it
+        setup = WorkerSetup(
+            provider="openai",
+            api_key=settings.OPENAI_API_KEY.get_secret_value(),
+            base_url=settings.OPENAI_BASE_URL,
+            timeout_seconds=settings.OPENAI_TIMEOUT_SECONDS,
+            model=settings.IMAGE_MODEL,
+            size_mode=settings.OPENAI_IMAGE_SIZES,
+        )
+        retries = RetryPolicy(settings.OPENAI_RETRY_ATTEMPTS, settings.OPENAI_RETRY_INITIAL_DELAY)
+        max_references = OPENAI_MAX_REFERENCES
+    else:
+        setup = WorkerSetup(
+            provider="google",
+            api_key=settings.GOOGLE_API_KEY.get_secret_value(),
+            base_url=settings.GEMINI_BASE_URL,
+            timeout_seconds=settings.GEMINI_TIMEOUT_SECONDS,
+            model=settings.IMAGE_MODEL,
+        )
+        retries = RetryPolicy(settings.GEMINI_RETRY_ATTEMPTS, settings.GEMINI_RETRY_INITIAL_DELAY)
+        max_references = GEMINI_MAX_REFERENCES
+    return WorkerImageGateway(
+        ImageWorker(setup),
+        provider=setup.provider,
+        model=setup.model,
+        max_references=max_references,
+        retries=retries,
+        concurrency=slots,
     )
-    config = GatewayConfig(
-        model=settings.IMAGE_MODEL,
-        retry_attempts=settings.GEMINI_RETRY_ATTEMPTS,
-        retry_initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY,
-    )
-    return GeminiImageGateway(connect, config, concurrency=slots)
-
-
-def build_openai_images(settings: Settings, slots: asyncio.Semaphore) -> OpenAIImageGateway:
-    assert settings.OPENAI_API_KEY is not None  # load_settings requires it
-    connect = functools.partial(
-        create_openai_client,
-        settings.OPENAI_API_KEY.get_secret_value(),
-        settings.OPENAI_BASE_URL,
-        settings.OPENAI_TIMEOUT_SECONDS,
-    )
-    config = OpenAIImagesConfig(
-        model=settings.IMAGE_MODEL,
-        retry_attempts=settings.OPENAI_RETRY_ATTEMPTS,
-        retry_initial_delay=settings.OPENAI_RETRY_INITIAL_DELAY,
-        size_mode=settings.OPENAI_IMAGE_SIZES,
-    )
-    return OpenAIImageGateway(connect, config, concurrency=slots)
 
 
 def build_transcriber(settings: Settings, slots: asyncio.Semaphore) -> GeminiTranscriber:

@@ -17,7 +17,7 @@ from bot.config import Settings
 from bot.db.lifecycle import database
 from bot.i18n import DEFAULT_LOCALE, LANGUAGE_NAMES, N_, bot_commands, pick_locale
 from bot.logs import configure_logging
-from bot.services.media import map_large_blocks_separately
+from bot.providers.heap import map_large_blocks_separately
 from bot.services.pricing import PriceTable
 from bot.startup import StartupError, connect_to_telegram
 from bot.telegram.webhook import leave_webhook_mode

@@ -1,18 +1,14 @@
-"""Thin typed gateway over google-genai for image generation: one retry layer (ours), safety
-outcomes as exceptions the tool can explain.
+"""Single attempts at images through google-genai, made in the image worker process
+(`image_worker_main`): the answer's usage split by kind, safety outcomes as exceptions the tool
+can explain. Retries and deadlines are the gateway's (`image_gateway`).
 
-google-genai is imported when the first image is asked for, not at start-up: the SDK costs about
-30 MB of memory and 0.4 s to import, and many conversations never draw anything.
+The worker imports google-genai when it starts, with the first image: the bot itself only imports
+it for voice notes (the SDK costs about 30 MB of memory and 0.4 s to import).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -22,19 +18,16 @@ from bot.providers.images import (
     IMAGE_BLOCKED,
     NO_IMAGE,
     PROMPT_BLOCKED,
-    GeneratedImage,
     ImageBlocked,
-    ImageProvider,
+    ImageRequest,
     ImageResult,
     ImageUnavailable,
     ImageUsage,
-    ModelGoneReporter,
     hold_current_answer,
 )
 
 if TYPE_CHECKING:
     import types as builtin_types
-    from collections.abc import Callable
 
     from google import genai
     from google.genai import errors as genai_errors
@@ -43,9 +36,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-MAX_BACKOFF_SECONDS = 8.0
 TEXT_LIMIT = 300
-# An answer waiting for its AnswerGate slot buffers at most twice this in the bot (the SDK's
+# An answer waiting for its AnswerGate slot buffers at most twice this in the worker (the SDK's
 # own session reads 4 MB at a time).
 READ_BUFFER_SIZE = 2**20
 
@@ -110,56 +102,25 @@ def image_answer_session() -> aiohttp.ClientSession:
     )
 
 
-@dataclass(frozen=True)
-class GatewayConfig:
-    model: str
-    retry_attempts: int
-    retry_initial_delay: float
+class GeminiImageAttempts:
+    """Single attempts at images through google-genai (in the image worker process); the client
+    and its session are made with the first attempt and closed in `aclose`."""
 
-
-__all__ = [
-    "IMAGE_BLOCKED",
-    "NO_IMAGE",
-    "PROMPT_BLOCKED",
-    "GatewayConfig",
-    "GeminiImageGateway",
-    "GeneratedImage",
-    "ImageBlocked",
-    "ImageUnavailable",
-    "create_gemini_client",
-]
-
-
-class GeminiImageGateway:
-    """Creates its client with `connect` on the first image and closes it in `aclose`."""
-
-    def __init__(
-        self,
-        connect: Callable[[aiohttp.ClientSession], genai.Client],
-        config: GatewayConfig,
-        *,
-        concurrency: asyncio.Semaphore | None = None,
-    ) -> None:
-        self._connect = connect
+    def __init__(self, api_key: str, base_url: str | None, timeout_seconds: float, model: str):
+        self._api_key = api_key
+        self._base_url = base_url
+        self._timeout_seconds = timeout_seconds
+        self._model = model
         self._client: genai.Client | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._connecting = asyncio.Lock()
-        self._config = config
-        self._gone = ModelGoneReporter("google", config.model)
-        # One of the shared provider-call slots, held for the length of one HTTP call.
-        self._slot: contextlib.AbstractAsyncContextManager[Any] = (
-            concurrency if concurrency is not None else contextlib.nullcontext()
-        )
 
-    async def _connected(self) -> genai.Client:
-        async with self._connecting:
-            if self._client is None:
-                # Importing the SDK takes about half a second: in a thread, so that other
-                # people's turns go on meanwhile.
-                self._session = image_answer_session()
-                self._client = await asyncio.to_thread(self._connect, self._session)
-                log.info("gemini_client_created")
-            return self._client
+    def _connected(self) -> genai.Client:
+        if self._client is None:
+            self._session = image_answer_session()
+            self._client = create_gemini_client(
+                self._api_key, self._base_url, self._timeout_seconds, self._session
+            )
+        return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -169,108 +130,41 @@ class GeminiImageGateway:
             session, self._session = self._session, None
             await session.close()
 
-    @property
-    def model(self) -> str:
-        return self._config.model
-
-    @property
-    def provider(self) -> ImageProvider:
-        return "google"
-
-    @property
-    def max_references(self) -> int:
-        return MAX_REFERENCES
-
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        aspect_ratio: str,
-        image_size: str,
-        references: Sequence[tuple[bytes, str]],
-        deadline: float,
-    ) -> ImageResult:
-        """One image. Retries 429/5xx and failed connects with backoff inside `deadline`."""
-        started = time.monotonic()
-        client = await self._connected()
+    async def attempt(self, request: ImageRequest) -> ImageResult:
+        from google.genai import errors as genai_errors
         from google.genai import types
 
-        contents = self._contents(prompt, references)
+        client = self._connected()
         config = types.GenerateContentConfig(
             response_modalities=["TEXT", "IMAGE"],
-            image_config=types.ImageConfig(aspect_ratio=aspect_ratio, image_size=image_size),
+            image_config=types.ImageConfig(
+                aspect_ratio=request.aspect_ratio, image_size=request.image_size
+            ),
         )
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._call_once(client, contents, config, deadline)
-            except ImageUnavailable as exc:
-                exc.attempts = attempt
-                if exc.kind == "model_gone":
-                    self._gone.gone(exc.detail)
-                delay = self._retry_delay(exc, attempt, deadline)
-                if delay is None:
-                    raise
-                log.warning(
-                    "gemini_retry", attempt=attempt, kind=exc.kind, status=exc.status, delay=delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            duration_ms = int((time.monotonic() - started) * 1000)
-            self._gone.served()
-            return _image_from(response, attempt, duration_ms)
+        try:
+            response = await client.aio.models.generate_content(
+                model=self._model, contents=_contents(request), config=config
+            )
+        except genai_errors.APIError as exc:
+            raise _classify_api_error(exc) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ImageUnavailable("connection", type(exc).__name__) from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            # The request may have reached the provider before the connection broke.
+            raise ImageUnavailable("connection", type(exc).__name__, cost_unknown=True) from None
+        except TimeoutError:
+            raise ImageUnavailable("timeout", "no answer in time", cost_unknown=True) from None
+        return _image_from(response)
 
-    @staticmethod
-    def _contents(prompt: str, references: Sequence[tuple[bytes, str]]) -> list[Any]:
-        from google.genai import types
 
-        parts: list[Any] = [
-            types.Part.from_bytes(data=data, mime_type=mime) for data, mime in references
-        ]
-        parts.append(prompt)
-        return parts
+def _contents(request: ImageRequest) -> list[Any]:
+    from google.genai import types
 
-    async def _call_once(
-        self,
-        client: genai.Client,
-        contents: list[Any],
-        config: types.GenerateContentConfig,
-        deadline: float,
-    ) -> types.GenerateContentResponse:
-        from google.genai import errors as genai_errors
-
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ImageUnavailable("timeout", "no time left in this turn")
-        async with self._slot:
-            try:
-                async with asyncio.timeout(remaining):
-                    return await client.aio.models.generate_content(
-                        model=self._config.model, contents=contents, config=config
-                    )
-            except genai_errors.APIError as exc:
-                raise _classify_api_error(exc) from None
-            except aiohttp.ClientConnectorError as exc:
-                raise ImageUnavailable("connection", type(exc).__name__) from None
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                # The request may have reached the provider before the connection broke.
-                raise ImageUnavailable(
-                    "connection", type(exc).__name__, cost_unknown=True
-                ) from None
-            except TimeoutError:
-                raise ImageUnavailable("timeout", "no answer in time", cost_unknown=True) from None
-
-    def _retry_delay(self, exc: ImageUnavailable, attempt: int, deadline: float) -> float | None:
-        if exc.cost_unknown or exc.kind not in {"busy", "connection"}:
-            return None
-        if attempt >= self._config.retry_attempts:
-            return None
-        base = min(self._config.retry_initial_delay * 2.0 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-        delay = base * (1 - 0.25 * random.random())
-        if time.monotonic() + delay >= deadline:
-            return None
-        return round(delay, 3)
+    parts: list[Any] = [
+        types.Part.from_bytes(data=data, mime_type=mime) for data, mime in request.references
+    ]
+    parts.append(request.prompt)
+    return parts
 
 
 def _classify_api_error(exc: genai_errors.APIError) -> ImageUnavailable:
@@ -330,9 +224,7 @@ def _answer_text(parts: Sequence[types.Part]) -> str | None:
     return text[:TEXT_LIMIT] if text else None
 
 
-def _image_from(
-    response: types.GenerateContentResponse, attempts: int, duration_ms: int
-) -> ImageResult:
+def _image_from(response: types.GenerateContentResponse) -> ImageResult:
     input_tokens, output_tokens = _tokens(response)
     feedback = response.prompt_feedback
     if not response.candidates:
@@ -368,7 +260,7 @@ def _image_from(
         usage=_usage(response),
         model_version=response.model_version,
         text=text,
-        attempts=attempts,
-        duration_ms=duration_ms,
+        attempts=1,
+        duration_ms=0,
         images_in_response=len(images),
     )

@@ -9,7 +9,7 @@ import contextlib
 import contextvars
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -71,8 +71,23 @@ class ImageResult:
         return self.usage.image_output_tokens if self.usage else 0
 
 
-# Kept under its old name for the code that still says GeneratedImage.
-GeneratedImage = ImageResult
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image as the `generate_image` tool asks for it: the references as (bytes, MIME type)."""
+
+    prompt: str
+    aspect_ratio: str
+    image_size: str
+    references: Sequence[tuple[bytes, str]] = ()
+
+
+class ImageAttempts(Protocol):
+    """One provider's single attempt at one image (in the image worker process): the image, or
+    ImageBlocked / ImageUnavailable. Retries, deadlines and the operator's log are the gateway's."""
+
+    async def attempt(self, request: ImageRequest) -> ImageResult: ...
+
+    async def aclose(self) -> None: ...
 
 
 class ImageBlocked(Exception):
@@ -93,16 +108,23 @@ class ImageUnavailable(Exception):
     been processed (and billed by the provider) although no answer arrived.
 
     Kinds: busy | connection | timeout | bad_request | auth | model_gone (the provider does not
-    serve the configured model: 404)."""
+    serve the configured model: 404). `retry_after`: the wait the provider asked for, if any."""
 
     def __init__(
-        self, kind: str, detail: str, *, status: int | None = None, cost_unknown: bool = False
+        self,
+        kind: str,
+        detail: str,
+        *,
+        status: int | None = None,
+        cost_unknown: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
         self.status = status
         self.cost_unknown = cost_unknown
+        self.retry_after = retry_after
         self.attempts = 1
 
 
@@ -201,9 +223,25 @@ class AnswerTicket:
             self._slots.release()
 
 
-_CURRENT_TICKET: contextvars.ContextVar[AnswerTicket | None] = contextvars.ContextVar(
-    "image_answer_ticket", default=None
+class AnswerHolder(Protocol):
+    """Whoever decides when an arriving image answer may be read."""
+
+    async def hold(self) -> None: ...
+
+
+_CURRENT_HOLDER: contextvars.ContextVar[AnswerHolder | None] = contextvars.ContextVar(
+    "image_answer_holder", default=None
 )
+
+
+@contextlib.contextmanager
+def answers_held_by(holder: AnswerHolder) -> Iterator[None]:
+    """The image answers arriving inside this block wait for `holder`."""
+    token = _CURRENT_HOLDER.set(holder)
+    try:
+        yield
+    finally:
+        _CURRENT_HOLDER.reset(token)
 
 
 class AnswerGate:
@@ -224,17 +262,16 @@ class AnswerGate:
     async def admit(self) -> AsyncIterator[AnswerTicket]:
         """The ticket of the image calls made inside this block; released when it ends."""
         ticket = AnswerTicket(self._slots)
-        token = _CURRENT_TICKET.set(ticket)
         try:
-            yield ticket
+            with answers_held_by(ticket):
+                yield ticket
         finally:
-            _CURRENT_TICKET.reset(token)
             ticket.release()
 
 
 async def hold_current_answer() -> None:
     """Called by a provider's transport when a successful answer's headers arrive: waits for the
     caller's `AnswerGate` slot before the body is read (nothing outside `AnswerGate.admit`)."""
-    ticket = _CURRENT_TICKET.get()
-    if ticket is not None:
-        await ticket.hold()
+    holder = _CURRENT_HOLDER.get()
+    if holder is not None:
+        await holder.hold()

@@ -1,6 +1,7 @@
-"""Thin typed gateway over the openai SDK's Images API (`IMAGE_PROVIDER=openai`): one retry layer
-(ours, as for Gemini), safety outcomes as exceptions the tool can explain, the reported `usage`
-split by kind. Any server speaking the OpenAI Images API works through `OPENAI_BASE_URL`.
+"""Single attempts at images through the openai SDK's Images API (`IMAGE_PROVIDER=openai`), made
+in the image worker process (`image_worker_main`): safety outcomes as exceptions the tool can
+explain, the reported `usage` split by kind. Retries and deadlines are the gateway's
+(`image_gateway`). Any server speaking the OpenAI Images API works through `OPENAI_BASE_URL`.
 
 New images go to `images.generate` (JSON); edits and compositions to `images.edit` (multipart,
 the references as repeated `image[]` parts, at most 10). `aspect_ratio` and `image_size` become
@@ -9,36 +10,27 @@ the nearest `WxH` the model takes. The SDK is imported when the first image is a
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
+import functools
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-
-import structlog
 
 from bot.providers.images import (
     IMAGE_BLOCKED,
     NO_IMAGE,
     PROMPT_BLOCKED,
     ImageBlocked,
-    ImageProvider,
+    ImageRequest,
     ImageResult,
     ImageUnavailable,
     ImageUsage,
-    ModelGoneReporter,
-    retry_delay,
+    hold_current_answer,
 )
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types import ImagesResponse
-
-log = structlog.get_logger(__name__)
 
 MAX_REFERENCES = 10
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -56,10 +48,24 @@ MODERATION_BLOCKED = "moderation_blocked"
 
 
 def create_openai_client(api_key: str, base_url: str | None, timeout_seconds: float) -> AsyncOpenAI:
-    """The SDK's own retries are off: the gateway is the single retry layer."""
-    from openai import AsyncOpenAI
+    """The SDK's own retries are off: the gateway is the single retry layer. Its requests wait,
+    when a successful answer's headers arrive, for the caller's `AnswerGate` slot before the
+    body is read (an httpx response hook, called before the body is read)."""
+    from openai import AsyncOpenAI, DefaultAsyncHttpx2Client
 
-    return AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=0)
+    http_client = DefaultAsyncHttpx2Client(event_hooks={"response": [_on_response_headers]})
+    return AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout_seconds,
+        max_retries=0,
+        http_client=http_client,
+    )
+
+
+async def _on_response_headers(response: Any) -> None:
+    if response.status_code == 200:
+        await hold_current_answer()
 
 
 def _ratio(aspect_ratio: str) -> float:
@@ -91,167 +97,69 @@ def openai_size(aspect_ratio: str, image_size: str, mode: SizeMode = "flexible")
     return f"{w}x{h}"
 
 
-@dataclass(frozen=True)
-class OpenAIImagesConfig:
-    model: str
-    retry_attempts: int
-    retry_initial_delay: float
-    size_mode: SizeMode = "flexible"
-
-
-class OpenAIImageGateway:
-    """Creates its client with `connect` on the first image and closes it in `aclose`."""
+class OpenAIImageAttempts:
+    """Single attempts at images through the openai SDK (in the image worker process); the
+    client is made with the first attempt and closed in `aclose`."""
 
     def __init__(
         self,
-        connect: Callable[[], AsyncOpenAI],
-        config: OpenAIImagesConfig,
-        *,
-        concurrency: asyncio.Semaphore | None = None,
+        api_key: str,
+        base_url: str | None,
+        timeout_seconds: float,
+        model: str,
+        size_mode: SizeMode = "flexible",
     ) -> None:
-        self._connect = connect
+        self._connect = functools.partial(create_openai_client, api_key, base_url, timeout_seconds)
         self._client: AsyncOpenAI | None = None
-        self._connecting = asyncio.Lock()
-        self._config = config
-        self._gone = ModelGoneReporter("openai", config.model)
-        self._slot: contextlib.AbstractAsyncContextManager[Any] = (
-            concurrency if concurrency is not None else contextlib.nullcontext()
-        )
-
-    @property
-    def provider(self) -> ImageProvider:
-        return "openai"
-
-    @property
-    def model(self) -> str:
-        return self._config.model
-
-    @property
-    def max_references(self) -> int:
-        return MAX_REFERENCES
-
-    async def _connected(self) -> AsyncOpenAI:
-        async with self._connecting:
-            if self._client is None:
-                self._client = await asyncio.to_thread(self._connect)
-                log.info("openai_client_created")
-            return self._client
+        self._model = model
+        self._size_mode = size_mode
 
     async def aclose(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        aspect_ratio: str,
-        image_size: str,
-        references: Sequence[tuple[bytes, str]],
-        deadline: float,
-    ) -> ImageResult:
-        """One image. Retries 429/5xx and failed connects with backoff inside `deadline`."""
-        if len(references) > MAX_REFERENCES:
+    async def attempt(self, request: ImageRequest) -> ImageResult:
+        if len(request.references) > MAX_REFERENCES:
             raise ImageUnavailable("bad_request", f"at most {MAX_REFERENCES} reference images")
-        started = time.monotonic()
-        client = await self._connected()
-        size = openai_size(aspect_ratio, image_size, self._config.size_mode)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._call_once(client, prompt, size, references, deadline)
-            except _Failed as wrapped:
-                exc = wrapped.error
-                exc.attempts = attempt
-                if exc.kind == "model_gone":
-                    self._gone.gone(exc.detail)
-                delay = retry_delay(
-                    exc,
-                    attempt,
-                    deadline,
-                    attempts=self._config.retry_attempts,
-                    initial_delay=self._config.retry_initial_delay,
-                    retry_after=wrapped.retry_after,
-                )
-                if delay is None:
-                    raise exc from None
-                log.warning(
-                    "openai_images_retry",
-                    attempt=attempt,
-                    kind=exc.kind,
-                    status=exc.status,
-                    delay=delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            duration_ms = int((time.monotonic() - started) * 1000)
-            self._gone.served()
-            return _image_from(response, self._config.model, attempt, duration_ms)
+        if self._client is None:
+            self._client = self._connect()
+        size = openai_size(request.aspect_ratio, request.image_size, self._size_mode)
+        return _image_from(await self._call(self._client, request, size), self._model)
 
-    async def _call_once(
-        self,
-        client: AsyncOpenAI,
-        prompt: str,
-        size: str,
-        references: Sequence[tuple[bytes, str]],
-        deadline: float,
-    ) -> ImagesResponse:
+    async def _call(self, client: AsyncOpenAI, request: ImageRequest, size: str) -> ImagesResponse:
         import httpx2
         import openai
 
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Failed(ImageUnavailable("timeout", "no time left in this turn"))
-        async with self._slot:
-            try:
-                async with asyncio.timeout(remaining):
-                    if references:
-                        files = [
-                            (f"reference-{n}.{EXTENSION_BY_MIME.get(mime, 'png')}", data, mime)
-                            for n, (data, mime) in enumerate(references, start=1)
-                        ]
-                        return await client.images.edit(
-                            model=self._config.model,
-                            prompt=prompt,
-                            image=files,
-                            n=1,
-                            size=size,
-                            output_format="png",
-                        )
-                    return await client.images.generate(
-                        model=self._config.model,
-                        prompt=prompt,
-                        n=1,
-                        size=size,
-                        output_format="png",
-                    )
-            except openai.APIStatusError as exc:
-                raise _classify(exc) from None
-            except openai.APITimeoutError:
-                raise _Failed(
-                    ImageUnavailable("timeout", "no answer in time", cost_unknown=True)
-                ) from None
-            except openai.APIConnectionError as exc:
-                # A refused connect never reached the provider; anything later may have.
-                refused = isinstance(exc.__cause__, httpx2.ConnectError)
-                raise _Failed(
-                    ImageUnavailable("connection", "connection error", cost_unknown=not refused)
-                ) from None
-            except TimeoutError:
-                raise _Failed(
-                    ImageUnavailable("timeout", "no answer in time", cost_unknown=True)
-                ) from None
-
-
-class _Failed(Exception):
-    """An ImageUnavailable, with the server's Retry-After if it sent one."""
-
-    def __init__(self, error: ImageUnavailable, retry_after: float | None = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
+        try:
+            if request.references:
+                files = [
+                    (f"reference-{n}.{EXTENSION_BY_MIME.get(mime, 'png')}", data, mime)
+                    for n, (data, mime) in enumerate(request.references, start=1)
+                ]
+                return await client.images.edit(
+                    model=self._model,
+                    prompt=request.prompt,
+                    image=files,
+                    n=1,
+                    size=size,
+                    output_format="png",
+                )
+            return await client.images.generate(
+                model=self._model, prompt=request.prompt, n=1, size=size, output_format="png"
+            )
+        except openai.APIStatusError as exc:
+            raise _classify(exc) from None
+        except openai.APITimeoutError:
+            raise ImageUnavailable("timeout", "no answer in time", cost_unknown=True) from None
+        except openai.APIConnectionError as exc:
+            # A refused connect never reached the provider; anything later may have.
+            refused = isinstance(exc.__cause__, httpx2.ConnectError)
+            raise ImageUnavailable(
+                "connection", "connection error", cost_unknown=not refused
+            ) from None
+        except TimeoutError:
+            raise ImageUnavailable("timeout", "no answer in time", cost_unknown=True) from None
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -265,8 +173,8 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-def _classify(exc: Any) -> Exception:
-    """An SDK status error as ImageBlocked (moderation) or a wrapped ImageUnavailable."""
+def _classify(exc: Any) -> ImageBlocked | ImageUnavailable:
+    """An SDK status error as ImageBlocked (moderation) or ImageUnavailable."""
     status = int(exc.status_code)
     code = str(exc.code or "")
     body = exc.body if isinstance(exc.body, dict) else {}
@@ -278,13 +186,13 @@ def _classify(exc: Any) -> Exception:
         return ImageBlocked("MODERATION_BLOCKED", reason)
     if status in RETRYABLE_STATUS:
         retry_after = _retry_after(getattr(exc.response, "headers", None))
-        return _Failed(ImageUnavailable("busy", detail, status=status), retry_after)
+        return ImageUnavailable("busy", detail, status=status, retry_after=retry_after)
     if status in (401, 403):
-        return _Failed(ImageUnavailable("auth", detail, status=status))
+        return ImageUnavailable("auth", detail, status=status)
     if status == 404:
         message = str(body.get("message") or "")[:200]
-        return _Failed(ImageUnavailable("model_gone", f"{detail}: {message}", status=status))
-    return _Failed(ImageUnavailable("bad_request", detail, status=status))
+        return ImageUnavailable("model_gone", f"{detail}: {message}", status=status)
+    return ImageUnavailable("bad_request", detail, status=status)
 
 
 def _usage(response: ImagesResponse) -> ImageUsage | None:
@@ -300,9 +208,7 @@ def _usage(response: ImagesResponse) -> ImageUsage | None:
     return ImageUsage(text_input, image_input, outputs.text_tokens, outputs.image_tokens)
 
 
-def _image_from(
-    response: ImagesResponse, model: str, attempts: int, duration_ms: int
-) -> ImageResult:
+def _image_from(response: ImagesResponse, model: str) -> ImageResult:
     encoded = [item.b64_json for item in response.data or [] if item.b64_json]
     if not encoded:
         raise ImageBlocked("NO_IMAGE", NO_IMAGE)
@@ -318,7 +224,7 @@ def _image_from(
         usage=_usage(response),
         model_version=model,
         text=None,
-        attempts=attempts,
-        duration_ms=duration_ms,
+        attempts=1,
+        duration_ms=0,
         images_in_response=len(encoded),
     )

@@ -12,11 +12,12 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import structlog
 
 from bot.i18n import _
+from bot.providers.heap import return_free_memory
 
 log = structlog.get_logger(__name__)
 
@@ -205,44 +206,7 @@ def _decode_in_worker(data: bytes, limits: ImageLimits, generated: bool = False)
     try:
         return prepare_image(data, limits, keep_png_stream=generated, photo=generated)
     finally:
-        _return_free_memory()
-
-
-_libc_handle: Any = None
-M_MMAP_THRESHOLD: Final = -3  # mallopt's parameter number (glibc)
-LARGE_BLOCK_BYTES: Final = 1024 * 1024
-
-
-def _libc() -> Any:
-    """glibc's functions, or None on another C library."""
-    global _libc_handle  # noqa: PLW0603
-    if _libc_handle is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6")
-            _libc_handle = libc if hasattr(libc, "malloc_trim") else False
-        except OSError:
-            _libc_handle = False
-    return _libc_handle or None
-
-
-def _return_free_memory() -> None:
-    """Give the heap pages a large decode freed back to the system (glibc keeps them otherwise:
-    after four 4K images the process held about 400 MB more than it used)."""
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def map_large_blocks_separately() -> None:
-    """Blocks of a MiB and more get their own pages, given back to the system when freed.
-    glibc's default threshold rises with the first large block freed (up to 32 MB), after which
-    the buffers of an image answer (37 MB of base64 JSON, held several times over while the SDK
-    parses it) stay in the heap after use: about 90 MB per 4K answer. Called once at start."""
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
+        return_free_memory()
 
 
 class ImageProcessor:

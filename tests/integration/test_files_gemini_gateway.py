@@ -1,10 +1,9 @@
-"""GeminiImageGateway against the fake Gemini server through the real google-genai client:
+"""WorkerImageGateway against the fake Gemini server through the real google-genai client:
 image selection, safety outcomes, retries inside the deadline, no retry after a read timeout."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import time
 from collections.abc import AsyncIterator
@@ -13,14 +12,10 @@ import pytest
 import structlog.testing
 from PIL import Image
 
-from bot.providers.gemini import (
-    GatewayConfig,
-    GeminiImageGateway,
-    ImageBlocked,
-    ImageUnavailable,
-    create_gemini_client,
-)
-from bot.providers.images import AnswerGate, ImageResult
+from bot.providers.gemini import MAX_REFERENCES
+from bot.providers.image_gateway import RetryPolicy, WorkerImageGateway
+from bot.providers.image_worker import ImageWorker, WorkerSetup
+from bot.providers.images import AnswerGate, ImageBlocked, ImageResult, ImageUnavailable
 from tests.fakes.gemini import (
     DEFAULT_THOUGHTS_TOKENS,
     ApiError,
@@ -44,22 +39,32 @@ async def gemini() -> AsyncIterator[FakeGemini]:
 
 
 def make_gateway(
-    fake: FakeGemini, *, timeout: float = 10.0, attempts: int = 3, initial_delay: float = 0.01
-) -> GeminiImageGateway:
-    return GeminiImageGateway(
-        functools.partial(create_gemini_client, "test-key", fake.base_url, timeout),
-        GatewayConfig(model=MODEL, retry_attempts=attempts, retry_initial_delay=initial_delay),
+    fake: FakeGemini,
+    *,
+    timeout: float = 10.0,
+    attempts: int = 3,
+    initial_delay: float = 0.01,
+    model: str = MODEL,
+) -> WorkerImageGateway:
+    """The gateway as the bot builds it, its calls made by a real image worker process."""
+    setup = WorkerSetup("google", "test-key", fake.base_url, timeout, model)
+    return WorkerImageGateway(
+        ImageWorker(setup),
+        provider="google",
+        model=model,
+        max_references=MAX_REFERENCES,
+        retries=RetryPolicy(attempts, initial_delay),
     )
 
 
 @pytest.fixture
-async def gateway(gemini: FakeGemini) -> AsyncIterator[GeminiImageGateway]:
+async def gateway(gemini: FakeGemini) -> AsyncIterator[WorkerImageGateway]:
     gw = make_gateway(gemini)
     yield gw
     await gw.aclose()
 
 
-async def generate(gateway: GeminiImageGateway, deadline_in: float = 10.0) -> object:
+async def generate(gateway: WorkerImageGateway, deadline_in: float = 10.0) -> object:
     return await gateway.generate(
         "a red cat",
         aspect_ratio="16:9",
@@ -70,7 +75,7 @@ async def generate(gateway: GeminiImageGateway, deadline_in: float = 10.0) -> ob
 
 
 async def test_the_last_non_thought_image_is_the_result(
-    gemini: FakeGemini, gateway: GeminiImageGateway
+    gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
     gemini.script(image_reply(thought_image=True, thought_text="planning", text="Here it is."))
     image = await gateway.generate(
@@ -105,7 +110,7 @@ async def test_the_last_non_thought_image_is_the_result(
     ],
 )
 async def test_no_image_answers_are_blocked_with_a_reason(
-    gemini: FakeGemini, gateway: GeminiImageGateway, reply: object, reason: str, words: str
+    gemini: FakeGemini, gateway: WorkerImageGateway, reply: object, reason: str, words: str
 ) -> None:
     gemini.script(reply)
     with pytest.raises(ImageBlocked) as caught:
@@ -116,7 +121,7 @@ async def test_no_image_answers_are_blocked_with_a_reason(
 
 
 async def test_busy_answers_are_retried_with_backoff(
-    gemini: FakeGemini, gateway: GeminiImageGateway
+    gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
     gemini.script(ApiError(503), ApiError(429), image_reply())
     image = await generate(gateway)
@@ -124,7 +129,7 @@ async def test_busy_answers_are_retried_with_backoff(
     assert len(gemini.generate_requests()) == 3
 
 
-async def test_retries_are_bounded(gemini: FakeGemini, gateway: GeminiImageGateway) -> None:
+async def test_retries_are_bounded(gemini: FakeGemini, gateway: WorkerImageGateway) -> None:
     gemini.script(ApiError(500), ApiError(502), ApiError(503), image_reply())
     with pytest.raises(ImageUnavailable) as caught:
         await generate(gateway)
@@ -134,7 +139,7 @@ async def test_retries_are_bounded(gemini: FakeGemini, gateway: GeminiImageGatew
 
 
 async def test_a_bad_request_is_not_retried(
-    gemini: FakeGemini, gateway: GeminiImageGateway
+    gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
     gemini.script(ApiError(400), image_reply())
     with pytest.raises(ImageUnavailable) as caught:
@@ -157,7 +162,7 @@ async def test_a_read_timeout_is_not_retried_and_may_have_cost(gemini: FakeGemin
 
 
 async def test_the_turn_deadline_bounds_the_call(
-    gemini: FakeGemini, gateway: GeminiImageGateway
+    gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
     gemini.script(Delay(5.0, image_reply()))
     started = time.monotonic()
@@ -179,7 +184,7 @@ async def test_no_retry_when_the_backoff_would_pass_the_deadline(gemini: FakeGem
 
 
 async def test_usage_is_split_by_kind_as_google_bills_it(
-    gemini: FakeGemini, gateway: GeminiImageGateway
+    gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
     """IMAGE candidate tokens are image output; other candidate tokens plus thoughts are text
     output; prompt tokens are input by modality (the thought image counts as thinking)."""
@@ -206,7 +211,7 @@ async def test_usage_is_split_by_kind_as_google_bills_it(
 
 
 async def test_a_response_without_candidate_details_reports_no_usage(
-    gemini: FakeGemini, gateway: GeminiImageGateway
+    gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
     gemini.script(image_reply(usage_mode="no_details"), image_reply(usage_mode="none"))
     assert (await generate(gateway)).usage is None  # type: ignore[attr-defined]
@@ -214,12 +219,7 @@ async def test_a_response_without_candidate_details_reports_no_usage(
 
 
 async def test_a_retired_model_is_model_gone_logged_once(gemini: FakeGemini) -> None:
-    gateway = GeminiImageGateway(
-        functools.partial(create_gemini_client, "test-key", gemini.base_url, 10.0),
-        GatewayConfig(
-            model="gemini-3-pro-image-preview", retry_attempts=3, retry_initial_delay=0.01
-        ),
-    )
+    gateway = make_gateway(gemini, model="gemini-3-pro-image-preview")
     try:
         with structlog.testing.capture_logs() as logs:
             for _ in range(3):
@@ -237,7 +237,7 @@ async def test_a_retired_model_is_model_gone_logged_once(gemini: FakeGemini) -> 
 
 
 async def test_an_answer_waits_for_a_gate_slot_before_its_body_is_read(
-    gemini: FakeGemini, gateway: GeminiImageGateway
+    gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
     """While another image is being checked (the gate's one slot held), a finished answer stays
     unread at its headers; error answers never wait (the retry's answer does)."""

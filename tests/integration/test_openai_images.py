@@ -1,10 +1,9 @@
-"""OpenAIImageGateway and the fake OpenAI Images server, through the real openai SDK: the wire
+"""WorkerImageGateway and the fake OpenAI Images server, through the real openai SDK: the wire
 format (JSON generations, multipart edits with `image[]` parts, usage, error bodies), sizes, safety
 blocks, retries inside the deadline and a model the provider does not serve."""
 
 from __future__ import annotations
 
-import functools
 import io
 import time
 from collections.abc import AsyncIterator
@@ -14,13 +13,10 @@ import pytest
 import structlog.testing
 from PIL import Image
 
+from bot.providers.image_gateway import RetryPolicy, WorkerImageGateway
+from bot.providers.image_worker import ImageWorker, WorkerSetup
 from bot.providers.images import ImageBlocked, ImageUnavailable, ImageUsage
-from bot.providers.openai_images import (
-    OpenAIImageGateway,
-    OpenAIImagesConfig,
-    create_openai_client,
-    openai_size,
-)
+from bot.providers.openai_images import MAX_REFERENCES, openai_size
 from tests.fakes.openai import (
     RETIRED_MODELS,
     ApiError,
@@ -63,27 +59,27 @@ def make_gateway(
     attempts: int = 3,
     timeout: float = 10.0,
     size_mode: str = "flexible",
-) -> OpenAIImageGateway:
-    return OpenAIImageGateway(
-        functools.partial(create_openai_client, KEY, fake.base_url, timeout),
-        OpenAIImagesConfig(
-            model=model,
-            retry_attempts=attempts,
-            retry_initial_delay=0.01,
-            size_mode=size_mode,  # type: ignore[arg-type]
-        ),
+) -> WorkerImageGateway:
+    """The gateway as the bot builds it, its calls made by a real image worker process."""
+    setup = WorkerSetup("openai", KEY, fake.base_url, timeout, model, size_mode)
+    return WorkerImageGateway(
+        ImageWorker(setup),
+        provider="openai",
+        model=model,
+        max_references=MAX_REFERENCES,
+        retries=RetryPolicy(attempts, 0.01),
     )
 
 
 @pytest.fixture
-async def gateway(fake: FakeOpenAI) -> AsyncIterator[OpenAIImageGateway]:
+async def gateway(fake: FakeOpenAI) -> AsyncIterator[WorkerImageGateway]:
     gw = make_gateway(fake)
     yield gw
     await gw.aclose()
 
 
 async def draw(
-    gateway: OpenAIImageGateway,
+    gateway: WorkerImageGateway,
     *,
     references: list[tuple[bytes, str]] | None = None,
     aspect_ratio: str = "16:9",
@@ -130,7 +126,7 @@ def test_standard_sizes_only_for_older_models() -> None:
 
 
 async def test_a_new_image_is_a_json_generation_with_usage(
-    fake: FakeOpenAI, gateway: OpenAIImageGateway
+    fake: FakeOpenAI, gateway: WorkerImageGateway
 ) -> None:
     fake.script(image_reply())
     image = await draw(gateway)
@@ -161,7 +157,7 @@ async def test_a_new_image_is_a_json_generation_with_usage(
 
 
 async def test_edits_send_every_reference_as_an_image_part(
-    fake: FakeOpenAI, gateway: OpenAIImageGateway
+    fake: FakeOpenAI, gateway: WorkerImageGateway
 ) -> None:
     fake.script(image_reply())
     references = [
@@ -194,7 +190,7 @@ async def test_edits_send_every_reference_as_an_image_part(
 
 
 async def test_more_than_ten_references_are_refused_before_any_call(
-    fake: FakeOpenAI, gateway: OpenAIImageGateway
+    fake: FakeOpenAI, gateway: WorkerImageGateway
 ) -> None:
     with pytest.raises(ImageUnavailable) as caught:
         await draw(gateway, references=[(png(), "image/png")] * 11)
@@ -204,7 +200,7 @@ async def test_more_than_ten_references_are_refused_before_any_call(
 
 @pytest.mark.parametrize(("stage", "words"), [("input", "this prompt"), ("output", "generated")])
 async def test_moderation_blocked_is_a_safety_block(
-    fake: FakeOpenAI, gateway: OpenAIImageGateway, stage: str, words: str
+    fake: FakeOpenAI, gateway: WorkerImageGateway, stage: str, words: str
 ) -> None:
     fake.script(moderation_blocked(stage))
     with pytest.raises(ImageBlocked) as caught:
@@ -215,7 +211,7 @@ async def test_moderation_blocked_is_a_safety_block(
 
 
 async def test_rate_limits_and_server_errors_are_retried(
-    fake: FakeOpenAI, gateway: OpenAIImageGateway
+    fake: FakeOpenAI, gateway: WorkerImageGateway
 ) -> None:
     fake.script(rate_limited(), server_error(503), image_reply())
     image = await draw(gateway)
@@ -259,7 +255,7 @@ async def test_an_unknown_model_is_model_gone_logged_once(fake: FakeOpenAI, mode
     ]
 
 
-async def test_usage_variants(fake: FakeOpenAI, gateway: OpenAIImageGateway) -> None:
+async def test_usage_variants(fake: FakeOpenAI, gateway: WorkerImageGateway) -> None:
     fake.script(image_reply(usage_mode="none"), image_reply(usage_mode="no_output_details"))
     assert (await draw(gateway)).usage is None  # type: ignore[attr-defined]
     older = await draw(gateway)

@@ -1,0 +1,176 @@
+"""The messages between the bot and its image worker process (`image_worker_main`), on the
+worker's stdin and stdout.
+
+A frame is a 4-byte big-endian length, a JSON header of that length, then the binary parts the
+header lists in `parts` (their sizes), back to back: images travel as raw bytes, never as
+base64 or JSON strings, so neither side parses them.
+
+Bot to worker: `setup` (once, first), `call` (one attempt at one image; the references as
+parts), `go` (the caller has its answer slot: read the answer), `cancel`.
+Worker to bot: `ready` (once), `headers` (an answer is arriving: may it be read?), and `image`,
+`blocked` or `unavailable` (the attempt's outcome; an image as its one part).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bot.providers.images import (
+    ImageBlocked,
+    ImageRequest,
+    ImageResult,
+    ImageUnavailable,
+    ImageUsage,
+)
+
+HEADER_LENGTH_BYTES = 4
+MAX_HEADER_BYTES = 1 << 20
+
+
+class WireError(Exception):
+    """The other side sent something that is not a frame."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    header: dict[str, Any]
+    parts: list[bytes] = field(default_factory=list)
+
+    @property
+    def op(self) -> str:
+        return str(self.header.get("op", ""))
+
+    @property
+    def call_id(self) -> int:
+        return int(self.header.get("id", 0))
+
+
+def write_frame(
+    writer: asyncio.StreamWriter, header: dict[str, Any], parts: Sequence[bytes] = ()
+) -> None:
+    """Queues one whole frame (no await between its pieces, so frames never interleave)."""
+    body = json.dumps({**header, "parts": [len(p) for p in parts]}).encode()
+    writer.write(len(body).to_bytes(HEADER_LENGTH_BYTES, "big") + body)
+    for part in parts:
+        writer.write(part)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
+    """The next frame, or None at the end of the stream."""
+    try:
+        length = int.from_bytes(await reader.readexactly(HEADER_LENGTH_BYTES), "big")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise WireError("the stream ended inside a frame") from None
+        return None
+    if length > MAX_HEADER_BYTES:
+        raise WireError(f"header of {length} bytes")
+    try:
+        header = json.loads(await reader.readexactly(length))
+        sizes = [int(n) for n in header.get("parts", [])]
+        parts = [await reader.readexactly(n) for n in sizes]
+    except (asyncio.IncompleteReadError, ValueError, TypeError, AttributeError) as exc:
+        raise WireError(type(exc).__name__) from None
+    if not isinstance(header, dict):
+        raise WireError("header is not an object")
+    return Frame(header, parts)
+
+
+def request_frame(call_id: int, timeout: float, request: ImageRequest) -> Frame:
+    """One attempt at `request`, to be answered within `timeout` seconds."""
+    header = {
+        "op": "call",
+        "id": call_id,
+        "timeout": timeout,
+        "prompt": request.prompt,
+        "aspect_ratio": request.aspect_ratio,
+        "image_size": request.image_size,
+        "mime_types": [mime for _, mime in request.references],
+    }
+    return Frame(header, [data for data, _ in request.references])
+
+
+def request_from(frame: Frame) -> ImageRequest:
+    header = frame.header
+    mimes = [str(m) for m in header.get("mime_types", [])]
+    if len(mimes) != len(frame.parts):
+        raise WireError("references and their types differ in number")
+    return ImageRequest(
+        prompt=str(header["prompt"]),
+        aspect_ratio=str(header["aspect_ratio"]),
+        image_size=str(header["image_size"]),
+        references=list(zip(frame.parts, mimes, strict=True)),
+    )
+
+
+def outcome_frame(call_id: int, outcome: ImageResult | ImageBlocked | ImageUnavailable) -> Frame:
+    """The attempt's outcome as the worker sends it."""
+    if isinstance(outcome, ImageResult):
+        header: dict[str, Any] = {
+            "op": "image",
+            "mime_type": outcome.mime_type,
+            "usage": asdict(outcome.usage) if outcome.usage is not None else None,
+            "model_version": outcome.model_version,
+            "text": outcome.text,
+            "images_in_response": outcome.images_in_response,
+        }
+        return Frame({**header, "id": call_id}, [outcome.data])
+    if isinstance(outcome, ImageBlocked):
+        header = {
+            "op": "blocked",
+            "reason": outcome.reason,
+            "user_reason": outcome.user_reason,
+            "input_tokens": outcome.input_tokens,
+            "output_tokens": outcome.output_tokens,
+        }
+        return Frame({**header, "id": call_id})
+    header = {
+        "op": "unavailable",
+        "kind": outcome.kind,
+        "detail": outcome.detail,
+        "status": outcome.status,
+        "cost_unknown": outcome.cost_unknown,
+        "retry_after": outcome.retry_after,
+    }
+    return Frame({**header, "id": call_id})
+
+
+def outcome_from(frame: Frame) -> ImageResult:
+    """The image a worker's outcome frame carries; its failures raised as the gateway's
+    exceptions (attempts and duration are the caller's to fill in)."""
+    h = frame.header
+    try:
+        if frame.op == "image" and len(frame.parts) == 1:
+            usage = h.get("usage")
+            return ImageResult(
+                data=frame.parts[0],
+                mime_type=str(h["mime_type"]),
+                usage=ImageUsage(**usage) if isinstance(usage, dict) else None,
+                model_version=h.get("model_version"),
+                text=h.get("text"),
+                attempts=1,
+                duration_ms=0,
+                images_in_response=int(h.get("images_in_response", 1)),
+            )
+        if frame.op == "blocked":
+            raise ImageBlocked(
+                str(h["reason"]),
+                str(h["user_reason"]),
+                input_tokens=int(h.get("input_tokens", 0)),
+                output_tokens=int(h.get("output_tokens", 0)),
+            )
+        if frame.op == "unavailable":
+            raise ImageUnavailable(
+                str(h["kind"]),
+                str(h["detail"]),
+                status=h.get("status"),
+                cost_unknown=bool(h.get("cost_unknown")),
+                retry_after=h.get("retry_after"),
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(f"bad {frame.op} frame: {type(exc).__name__}") from None
+    raise WireError(f"unexpected {frame.op!r} frame")
