@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from pathlib import Path
 
 from sqlalchemy import text
@@ -13,6 +15,19 @@ from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import BotProcess, bot_env
+
+
+async def update_status(engine: AsyncEngine, *, wait_for: str, timeout: float = 10.0) -> str:
+    """The one update's status once it is `wait_for`, or whatever it is at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with engine.connect() as conn:
+            status = str(
+                (await conn.execute(text("SELECT status FROM inbound_updates"))).scalar_one()
+            )
+        if status == wait_for or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.05)
 
 
 async def test_start_command_is_answered(
@@ -29,9 +44,9 @@ async def test_start_command_is_answered(
         balance = (
             await conn.execute(text("SELECT balance_micros FROM users WHERE id = 1001"))
         ).scalar_one()
-        status = (await conn.execute(text("SELECT status FROM inbound_updates"))).scalar_one()
     assert balance == 500_000
-    assert status == "answered"
+    # The update is marked answered just after the reply goes out.
+    assert await update_status(engine, wait_for="answered") == "answered"
     assert await bot.stop(signal.SIGTERM) == 0
     assert "bot_stopped" in bot.log_text()
 
