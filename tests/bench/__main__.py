@@ -733,7 +733,7 @@ class Bench:
             bot, _ = await self.start_bot(telegram, anthropic, gemini, **fast)
             meter = ProcessMeter(bot.pid)
             await self.drive(telegram, anthropic, [8_500_000], 2)
-            rss_before = meter.rss_mb()
+            rss_before, cpu0 = meter.rss_mb(), meter.cpu_seconds()
             drawers = [8_600_000 + i for i in range(8)]
             chatter = 8_700_000
             with harness_gc_paused():
@@ -749,12 +749,14 @@ class Bench:
                 )
                 chat = await self.drive(telegram, anthropic, [chatter], 5, first_index=1)
                 wall = time.monotonic() - started
+            cpu = meter.cpu_seconds() - cpu0
             gemini.latency = 0.0
             result = self.summarize(
                 "8 concurrent 4K generations + one person chatting", [*done, *chat], wall, 0, 0, 0
             )
             result.extra.update(meter.peaks())
             result.extra["rss_before_mb"] = round(rss_before, 1)
+            result.extra["cpu_seconds_all_turns"] = round(cpu, 2)
             self.figures["peak_rss_mb_8_concurrent_4k"] = result.extra["peak_rss_mb"]
             self.figures["peak_rss_mb_upper_8_concurrent_4k"] = result.extra["peak_rss_mb_upper"]
             self.figures["bot_peak_rss_mb_8_concurrent_4k"] = result.extra["bot_peak_rss_mb"]
