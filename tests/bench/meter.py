@@ -22,6 +22,7 @@ VmHWM.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -31,12 +32,14 @@ SAMPLE_SECONDS = 0.01
 
 def children(pid: int) -> list[int]:
     """Direct children of a process (of any of its threads); [] if it is gone."""
-    found: list[int] = []
     try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
             found.extend(int(child) for child in (task / "children").read_text().split())
-    except (FileNotFoundError, ProcessLookupError):
-        pass
     return found
 
 
