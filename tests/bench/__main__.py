@@ -5,7 +5,9 @@
 Starts a throwaway Postgres, the fake Telegram/Anthropic/Gemini servers (in this process) and the
 real bot process, drives simulated users through the fake Telegram, and prints the figures. Exits
 non-zero if a turn was lost. Overhead = time from the update being handed to getUpdates until the
-final reply reaches the fake Telegram, minus the time spent inside the fake providers.
+final reply reaches the fake Telegram, minus the time spent inside the fake providers. CPU and
+memory are those of the bot's whole process tree, the bot and its child processes (the PDF
+checker, the image worker): see tests/bench/meter.py.
 
 The image phases use photo-like images (gradients and noise; a 4K PNG is 20-30 MB): overhead per
 image turn beyond the providers' time (decode, strip, re-encode for the photo, Files API upload,
@@ -38,6 +40,7 @@ import asyncpg
 from PIL import Image
 from sqlalchemy.engine import make_url
 
+from tests.bench.meter import ProcessMeter
 from tests.fakes.anthropic import FakeAnthropic, RecordedRequest, Reply, prompt_segments, text_reply
 from tests.fakes.anthropic import tool_use_block as _tool_use_block
 from tests.fakes.gemini import (
@@ -205,30 +208,6 @@ TRANSCRIPT = "tell me something about this voice note"
 def gemini_responder(request: GeminiRequest) -> TranscriptReply | ImageReply:
     """Transcripts for audio, images for everything else."""
     return TranscriptReply(TRANSCRIPT) if request.audio else image_reply()
-
-
-class ProcessMeter:
-    """CPU time and peak memory of the bot process, from /proc."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._ticks = os.sysconf("SC_CLK_TCK")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self._ticks
-
-    def peak_rss_mb(self) -> float:
-        return self._status_mb("VmHWM:")
-
-    def rss_mb(self) -> float:
-        return self._status_mb("VmRSS:")
-
-    def _status_mb(self, field_name: str) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field_name):
-                return int(line.split()[1]) / 1024
-        return 0.0
 
 
 class Bench:
@@ -519,8 +498,9 @@ class Bench:
         trips = self.db_round_trips(database)
         if trips is not None and trips0 is not None:
             result.db_round_trips_per_turn = round((trips - trips0) / max(1, result.turns), 2)
-        result.extra["peak_rss_mb"] = round(meter.peak_rss_mb(), 1)
+        result.extra.update(meter.peaks())
         result.extra["ordered"] = all_in_order(telegram, ids)
+        meter.close()
         await bot.stop()
         return result
 
@@ -627,6 +607,7 @@ class Bench:
             turns = await self.drive(telegram, anthropic, users, 3, first_index=3 * wave)
             assert all(t.replied_at is not None for t in turns), "a turn of a wave was lost"
             rss.append(round(meter.rss_mb(), 1))
+        meter.close()
         await bot.stop()
         self.figures["rss_mb_after_each_wave_of_50_users_x_3"] = rss
 
@@ -737,12 +718,13 @@ class Bench:
                     overhead_ms=percentiles(overhead),
                     cpu_ms_per_turn=round(cpu * 1000 / max(1, len(answered)), 1),
                 )
-                result.extra["peak_rss_mb"] = round(meter.peak_rss_mb(), 1)
+                result.extra.update(meter.peaks())
                 result.extra["provider_ms_p50"] = percentiles(
                     [(t.latency * 1000 - o) for t, o in zip(answered, overhead, strict=True)]
                 ).get("p50")
                 self.results.append(result)
                 self.figures[f"image_{size}_overhead_ms"] = result.overhead_ms
+                meter.close()
                 await bot.stop()
 
             # 8 people draw a 4K image at once while a ninth chats.
@@ -751,7 +733,7 @@ class Bench:
             bot, _ = await self.start_bot(telegram, anthropic, gemini, **fast)
             meter = ProcessMeter(bot.pid)
             await self.drive(telegram, anthropic, [8_500_000], 2)
-            rss_before = meter.rss_mb()
+            rss_before, cpu0 = meter.rss_mb(), meter.cpu_seconds()
             drawers = [8_600_000 + i for i in range(8)]
             chatter = 8_700_000
             with harness_gc_paused():
@@ -767,14 +749,19 @@ class Bench:
                 )
                 chat = await self.drive(telegram, anthropic, [chatter], 5, first_index=1)
                 wall = time.monotonic() - started
+            cpu = meter.cpu_seconds() - cpu0
             gemini.latency = 0.0
             result = self.summarize(
                 "8 concurrent 4K generations + one person chatting", [*done, *chat], wall, 0, 0, 0
             )
-            result.extra["peak_rss_mb"] = round(meter.peak_rss_mb(), 1)
+            result.extra.update(meter.peaks())
             result.extra["rss_before_mb"] = round(rss_before, 1)
+            result.extra["cpu_seconds_all_turns"] = round(cpu, 2)
             self.figures["peak_rss_mb_8_concurrent_4k"] = result.extra["peak_rss_mb"]
+            self.figures["peak_rss_mb_upper_8_concurrent_4k"] = result.extra["peak_rss_mb_upper"]
+            self.figures["bot_peak_rss_mb_8_concurrent_4k"] = result.extra["bot_peak_rss_mb"]
             self.figures["chat_overhead_ms_during_4k_images"] = result.overhead_ms
+            meter.close()
             await bot.stop()
 
     @staticmethod
@@ -834,7 +821,7 @@ class Bench:
             if r.overhead_ms:
                 print(f"bot overhead per text turn (ms): {r.overhead_ms}")
             print(
-                f"bot CPU per turn: {r.cpu_ms_per_turn} ms; DB transactions per turn "
+                f"bot CPU per turn (with its child processes): {r.cpu_ms_per_turn} ms; DB transactions per turn "
                 f"(a lone statement is one): {r.db_transactions_per_turn}; "
                 f"DB round trips per turn: "
                 f"{r.db_round_trips_per_turn}; Telegram calls per turn: {r.telegram_calls_per_turn}"
