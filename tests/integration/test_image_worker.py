@@ -1,0 +1,180 @@
+"""The image worker process: a worker killed mid-call fails that call as cost-unknown and is
+replaced with the next one; a cancelled call leaves the worker serving; the key never appears on
+the worker's command line or in its environment; OpenAI answers wait for the AnswerGate too; the
+bot stops the worker when it closes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import structlog.testing
+
+from bot.providers.gemini import MAX_REFERENCES
+from bot.providers.image_gateway import RetryPolicy, WorkerImageGateway
+from bot.providers.image_wire import WireError, read_frame
+from bot.providers.image_worker import ImageWorker, WorkerSetup
+from bot.providers.images import AnswerGate, ImageResult, ImageUnavailable
+from bot.providers.openai_images import MAX_REFERENCES as OPENAI_MAX_REFERENCES
+from tests.fakes.anthropic import Delay, Hang
+from tests.fakes.gemini import FakeGemini, image_reply
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import image_reply as openai_image_reply
+
+MODEL = "gemini-3-pro-image"
+KEY = "test-key-not-a-real-one-4f1c"
+
+
+def gemini_gateway(fake: FakeGemini, *, timeout: float = 10.0) -> WorkerImageGateway:
+    return WorkerImageGateway(
+        ImageWorker(WorkerSetup("google", KEY, fake.base_url, timeout, MODEL)),
+        provider="google",
+        model=MODEL,
+        max_references=MAX_REFERENCES,
+        retries=RetryPolicy(3, 0.01),
+    )
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[FakeGemini]:
+    async with FakeGemini(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def gateway(gemini: FakeGemini) -> AsyncIterator[WorkerImageGateway]:
+    gw = gemini_gateway(gemini)
+    yield gw
+    await gw.aclose()
+
+
+async def draw(gateway: WorkerImageGateway, deadline_in: float = 10.0) -> ImageResult:
+    return await gateway.generate(
+        "a red cat",
+        aspect_ratio="1:1",
+        image_size="1K",
+        references=[],
+        deadline=time.monotonic() + deadline_in,
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+async def test_a_killed_worker_fails_its_call_and_is_replaced(
+    gemini: FakeGemini, gateway: WorkerImageGateway
+) -> None:
+    gemini.script(image_reply(), Hang(), image_reply())
+    assert (await draw(gateway)).data
+    first = gateway.worker_pid
+    assert first is not None
+    call = asyncio.create_task(draw(gateway))
+    await gemini.wait_for_requests(2)
+    with structlog.testing.capture_logs() as logs:
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(ImageUnavailable) as caught:
+            await asyncio.wait_for(call, 5)
+    # The provider may have started on it (and billed it): never retried, never assumed free.
+    assert caught.value.kind == "connection"
+    assert caught.value.cost_unknown is True
+    assert len(gemini.generate_requests()) == 2
+    stopped = [e for e in logs if e["event"] == "image_worker_stopped"]
+    assert len(stopped) == 1
+    assert stopped[0]["log_level"] == "error"
+    assert stopped[0]["in_flight"] == 1
+    assert (await draw(gateway)).data
+    assert gateway.worker_pid not in (None, first)
+
+
+async def test_a_cancelled_call_leaves_the_worker_serving(
+    gemini: FakeGemini, gateway: WorkerImageGateway
+) -> None:
+    gemini.script(Delay(30.0, image_reply()), image_reply())
+    call = asyncio.create_task(draw(gateway))
+    await gemini.wait_for_requests(1)
+    pid = gateway.worker_pid
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    image = await draw(gateway)
+    assert image.data
+    assert gateway.worker_pid == pid
+    # The worker dropped the cancelled request: the fake saw its client go away.
+    await gemini.wait_for_requests(2, completed=True)
+    assert gemini.generate_requests()[0].outcome == "cancelled"
+
+
+async def test_the_key_is_not_on_the_command_line_or_in_the_environment(
+    gemini: FakeGemini, gateway: WorkerImageGateway
+) -> None:
+    gemini.script(image_reply())
+    await draw(gateway)
+    pid = gateway.worker_pid
+    assert pid is not None
+    assert KEY.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert KEY.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
+    assert [r.outcome for r in gemini.generate_requests()] == ["ok"]  # the key reached it
+
+
+async def test_closing_the_gateway_stops_the_worker(gemini: FakeGemini) -> None:
+    gateway = gemini_gateway(gemini)
+    gemini.script(image_reply())
+    await draw(gateway)
+    pid = gateway.worker_pid
+    assert pid is not None
+    assert alive(pid)
+    await gateway.aclose()
+    assert not alive(pid)
+    with pytest.raises(ImageUnavailable):
+        await draw(gateway)
+
+
+async def test_an_openai_answer_waits_for_a_gate_slot_before_its_body_is_read() -> None:
+    async with FakeOpenAI(api_key=KEY) as fake:
+        gateway = WorkerImageGateway(
+            ImageWorker(WorkerSetup("openai", KEY, fake.base_url, 10.0, "gpt-image-2.6-sunburst")),
+            provider="openai",
+            model="gpt-image-2.6-sunburst",
+            max_references=OPENAI_MAX_REFERENCES,
+            retries=RetryPolicy(3, 0.01),
+        )
+        gate = AnswerGate(limit=1)
+        fake.script(openai_image_reply())
+
+        async def draw_in_turn() -> tuple[ImageResult, bool]:
+            async with gate.admit() as ticket:
+                return await draw(gateway), ticket.held
+
+        try:
+            async with gate.admit() as checking:
+                await checking.hold()
+                waiting = asyncio.create_task(draw_in_turn())
+                await fake.wait_for_requests(1, completed=True)
+                await asyncio.sleep(0.3)
+                assert not waiting.done()
+            image, held = await asyncio.wait_for(waiting, 5)
+        finally:
+            await gateway.aclose()
+    assert image.data
+    assert held
+
+
+async def test_a_frame_cut_short_is_a_wire_error() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data((20).to_bytes(4, "big") + b'{"op": "im')
+    reader.feed_eof()
+    with pytest.raises(WireError):
+        await read_frame(reader)
+    empty = asyncio.StreamReader()
+    empty.feed_eof()
+    assert await read_frame(empty) is None
