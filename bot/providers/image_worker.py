@@ -41,6 +41,8 @@ from bot.providers.images import (
 log = structlog.get_logger(__name__)
 
 START_SECONDS = 30.0  # a fresh worker imports its SDK (about 0.5 s of CPU)
+# A worker with nothing to do for this long exits (it holds 50-60 MB); the next image starts one.
+IDLE_SECONDS = 600.0
 CLOSE_GRACE_SECONDS = 2.0
 # The worker's own deadline comes first; this much later the bot gives up on it regardless.
 ANSWER_GRACE_SECONDS = 2.0
@@ -122,13 +124,23 @@ class _Running:
 
 
 class ImageWorker:
-    def __init__(self, setup: WorkerSetup, *, start_seconds: float = START_SECONDS) -> None:
+    def __init__(
+        self,
+        setup: WorkerSetup,
+        *,
+        start_seconds: float = START_SECONDS,
+        idle_seconds: float = IDLE_SECONDS,
+    ) -> None:
         self._setup = setup
         self._start_seconds = start_seconds
+        self._idle_seconds = idle_seconds
         self._running: _Running | None = None
         self._starting = asyncio.Lock()
         self._ids = itertools.count(1)
         self._closed = False
+        self._in_flight = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def pid(self) -> int | None:
@@ -138,7 +150,15 @@ class ImageWorker:
     async def attempt(self, request: ImageRequest, timeout: float) -> ImageResult:
         """One attempt at `request` within `timeout` seconds: the image, or ImageBlocked /
         ImageUnavailable as the provider's answer gave them."""
-        worker = await self._worker()
+        self._busy()
+        try:
+            return await self._attempt(await self._worker(), request, timeout)
+        finally:
+            self._done()
+
+    async def _attempt(
+        self, worker: _Running, request: ImageRequest, timeout: float
+    ) -> ImageResult:
         call_id = next(self._ids)
         inbox: asyncio.Queue[Frame] = asyncio.Queue()
         worker.inboxes[call_id] = inbox
@@ -218,23 +238,53 @@ class ImageWorker:
         if ready is None or ready.op != "ready":
             raise WireError("no ready frame")
 
+    def _busy(self) -> None:
+        self._in_flight += 1
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _done(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._idle_timer = loop.call_later(self._idle_seconds, self._retire_soon)
+
+    def _retire_soon(self) -> None:
+        task = asyncio.create_task(self._retire_if_idle())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire_if_idle(self) -> None:
+        async with self._starting:
+            if self._in_flight == 0 and self._running is not None:
+                worker, self._running = self._running, None
+                log.info("image_worker_retired", pid=worker.process.pid, idle=self._idle_seconds)
+                await _stop(worker)
+
     async def aclose(self) -> None:
         """Stop the worker: end of its input, then a kill if it has not exited in a moment."""
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         worker, self._running = self._running, None
-        if worker is None:
-            return
-        worker.closing = True
-        worker.writer.close()
-        try:
-            async with asyncio.timeout(CLOSE_GRACE_SECONDS):
-                await worker.process.wait()
-        except TimeoutError:
-            await _kill(worker.process)
-        if worker.sorting is not None:
-            worker.sorting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker.sorting
+        if worker is not None:
+            await _stop(worker)
+
+
+async def _stop(worker: _Running) -> None:
+    worker.closing = True
+    worker.writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+            await worker.process.wait()
+    except TimeoutError:
+        await _kill(worker.process)
+    if worker.sorting is not None:
+        worker.sorting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.sorting
 
 
 def _cancel(worker: _Running, call_id: int) -> None:

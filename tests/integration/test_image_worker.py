@@ -178,3 +178,34 @@ async def test_a_frame_cut_short_is_a_wire_error() -> None:
     empty = asyncio.StreamReader()
     empty.feed_eof()
     assert await read_frame(empty) is None
+
+
+async def test_an_idle_worker_exits_and_the_next_image_starts_one(gemini: FakeGemini) -> None:
+    gateway = WorkerImageGateway(
+        ImageWorker(WorkerSetup("google", KEY, gemini.base_url, 10.0, MODEL), idle_seconds=0.3),
+        provider="google",
+        model=MODEL,
+        max_references=MAX_REFERENCES,
+        retries=RetryPolicy(3, 0.01),
+    )
+    gemini.script(image_reply(), image_reply())
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await draw(gateway)
+            first = gateway.worker_pid
+            assert first is not None
+            for _ in range(50):
+                if gateway.worker_pid is None:
+                    break
+                await asyncio.sleep(0.1)
+            assert gateway.worker_pid is None
+            assert not alive(first)
+            assert (await draw(gateway)).data
+        assert gateway.worker_pid not in (None, first)
+        assert [e["event"] for e in logs if e["event"].startswith("image_worker_")] == [
+            "image_worker_started",
+            "image_worker_retired",
+            "image_worker_started",
+        ]
+    finally:
+        await gateway.aclose()
