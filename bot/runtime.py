@@ -94,7 +94,6 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
         # the leader's to hand back once their lease runs out.
         await app.cluster.start()
         app.background.append(asyncio.create_task(_set_commands(app)))
-        app.background.append(asyncio.create_task(_start_pdf_checker(app)))
         return
     await leave_webhook_mode(app.bot)
     await app.billing.expire_stale_holds(
@@ -117,16 +116,6 @@ async def _start(app: Application, boot_time: datetime, stop: asyncio.Event) -> 
             )
         )
     )
-    app.background.append(asyncio.create_task(_start_pdf_checker(app)))
-
-
-async def _start_pdf_checker(app: Application) -> None:
-    """The PDF checker's process, started while the bot polls (it would start with the first
-    PDF otherwise, and that PDF would wait for it)."""
-    try:
-        await app.pdf_checker.start()
-    except Exception:
-        log.warning("pdf_checker_not_started")
 
 
 async def _set_commands(app: Application) -> None:

@@ -50,13 +50,34 @@ class Frame:
 
 
 def write_frame(
-    writer: asyncio.StreamWriter, header: dict[str, Any], parts: Sequence[bytes] = ()
+    writer: asyncio.StreamWriter,
+    header: dict[str, Any],
+    parts: Sequence[bytes] = (),
+    *,
+    sizes: Sequence[int] | None = None,
 ) -> None:
-    """Queues one whole frame (no await between its pieces, so frames never interleave)."""
-    body = json.dumps({**header, "parts": [len(p) for p in parts]}).encode()
+    """Queues one whole frame (no await between its pieces, so frames never interleave); with
+    `sizes`, only the header, the parts to follow (`send_frame`)."""
+    listed = [len(p) for p in parts] if sizes is None else list(sizes)
+    body = json.dumps({**header, "parts": listed}).encode()
     writer.write(len(body).to_bytes(HEADER_LENGTH_BYTES, "big") + body)
     for part in parts:
         writer.write(part)
+
+
+async def send_frame(
+    writer: asyncio.StreamWriter, frame: Frame, *, piece_bytes: int = 1 << 20
+) -> None:
+    """One frame, its parts a piece at a time, each piece sent before the next is queued: a
+    28 MB image is never copied whole into the pipe's buffer. The caller keeps other frames out
+    until this one is sent (pieces of two frames must not mix)."""
+    write_frame(writer, frame.header, sizes=[len(p) for p in frame.parts])
+    for part in frame.parts:
+        view = memoryview(part)
+        for start in range(0, len(view), piece_bytes):
+            writer.write(view[start : start + piece_bytes])
+            await writer.drain()
+    await writer.drain()
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Frame | None:

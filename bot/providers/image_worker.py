@@ -95,10 +95,11 @@ class _Running:
         self.inboxes: dict[int, asyncio.Queue[Frame]] = {}
         self.sorting: asyncio.Task[None] | None = None
         self.closing = False
+        self.stopped = False
 
     @property
     def alive(self) -> bool:
-        return self.process.returncode is None and (self.sorting is None or not self.sorting.done())
+        return self.process.returncode is None and not self.stopped
 
     async def sort_frames(self) -> None:
         """Every frame to its call's inbox, until the worker stops or says something wrong."""
@@ -111,6 +112,7 @@ class _Running:
         except WireError as exc:
             reason = f"garbled: {exc}"
         finally:
+            self.stopped = True
             for inbox in self.inboxes.values():
                 inbox.put_nowait(STOPPED)
         if not self.closing:

@@ -24,6 +24,7 @@ from bot.providers.image_wire import (
     outcome_frame,
     read_frame,
     request_from,
+    send_frame,
     write_frame,
 )
 from bot.providers.images import (
@@ -33,6 +34,7 @@ from bot.providers.images import (
     ImageUnavailable,
     answers_held_by,
 )
+from bot.providers.niceness import lower_this_process
 
 READ_LIMIT = 1 << 22
 
@@ -79,6 +81,7 @@ class _Calls:
         self._writer = writer
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._go: dict[int, asyncio.Future[None]] = {}
+        self._sending = asyncio.Lock()  # one frame at a time on stdout
 
     def dispatch(self, frame: Frame) -> None:
         call_id = frame.call_id
@@ -97,8 +100,7 @@ class _Calls:
         waiting = asyncio.get_running_loop().create_future()
         self._go[call_id] = waiting
         try:
-            write_frame(self._writer, {"op": "headers", "id": call_id})
-            await self._writer.drain()
+            await self._send(Frame({"op": "headers", "id": call_id}))
             await waiting
         finally:
             self._go.pop(call_id, None)
@@ -107,10 +109,14 @@ class _Calls:
         outcome = await self._outcome(frame)
         answer = outcome_frame(frame.call_id, outcome)
         del outcome
-        write_frame(self._writer, answer.header, answer.parts)
+        # Shielded: a cancel arriving now must not cut the frame short (the stream would be lost).
+        await asyncio.shield(self._send(answer))
         del answer
         return_free_memory()
-        await self._writer.drain()
+
+    async def _send(self, frame: Frame) -> None:
+        async with self._sending:
+            await send_frame(self._writer, frame)
 
     async def _outcome(self, frame: Frame) -> ImageResult | ImageBlocked | ImageUnavailable:
         try:
@@ -167,6 +173,7 @@ async def serve() -> None:
 
 def main() -> None:
     map_large_blocks_separately()
+    lower_this_process()
     try:
         asyncio.run(serve())
     except (WireError, KeyboardInterrupt, BrokenPipeError):

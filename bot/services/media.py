@@ -9,8 +9,11 @@ Every image that enters the bot (a user's upload or the image model's output) go
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -18,6 +21,7 @@ import structlog
 
 from bot.i18n import _
 from bot.providers.heap import return_free_memory
+from bot.providers.niceness import lower_this_thread
 
 log = structlog.get_logger(__name__)
 
@@ -216,7 +220,18 @@ class ImageProcessor:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self._limits = limits
-        self._slots = asyncio.Semaphore(max_workers)
+        self._max_workers = max_workers
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The decoding threads, at background priority (started with the first image)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self._max_workers,
+                thread_name_prefix="image-decode",
+                initializer=lower_this_thread,
+            )
+        return self._executor
 
     @property
     def limits(self) -> ImageLimits:
@@ -250,10 +265,10 @@ class ImageProcessor:
         started = time.perf_counter()
         try:
             check_envelope(data, self._limits)
-            async with self._slots:
-                prepared = await asyncio.to_thread(
-                    _decode_in_worker, data, self._limits, source == "generated"
-                )
+            decode = functools.partial(_decode_in_worker, data, self._limits, source == "generated")
+            prepared = await asyncio.get_running_loop().run_in_executor(
+                self._threads(), contextvars.copy_context().run, decode
+            )
         except MediaRejected as exc:
             log.info(
                 "image_rejected",

@@ -1,5 +1,6 @@
 """The bot's side of the PDF checker: one long-lived child process (`bot.services.pdf_check`),
-started in the background at start-up or with the first PDF, that checks PDFs one at a time.
+started with the first PDF (a bot that is never sent one does not hold its 37 MB), that checks
+PDFs one at a time.
 
 Reusing the process saves its start (about 0.5 s of CPU, mostly importing pypdf) on every PDF.
 One process, not a pool: a normal check takes milliseconds, so PDFs queue only briefly, and a

@@ -51,9 +51,9 @@ async def test_one_checker_process_serves_the_bot_and_ends_with_it(
     engine: AsyncEngine,
 ) -> None:
     bot = await start_bot()
-    await bot.wait_for_log("pdf_checker_started")
-    [pid] = checker_pids(bot)
-    assert alive(pid)
+    anthropic_fake.script(text_reply("Hello."))
+    assert await wait_turn(engine, telegram.push_text(USER, "hi")) == "answered"
+    assert checker_pids(bot) == []  # no PDF yet: no checker process (it holds about 37 MB)
 
     for n in (2, 3):
         anthropic_fake.script(text_reply(f"A {n}-page report."))
@@ -61,7 +61,8 @@ async def test_one_checker_process_serves_the_bot_and_ends_with_it(
             USER, pdf(n), filename=f"r{n}.pdf", mime_type="application/pdf", caption="what?"
         )
         assert await wait_turn(engine, update) == "answered"
-    assert checker_pids(bot) == [pid]
+    [pid] = checker_pids(bot)
+    assert alive(pid)
 
     assert await bot.stop() == 0
     assert await gone(pid, timeout=1.0)
@@ -78,6 +79,10 @@ async def test_the_checker_process_ends_when_the_bot_is_killed(
         database_url, tmp_path / "data", telegram, anthropic_fake, gemini_fake
     )
     try:
+        anthropic_fake.script(text_reply("A 2-page report."))
+        telegram.push_document(
+            USER, pdf(2), filename="r.pdf", mime_type="application/pdf", caption="what?"
+        )
         await bot.wait_for_log("pdf_checker_started")
         [pid] = checker_pids(bot)
         assert alive(pid)
