@@ -39,7 +39,7 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 TEXT_LIMIT = 300
 # An answer waiting for its AnswerGate slot buffers at most twice this in the worker (the SDK's
 # own session reads 4 MB at a time).
-READ_BUFFER_SIZE = 2**20
+READ_BUFFER_SIZE = 2**18
 
 MAX_REFERENCES = 14
 SAFETY_FINISH_REASONS = frozenset(

@@ -245,11 +245,12 @@ def answers_held_by(holder: AnswerHolder) -> Iterator[None]:
 
 
 class AnswerGate:
-    """At most `limit` image answers in the bot's memory at once. A 4K answer is about 37 MB of
-    base64 JSON that the SDK holds several times over while parsing it (about 140 MB at its
-    peak), then about 130 MB while its pixels are checked; eight arriving together would need
-    over a gigabyte. A provider's transport waits for a slot when an answer's headers arrive
-    (`hold_current_answer`), before its body is read, so the bodies still waiting stay in the
+    """At most `limit` image answers being read, parsed or checked at once, across the bot and
+    its image worker. A 4K answer is about 37 MB of base64 JSON that the SDK holds several times
+    over while parsing it (about 125 MB above the worker's idle size at its peak), then about
+    130 MB in the bot while its pixels are checked; eight at once would need over a gigabyte.
+    When an answer's headers arrive the worker asks, and the call waits here for a slot
+    (`hold_current_answer`) before the body is read, so the bodies still waiting stay in the
     network buffers; the caller releases the slot once the image is checked. Generation itself
     (seconds to minutes at the provider) is not limited."""
 
