@@ -26,6 +26,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 SAMPLE_SECONDS = 0.01
 
@@ -69,6 +70,17 @@ def status_kb(pid: int, names: tuple[str, ...]) -> dict[str, int]:
     return {n: int(line.split()[1]) for line in lines for n in names if line.startswith(n)}
 
 
+def process_name(pid: int) -> str:
+    """The module a Python child runs (`python -m X`), else its command name."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return str(pid)
+    if b"-m" in argv[:-1]:
+        return argv[argv.index(b"-m") + 1].decode(errors="replace").rsplit(".", 1)[-1]
+    return Path(argv[0].decode(errors="replace")).name or str(pid)
+
+
 class ProcessMeter:
     """CPU time and memory of a process and all its descendants (see the module's doc)."""
 
@@ -77,6 +89,7 @@ class ProcessMeter:
         self._ticks = os.sysconf("SC_CLK_TCK")
         self._lock = threading.Lock()
         self._peak_kb = 0
+        self._peak_parts_kb: dict[str, int] = {}  # each process's share of the peak, by name
         self._hwm_kb: dict[tuple[int, str], int] = {}  # (pid, start time) -> VmHWM
         self._stop = threading.Event()
         self._sample()
@@ -129,24 +142,33 @@ class ProcessMeter:
 
     def _sample(self) -> bool:
         """One reading of the tree's memory; False once the bot is gone."""
-        total, seen = 0, dict[tuple[int, str], int]()
+        total, seen, parts = 0, dict[tuple[int, str], int](), dict[str, int]()
         for pid in tree(self.pid):
             fields = stat_fields(pid)
             memory = status_kb(pid, ("VmRSS:", "VmHWM:"))
             if fields is None or not memory:
                 continue
             total += memory.get("VmRSS:", 0)
+            name = "bot" if pid == self.pid else process_name(pid)
+            parts[name] = parts.get(name, 0) + memory.get("VmRSS:", 0)
             seen[(pid, fields[19])] = memory.get("VmHWM:", 0)  # field 22: start time
         with self._lock:
-            self._peak_kb = max(self._peak_kb, total)
+            if total > self._peak_kb:
+                self._peak_kb, self._peak_parts_kb = total, parts
             for key, hwm in seen.items():
                 self._hwm_kb[key] = max(self._hwm_kb.get(key, 0), hwm)
         return any(pid == self.pid for pid, _ in seen)
 
-    def peaks(self) -> dict[str, float]:
-        """The three peak figures, rounded, under the names the phase results use."""
+    def peak_parts_mb(self) -> dict[str, float]:
+        """Each process's RSS at the moment of the tree's peak, by name."""
+        with self._lock:
+            return {name: round(kb / 1024, 1) for name, kb in self._peak_parts_kb.items()}
+
+    def peaks(self) -> dict[str, Any]:
+        """The peak figures, rounded, under the names the phase results use."""
         return {
             "peak_rss_mb": round(self.peak_rss_mb(), 1),
+            "peak_rss_mb_parts": self.peak_parts_mb(),
             "peak_rss_mb_upper": round(self.peak_rss_mb_upper(), 1),
             "bot_peak_rss_mb": round(self.bot_peak_rss_mb(), 1),
         }
