@@ -44,8 +44,9 @@ START_SECONDS = 30.0  # a fresh worker imports its SDK (about 0.5 s of CPU)
 # A worker with nothing to do for this long exits (it holds 50-60 MB); the next image starts one.
 IDLE_SECONDS = 600.0
 CLOSE_GRACE_SECONDS = 2.0
-# The worker's own deadline comes first; this much later the bot gives up on it regardless.
-ANSWER_GRACE_SECONDS = 2.0
+# The worker's own deadline comes first; a worker that has not answered this much later is
+# taken for hung, and replaced.
+ANSWER_GRACE_SECONDS = 5.0
 READ_LIMIT = 1 << 22
 STOPPED = Frame(
     {
@@ -132,9 +133,11 @@ class ImageWorker:
         *,
         start_seconds: float = START_SECONDS,
         idle_seconds: float = IDLE_SECONDS,
+        answer_grace_seconds: float = ANSWER_GRACE_SECONDS,
     ) -> None:
         self._setup = setup
         self._start_seconds = start_seconds
+        self._answer_grace = answer_grace_seconds
         self._idle_seconds = idle_seconds
         self._running: _Running | None = None
         self._starting = asyncio.Lock()
@@ -169,11 +172,13 @@ class ImageWorker:
             call = request_frame(call_id, timeout, request)
             write_frame(worker.writer, call.header, call.parts)
             del call
-            async with asyncio.timeout(timeout + ANSWER_GRACE_SECONDS):
+            async with asyncio.timeout(timeout + self._answer_grace):
                 result = await self._answer(worker, call_id, inbox)
             finished = True
             return result
         except TimeoutError:
+            # Past its own deadline and the grace: the worker is stuck, not the provider slow.
+            self._replace_hung(worker)
             raise ImageUnavailable("timeout", "no answer in time", cost_unknown=True) from None
         except ConnectionError:
             raise ImageUnavailable(
@@ -239,6 +244,15 @@ class ImageWorker:
             ready = await read_frame(worker.reader)
         if ready is None or ready.op != "ready":
             raise WireError("no ready frame")
+
+    def _replace_hung(self, worker: _Running) -> None:
+        """Kill a worker that did not answer by its own deadline (its calls in flight fail as
+        cost-unknown); the next call starts a fresh one."""
+        if worker.alive:
+            log.error("image_worker_unresponsive", pid=worker.process.pid)
+            worker.stopped = True
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
 
     def _busy(self) -> None:
         self._in_flight += 1

@@ -209,3 +209,38 @@ async def test_an_idle_worker_exits_and_the_next_image_starts_one(gemini: FakeGe
         ]
     finally:
         await gateway.aclose()
+
+
+async def test_a_hung_worker_is_replaced(gemini: FakeGemini) -> None:
+    """A worker that does not answer by its own deadline (stopped here with SIGSTOP) is killed
+    once the bot's grace is over; the call fails as cost-unknown and the next gets a new one."""
+    gateway = WorkerImageGateway(
+        ImageWorker(
+            WorkerSetup("google", KEY, gemini.base_url, 10.0, MODEL), answer_grace_seconds=0.5
+        ),
+        provider="google",
+        model=MODEL,
+        max_references=MAX_REFERENCES,
+        retries=RetryPolicy(3, 0.01),
+    )
+    gemini.script(image_reply(), image_reply())
+    try:
+        await draw(gateway)
+        hung = gateway.worker_pid
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(ImageUnavailable) as caught:
+                await draw(gateway, deadline_in=1.0)
+            assert caught.value.kind == "timeout"
+            assert caught.value.cost_unknown is True
+            assert "image_worker_unresponsive" in [e["event"] for e in logs]
+            for _ in range(50):
+                if not alive(hung):
+                    break
+                await asyncio.sleep(0.1)
+            assert not alive(hung)
+            assert (await draw(gateway)).data
+        assert gateway.worker_pid not in (None, hung)
+    finally:
+        await gateway.aclose()
