@@ -57,11 +57,18 @@ class TelegramTurnNotices:
             log.exception("turn_charged_failed", user_id=user_id)
             return None
 
-    async def end(self, user_id: int, chat_id: int, mark: int) -> None:
+    async def settle(self, user_id: int, mark: int) -> TurnEnd | None:
+        """The turn's charges and the balance after it, in one statement (None: unreadable)."""
+        try:
+            return await self._controls.turn_end(user_id, mark)
+        except Exception:
+            log.exception("turn_end_failed", user_id=user_id)
+            return None
+
+    async def tell(self, user_id: int, chat_id: int, end: TurnEnd) -> None:
         """The receipt and the low-balance notice name the balance: they go to the person's
         private chat, also after a turn in a group (`chat_id`)."""
         try:
-            end = await self._controls.turn_end(user_id, mark)
             if end.receipts and end.charged_micros > 0:
                 await self._bot.send_message(user_id, receipt_line(end))
             if end.low_balance:

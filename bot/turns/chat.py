@@ -19,6 +19,7 @@ from bot.agent.context import (
 from bot.agent.loop import AgentLoop, TurnFailed, TurnRequest, TurnStats, TurnUI
 from bot.i18n import _, locale_scope
 from bot.services.cancellation import RunningTurns, StopToken, stopped_by_person
+from bot.services.controls import TurnEnd
 from bot.services.conversations import ConversationStore
 from bot.services.file_catalog import CatalogEntry, files_note
 from bot.services.inbox import Inbox
@@ -88,7 +89,13 @@ class TurnNotices(Protocol):
         """What the ledger charged the user since `mark`; None when it could not be read."""
         ...
 
-    async def end(self, user_id: int, chat_id: int, mark: int) -> None: ...
+    async def settle(self, user_id: int, mark: int) -> TurnEnd | None:
+        """The turn's charges and the balance after it, in one read; None when unreadable."""
+        ...
+
+    async def tell(self, user_id: int, chat_id: int, end: TurnEnd) -> None:
+        """The receipt and the low-balance notice, as `end` calls for them."""
+        ...
 
 
 class ChatService:
@@ -165,9 +172,9 @@ class ChatService:
             await self._reply(ui, incoming, INTERNAL_ERROR_REPLY, turn, mark)
         finally:
             await ui.close()
-            await asyncio.shield(self._finish(incoming, status, turn, mark))
-        if self._notices is not None and mark is not None:
-            await self._notices.end(incoming.user_id, incoming.chat_id, mark)
+            end = await asyncio.shield(self._finish(incoming, status, turn, mark))
+        if self._notices is not None and end is not None:
+            await self._notices.tell(incoming.user_id, incoming.chat_id, end)
 
     async def _answer(
         self, incoming: IncomingMessage, ui: TurnView, stop: StopToken | None
@@ -295,8 +302,14 @@ class ChatService:
 
     async def _finish(
         self, incoming: IncomingMessage, status: str, turn: TurnLog, mark: int | None
-    ) -> None:
-        turn.stats.charged_micros = await self._charged(incoming, turn, mark)
+    ) -> TurnEnd | None:
+        """The update marked, the turn logged with the ledger's charge for it; what the turn's
+        notices need (one read serves both)."""
+        end = await self._turn_end(incoming.user_id, mark)
+        if end is not None:
+            turn.stats.charged_micros = end.charged_micros
+        else:
+            turn.stats.charged_micros += self._intake_charged.get(incoming.update_id, 0)
         self._intake_charged.pop(incoming.update_id, None)
         for update_id in (incoming.update_id, *incoming.extra_update_ids):
             await self._inbox.mark(
@@ -320,3 +333,9 @@ class ChatService:
             charged_micros=s.charged_micros,
             duration_ms=int(duration * 1000),
         )
+        return end
+
+    async def _turn_end(self, user_id: int, mark: int | None) -> TurnEnd | None:
+        if self._notices is None or mark is None:
+            return None
+        return await self._notices.settle(user_id, mark)
