@@ -1,6 +1,6 @@
 """The bot's side of the PDF checker: one long-lived child process (`bot.services.pdf_check`),
 started with the first PDF (a bot that is never sent one does not hold its 37 MB), that checks
-PDFs one at a time.
+PDFs one at a time, and ends after PDF_CHECKER_IDLE_SECONDS without one.
 
 Reusing the process saves its start (about 0.5 s of CPU, mostly importing pypdf) on every PDF.
 One process, not a pool: a normal check takes milliseconds, so PDFs queue only briefly, and a
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ log = structlog.get_logger(__name__)
 PDF_CHECK_SECONDS = 12.0  # wall clock per check, once the process is ready
 PDF_CHECKER_START_SECONDS = 30.0  # wall clock for a fresh process to import pypdf
 CLOSE_GRACE_SECONDS = 2.0
+PDF_CHECKER_IDLE_SECONDS = 600.0  # a checker without a PDF for this long exits (about 37 MB)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class PdfCheckerLimits:
     start_seconds: float = PDF_CHECKER_START_SECONDS
     cpu_seconds: int = PDF_CHECK_CPU_SECONDS
     memory_bytes: int = PDF_CHECK_MEMORY_BYTES
+    idle_seconds: float = PDF_CHECKER_IDLE_SECONDS
 
 
 class PdfCheckerUnavailable(Exception):
@@ -53,6 +56,9 @@ class PdfChecker:
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._last_used = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def pid(self) -> int | None:
@@ -60,10 +66,11 @@ class PdfChecker:
         return self._process.pid if self._process is not None else None
 
     async def start(self) -> None:
-        """Start the process ahead of the first PDF (a background task at start-up)."""
+        """Start the process ahead of the first PDF."""
         async with self._lock:
             if not self._closed:
                 await self._running()
+                self._used()
 
     async def check(self, data: bytes) -> dict[str, Any]:
         """The child's verdict on one PDF: `{"pages": n}` or `{"rejected": reason}`."""
@@ -77,6 +84,7 @@ class PdfChecker:
                 if isinstance(exc, Exception):
                     raise PdfCheckerUnavailable(_failure(exc)) from None
                 raise
+            self._used()
             result = _verdict(line)
             if result is None:
                 await self._discard("no_verdict" if line else "exited", len(data))
@@ -94,9 +102,39 @@ class PdfChecker:
             await self._discard("found_dead", len(data))
         return await self._exchange(await self._running(), data)
 
+    def _used(self) -> None:
+        """A check (or a start) just now: the idle clock starts again."""
+        self._last_used = time.monotonic()
+        if self._idle_timer is None:
+            loop = asyncio.get_running_loop()
+            self._idle_timer = loop.call_later(self._limits.idle_seconds, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        idle_for = time.monotonic() - self._last_used
+        if idle_for < self._limits.idle_seconds:  # used since: look again when it may be idle
+            loop = asyncio.get_running_loop()
+            wait = self._limits.idle_seconds - idle_for
+            self._idle_timer = loop.call_later(wait, self._idle_check)
+            return
+        task = asyncio.create_task(self._retire_idle())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire_idle(self) -> None:
+        """No PDF for a while: the process ends (end of input); the next PDF starts one."""
+        async with self._lock:
+            process, self._process = self._process, None
+            if process is not None:
+                await _close(process)
+                log.info("pdf_checker_idle_exit", pid=process.pid)
+
     async def aclose(self) -> None:
         """Stop the process: end of input, then a kill if it has not exited in a moment."""
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         process, self._process = self._process, None
         if process is not None:
             await _close(process)

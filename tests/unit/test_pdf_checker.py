@@ -151,3 +151,21 @@ async def test_closing_leaves_no_process_and_refuses_later_pdfs() -> None:
     assert not alive(pid)
     assert await rejection(pdf(1), checker) == "pdf_too_complex"
     assert checker.pid is None
+
+
+async def test_an_idle_checker_exits_and_the_next_pdf_starts_one() -> None:
+    checker = PdfChecker(PdfCheckerLimits(idle_seconds=0.3))
+    try:
+        assert (await check_pdf(pdf(1), checker)).pages == 1
+        first = checker.pid
+        assert first is not None
+        for _ in range(50):
+            if checker.pid is None and not alive(first):
+                break
+            await asyncio.sleep(0.1)
+        assert checker.pid is None
+        assert not alive(first)
+        assert (await check_pdf(pdf(2), checker)).pages == 2
+        assert checker.pid not in (None, first)
+    finally:
+        await checker.aclose()
