@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from bot.providers.child_env import child_environment
 from bot.providers.image_wire import (
     Frame,
     WireError,
@@ -219,6 +220,7 @@ class ImageWorker:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
                 limit=READ_LIMIT,
+                env=child_environment(),
             )
         except OSError as exc:
             log.error("image_worker_start_failed", error=type(exc).__name__)

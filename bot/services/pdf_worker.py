@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from bot.providers.child_env import child_environment
 from bot.services.pdf_check import LENGTH_BYTES, PDF_CHECK_CPU_SECONDS, PDF_CHECK_MEMORY_BYTES
 
 log = structlog.get_logger(__name__)
@@ -183,6 +184,7 @@ class PdfChecker:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
+                env=child_environment(),
             )
         except OSError as exc:
             log.error("pdf_checker_start_failed", error=type(exc).__name__)

@@ -244,3 +244,23 @@ async def test_a_hung_worker_is_replaced(gemini: FakeGemini) -> None:
         assert gateway.worker_pid not in (None, hung)
     finally:
         await gateway.aclose()
+
+
+async def test_the_worker_starts_without_the_bots_secrets(
+    gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets the bot was given in its environment are not passed on to the worker."""
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:fake-token-for-this-test")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bot:fake-password@db/bot")
+    gateway = gemini_gateway(gemini)
+    gemini.script(image_reply())
+    try:
+        await draw(gateway)
+        pid = gateway.worker_pid
+        assert pid is not None
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    finally:
+        await gateway.aclose()
+    assert b"fake-token-for-this-test" not in environ
+    assert b"fake-password" not in environ
+    assert b"PATH=" in environ
