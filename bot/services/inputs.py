@@ -9,6 +9,7 @@ or provider call. The one paid call of intake is transcription, which holds, cal
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import re
@@ -53,7 +54,8 @@ from bot.services.input_replies import (
     UPLOAD_FAILED_REPLY,
     audio_too_long_reply,
 )
-from bot.services.metered import MeteredCalls
+from bot.services.ledger import Settlement
+from bot.services.metered import MeteredCalls, PendingCharge
 from bot.services.money import format_usd
 from bot.services.pdf_worker import PdfChecker
 from bot.services.pricing import PriceTable
@@ -129,15 +131,17 @@ class InputIntake:
         filename = _filename(attachment.filename, "document", "pdf")
         sha256, uploaded = await put_while(self._blobs, data, self._upload(filename, data))
         file_id = await self._insert(
-            user_id,
-            attachment,
-            kind="pdf",
-            filename=filename,
-            mime_type=PDF_MIME,
-            data=data,
-            sha256=sha256,
-            claude_file_id=uploaded.file_id,
-            metadata={"pages": info.pages, "filename": filename},
+            self._file_row(
+                user_id,
+                attachment,
+                kind="pdf",
+                filename=filename,
+                mime_type=PDF_MIME,
+                data=data,
+                sha256=sha256,
+                claude_file_id=uploaded.file_id,
+                metadata={"pages": info.pages, "filename": filename},
+            )
         )
         log.info("pdf_received", user_id=user_id, file_id=file_id, pages=info.pages)
         return IntakeResult(
@@ -169,15 +173,17 @@ class InputIntake:
         filename = _filename(attachment.filename, "file", "txt")
         sha256 = await self._blobs.put(data)
         file_id = await self._insert(
-            user_id,
-            attachment,
-            kind="text",
-            filename=filename,
-            mime_type="text/plain",
-            data=data,
-            sha256=sha256,
-            claude_file_id=None,
-            metadata={"chars": len(text), "lines": text.count("\n") + 1, "filename": filename},
+            self._file_row(
+                user_id,
+                attachment,
+                kind="text",
+                filename=filename,
+                mime_type="text/plain",
+                data=data,
+                sha256=sha256,
+                claude_file_id=None,
+                metadata={"chars": len(text), "lines": text.count("\n") + 1, "filename": filename},
+            )
         )
         log.info("text_file_received", user_id=user_id, file_id=file_id, chars=len(text))
         return IntakeResult(
@@ -208,12 +214,12 @@ class InputIntake:
             raise UserFacingError(audio_too_long_reply(limit), "rejected_audio_too_long")
         if not seconds:
             seconds = limit  # unknown: hold for the longest accepted recording
-        sha256, (transcript, api_call_id, charged) = await put_while(
-            self._blobs, data, self._transcribe(user_id, data, mime, seconds)
+        sha256, (transcript, charge) = await self._stored_while_transcribed(
+            user_id, data, mime, seconds
         )
         kind = "voice" if attachment.kind == "voice" else "audio"
         filename = _filename(attachment.filename, kind, AUDIO_EXTENSIONS.get(mime, "ogg"))
-        file_id = await self._insert(
+        row = self._file_row(
             user_id,
             attachment,
             kind=kind,
@@ -227,7 +233,15 @@ class InputIntake:
                 "duration_seconds": attachment.duration,
                 "transcribe_model": self._transcriber.model,
             },
-            api_call_id=api_call_id,
+        )
+        settlement = await self._insert_charged(row, charge)
+        file_id, charged = settlement.attached_id, settlement.charged_micros
+        assert file_id is not None
+        log.info(
+            "transcribe_charged",
+            user_id=user_id,
+            audio_tokens=transcript.audio_tokens,
+            charged=format_usd(charged),
         )
         log.info("voice_transcribed", user_id=user_id, file_id=file_id, seconds=seconds)
         label = "voice message" if kind == "voice" else f"audio file ({filename})"
@@ -243,9 +257,28 @@ class InputIntake:
             charged_micros=charged,
         )
 
+    async def _stored_while_transcribed(
+        self, user_id: int, data: bytes, mime: str, seconds: int
+    ) -> tuple[str, tuple[Transcript, PendingCharge]]:
+        """The blob written while the audio is transcribed; a transcription whose blob could not
+        be written is still charged (the provider did the work), and the failure raised."""
+        transcribing = asyncio.ensure_future(self._transcribe(user_id, data, mime, seconds))
+        try:
+            return await put_while(self._blobs, data, transcribing)
+        except BaseException:
+            if (
+                transcribing.done()
+                and not transcribing.cancelled()
+                and not transcribing.exception()
+            ):
+                await transcribing.result()[1].capture()
+            raise
+
     async def _transcribe(
         self, user_id: int, data: bytes, mime: str, seconds: int
-    ) -> tuple[Transcript, int | None, int]:
+    ) -> tuple[Transcript, PendingCharge]:
+        """The transcript and its charge, still to be captured (with the file's row); audio
+        without speech is recorded as an error, charged nothing, and refused."""
         model = self._transcriber.model
         price = self._prices.token_price(model)
 
@@ -260,16 +293,10 @@ class InputIntake:
             if exc.kind == "bad_audio":
                 raise UserFacingError(AUDIO_UNREADABLE_REPLY, "transcribe_bad_audio") from None
             raise UserFacingError(TRANSCRIBE_BUSY_REPLY, f"transcribe_{exc.kind}") from None
-        settlement = await charge.capture()
         if charge.report.status != "ok":
+            await charge.capture()
             raise UserFacingError(NO_SPEECH_REPLY, "transcribe_no_speech")
-        log.info(
-            "transcribe_charged",
-            user_id=user_id,
-            audio_tokens=transcript.audio_tokens,
-            charged=format_usd(settlement.charged_micros),
-        )
-        return transcript, settlement.api_call_id, settlement.charged_micros
+        return transcript, charge
 
     # Downloads and rows ----------------------------------------------------------------------
 
@@ -300,7 +327,7 @@ class InputIntake:
             raise UserFacingError(DOWNLOAD_FAILED_REPLY, "download_failed") from None
         return buffer.getvalue()
 
-    async def _insert(
+    def _file_row(
         self,
         user_id: int,
         attachment: Attachment,
@@ -312,9 +339,9 @@ class InputIntake:
         sha256: str,
         claude_file_id: str | None,
         metadata: dict[str, Any],
-        api_call_id: int | None = None,
-    ) -> int:
-        values = {
+    ) -> dict[str, Any]:
+        """The values of the file's `user_files` row."""
+        return {
             "user_id": user_id,
             "source": "user",
             "kind": kind,
@@ -325,15 +352,33 @@ class InputIntake:
             "claude_file_id": claude_file_id,
             "telegram_file_id": attachment.telegram_file_id,
             "telegram_file_unique_id": attachment.telegram_file_unique_id,
-            "api_call_id": api_call_id,
+            "api_call_id": None,
             "metadata_": metadata,
             "expires_at": datetime.now(UTC) + self._config.retention,
         }
+
+    async def _insert(self, row: dict[str, Any]) -> int:
         async with self._sessionmaker() as session:
-            file_id = await session.scalar(insert(UserFile).values(**values).returning(UserFile.id))
+            file_id = await _insert_row(session, row)
             await session.commit()
-        assert file_id is not None
-        return int(file_id)
+        return file_id
+
+    async def _insert_charged(self, row: dict[str, Any], charge: PendingCharge) -> Settlement:
+        """The row written in the transaction that captures `charge`: the person is charged for
+        the file exactly when its row exists."""
+
+        async def attach(session: AsyncSession, settlement: Settlement) -> int:
+            return await _insert_row(session, {**row, "api_call_id": settlement.api_call_id})
+
+        settlement = await charge.capture(attach=attach)
+        assert settlement.attached_id is not None
+        return settlement
+
+
+async def _insert_row(session: AsyncSession, row: dict[str, Any]) -> int:
+    file_id = await session.scalar(insert(UserFile).values(**row).returning(UserFile.id))
+    assert file_id is not None
+    return int(file_id)
 
 
 # Content blocks ------------------------------------------------------------------------------
