@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bot.providers.child_env import child_environment
+from bot.providers.child_env import child_environment, has_exited
 from bot.providers.image_wire import (
     Frame,
     WireError,
@@ -101,7 +101,7 @@ class _Running:
 
     @property
     def alive(self) -> bool:
-        return self.process.returncode is None and not self.stopped
+        return not self.stopped and not has_exited(self.process)
 
     async def sort_frames(self) -> None:
         """Every frame to its call's inbox, until the worker stops or says something wrong."""
@@ -147,6 +147,7 @@ class ImageWorker:
         self._in_flight = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._start_task: asyncio.Task[_Running] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -203,11 +204,19 @@ class ImageWorker:
             await worker.writer.drain()
 
     async def _worker(self) -> _Running:
+        """The running worker, started if need be. The start runs in a task of its own: a caller
+        cancelled meanwhile (a turn at its deadline) leaves it starting for the next image."""
         async with self._starting:
             if self._closed:
                 raise ImageUnavailable("connection", "the bot is stopping")
             if self._running is None or not self._running.alive:
-                self._running = await self._start()
+                self._running = None
+                starting = self._start_task
+                if starting is None or (starting.done() and not _started(starting)):
+                    starting = self._start_task = asyncio.create_task(self._start())
+                    starting.add_done_callback(_retrieve_failure)
+                self._running = await asyncio.shield(starting)
+                self._start_task = None
             return self._running
 
     async def _start(self) -> _Running:
@@ -275,10 +284,17 @@ class ImageWorker:
 
     async def _retire_if_idle(self) -> None:
         async with self._starting:
+            self._adopt_started()
             if self._in_flight == 0 and self._running is not None:
                 worker, self._running = self._running, None
                 log.info("image_worker_retired", pid=worker.process.pid, idle=self._idle_seconds)
                 await _stop(worker)
+
+    def _adopt_started(self) -> None:
+        """A worker whose start finished after its caller had gone is the running one."""
+        starting = self._start_task
+        if self._running is None and starting is not None and _started(starting):
+            self._running, self._start_task = starting.result(), None
 
     async def aclose(self) -> None:
         """Stop the worker: end of its input, then a kill if it has not exited in a moment."""
@@ -286,6 +302,9 @@ class ImageWorker:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self._start_task is not None:
+            await asyncio.gather(self._start_task, return_exceptions=True)
+            self._adopt_started()
         worker, self._running = self._running, None
         if worker is not None:
             await _stop(worker)
@@ -303,6 +322,16 @@ async def _stop(worker: _Running) -> None:
         worker.sorting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker.sorting
+
+
+def _started(task: asyncio.Task[_Running]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _retrieve_failure(task: asyncio.Task[_Running]) -> None:
+    """A start that failed with nobody waiting for it any more is not an unhandled error."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _cancel(worker: _Running, call_id: int) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from bot.providers.child_env import child_environment
+from bot.providers.child_env import child_environment, has_exited
 from bot.services.pdf_check import LENGTH_BYTES, PDF_CHECK_CPU_SECONDS, PDF_CHECK_MEMORY_BYTES
 
 log = structlog.get_logger(__name__)
@@ -143,6 +143,8 @@ class PdfChecker:
     async def _exchange(self, process: asyncio.subprocess.Process, data: bytes) -> bytes:
         assert process.stdin is not None
         assert process.stdout is not None
+        if has_exited(process):
+            raise _FoundDead
         async with asyncio.timeout(self._limits.check_seconds):
             try:
                 process.stdin.write(len(data).to_bytes(LENGTH_BYTES, "big") + data)

@@ -264,3 +264,27 @@ async def test_the_worker_starts_without_the_bots_secrets(
     assert b"fake-token-for-this-test" not in environ
     assert b"fake-password" not in environ
     assert b"PATH=" in environ
+
+
+async def test_a_call_cancelled_while_the_worker_starts_leaves_it_starting(
+    gemini: FakeGemini,
+) -> None:
+    """A turn that ends while the worker is still starting (its deadline on a busy machine) does
+    not throw the start away: the next image uses that worker."""
+    gateway = gemini_gateway(gemini)
+    gemini.script(image_reply())
+    try:
+        with structlog.testing.capture_logs() as logs:
+            first = asyncio.create_task(draw(gateway))
+            await asyncio.sleep(0.05)  # the worker is importing its SDK
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert (await draw(gateway)).data
+        assert "image_worker_start_failed" not in [e["event"] for e in logs]
+        started = [e for e in logs if e["event"] == "image_worker_started"]
+        assert len(started) == 1
+        assert started[0]["pid"] == gateway.worker_pid
+        assert len(gemini.generate_requests()) == 1
+    finally:
+        await gateway.aclose()
