@@ -15,17 +15,15 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 import aiohttp
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import UserFile
 from bot.providers.anthropic import ClaudeGateway, UploadedFile
 from bot.providers.gemini_audio import GeminiTranscriber, Transcript, TranscriptionFailed
 from bot.services.audio import AUDIO_EXTENSIONS, declared_audio, ogg_seconds, sniff_audio
@@ -54,12 +52,12 @@ from bot.services.input_replies import (
     UPLOAD_FAILED_REPLY,
     audio_too_long_reply,
 )
-from bot.services.ledger import Settlement
 from bot.services.metered import MeteredCalls, PendingCharge
 from bot.services.money import format_usd
 from bot.services.pdf_worker import PdfChecker
 from bot.services.pricing import PriceTable
 from bot.services.transcribe import TranscribeMeasure, transcribe_meter
+from bot.services.upload_rows import UploadRows
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +98,6 @@ class InputIntake:
         config: InputsConfig,
     ) -> None:
         self._images = images
-        self._sessionmaker = sessionmaker
         self._bot = bot
         self._claude = claude
         self._blobs = blobs
@@ -109,6 +106,7 @@ class InputIntake:
         self._transcriber = transcriber
         self._pdf_checker = pdf_checker
         self._config = config
+        self._rows = UploadRows(sessionmaker, config.retention)
 
     async def intake(self, user_id: int, attachment: Attachment) -> IntakeResult:
         if attachment.kind in ("voice", "audio") or declared_audio(attachment):
@@ -130,8 +128,8 @@ class InputIntake:
             raise UserFacingError(exc.reply, f"rejected_{exc.reason}") from None
         filename = _filename(attachment.filename, "document", "pdf")
         sha256, uploaded = await put_while(self._blobs, data, self._upload(filename, data))
-        file_id = await self._insert(
-            self._file_row(
+        file_id = await self._rows.insert(
+            self._rows.row(
                 user_id,
                 attachment,
                 kind="pdf",
@@ -172,8 +170,8 @@ class InputIntake:
             raise UserFacingError(exc.reply, f"rejected_{exc.reason}") from None
         filename = _filename(attachment.filename, "file", "txt")
         sha256 = await self._blobs.put(data)
-        file_id = await self._insert(
-            self._file_row(
+        file_id = await self._rows.insert(
+            self._rows.row(
                 user_id,
                 attachment,
                 kind="text",
@@ -219,7 +217,7 @@ class InputIntake:
         )
         kind = "voice" if attachment.kind == "voice" else "audio"
         filename = _filename(attachment.filename, kind, AUDIO_EXTENSIONS.get(mime, "ogg"))
-        row = self._file_row(
+        row = self._rows.row(
             user_id,
             attachment,
             kind=kind,
@@ -234,7 +232,7 @@ class InputIntake:
                 "transcribe_model": self._transcriber.model,
             },
         )
-        settlement = await self._insert_charged(row, charge)
+        settlement = await self._rows.insert_charged(row, charge)
         file_id, charged = settlement.attached_id, settlement.charged_micros
         assert file_id is not None
         log.info(
@@ -326,59 +324,6 @@ class InputIntake:
         except (TelegramAPIError, aiohttp.ClientError, TimeoutError):
             raise UserFacingError(DOWNLOAD_FAILED_REPLY, "download_failed") from None
         return buffer.getvalue()
-
-    def _file_row(
-        self,
-        user_id: int,
-        attachment: Attachment,
-        *,
-        kind: str,
-        filename: str,
-        mime_type: str,
-        data: bytes,
-        sha256: str,
-        claude_file_id: str | None,
-        metadata: dict[str, Any],
-    ) -> dict[str, Any]:
-        """The values of the file's `user_files` row."""
-        return {
-            "user_id": user_id,
-            "source": "user",
-            "kind": kind,
-            "filename": filename,
-            "mime_type": mime_type,
-            "size_bytes": len(data),
-            "sha256": sha256,
-            "claude_file_id": claude_file_id,
-            "telegram_file_id": attachment.telegram_file_id,
-            "telegram_file_unique_id": attachment.telegram_file_unique_id,
-            "api_call_id": None,
-            "metadata_": metadata,
-            "expires_at": datetime.now(UTC) + self._config.retention,
-        }
-
-    async def _insert(self, row: dict[str, Any]) -> int:
-        async with self._sessionmaker() as session:
-            file_id = await _insert_row(session, row)
-            await session.commit()
-        return file_id
-
-    async def _insert_charged(self, row: dict[str, Any], charge: PendingCharge) -> Settlement:
-        """The row written in the transaction that captures `charge`: the person is charged for
-        the file exactly when its row exists."""
-
-        async def attach(session: AsyncSession, settlement: Settlement) -> int:
-            return await _insert_row(session, {**row, "api_call_id": settlement.api_call_id})
-
-        settlement = await charge.capture(attach=attach)
-        assert settlement.attached_id is not None
-        return settlement
-
-
-async def _insert_row(session: AsyncSession, row: dict[str, Any]) -> int:
-    file_id = await session.scalar(insert(UserFile).values(**row).returning(UserFile.id))
-    assert file_id is not None
-    return int(file_id)
 
 
 # Content blocks ------------------------------------------------------------------------------

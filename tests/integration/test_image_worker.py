@@ -250,7 +250,7 @@ async def test_the_worker_starts_without_the_bots_secrets(
     gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Secrets the bot was given in its environment are not passed on to the worker."""
-    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:fake-token-for-this-test")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "FAKE-TELEGRAM-TOKEN-for-this-test")
     monkeypatch.setenv("DATABASE_URL", "postgresql://bot:fake-password@db/bot")
     gateway = gemini_gateway(gemini)
     gemini.script(image_reply())
@@ -261,7 +261,7 @@ async def test_the_worker_starts_without_the_bots_secrets(
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     finally:
         await gateway.aclose()
-    assert b"fake-token-for-this-test" not in environ
+    assert b"FAKE-TELEGRAM-TOKEN-for-this-test" not in environ
     assert b"fake-password" not in environ
     assert b"PATH=" in environ
 

@@ -173,7 +173,7 @@ async def test_an_idle_checker_exits_and_the_next_pdf_starts_one() -> None:
 
 async def test_the_checker_starts_without_the_bots_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     """A PDF that subverted the checker would find no token or key in its environment."""
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake-key-for-this-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "FAKE-ANTHROPIC-KEY-for-this-test")
     checker = PdfChecker()
     try:
         await checker.start()
@@ -181,5 +181,5 @@ async def test_the_checker_starts_without_the_bots_secrets(monkeypatch: pytest.M
         environ = Path(f"/proc/{checker.pid}/environ").read_bytes()
     finally:
         await checker.aclose()
-    assert b"sk-ant-fake-key-for-this-test" not in environ
+    assert b"FAKE-ANTHROPIC-KEY-for-this-test" not in environ
     assert b"PATH=" in environ
