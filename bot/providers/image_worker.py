@@ -107,10 +107,8 @@ class _Running:
         """Every frame to its call's inbox, until the worker stops or says something wrong."""
         reason = "exited"
         try:
-            while (frame := await read_frame(self.reader)) is not None:
-                inbox = self.inboxes.get(frame.call_id)
-                if inbox is not None:
-                    inbox.put_nowait(frame)
+            while await self._sort_next():
+                pass
         except WireError as exc:
             reason = f"garbled: {exc}"
         finally:
@@ -125,6 +123,18 @@ class _Running:
                 in_flight=len(self.inboxes),
             )
             await _kill(self.process)
+
+    async def _sort_next(self) -> bool:
+        """One frame to its call's inbox; False at the end of the stream. The frame is not kept
+        here once handed on: held until the next frame came, a 28 MB image stayed in memory while
+        the next answer was parsed."""
+        frame = await read_frame(self.reader)
+        if frame is None:
+            return False
+        inbox = self.inboxes.get(frame.call_id)
+        if inbox is not None:
+            inbox.put_nowait(frame)
+        return True
 
 
 class ImageWorker:

@@ -165,10 +165,20 @@ async def serve() -> None:
     write_frame(writer, {"op": "ready", "pid": os.getpid()})
     await writer.drain()
     try:
-        while (frame := await read_frame(reader)) is not None:
-            calls.dispatch(frame)
+        while await _dispatch_next(reader, calls):
+            pass
     finally:
         await calls.aclose()
+
+
+async def _dispatch_next(reader: asyncio.StreamReader, calls: _Calls) -> bool:
+    """One frame to its call; False at the end of stdin. The frame is not kept here once handed
+    on (a request's reference images would otherwise stay until the next frame came)."""
+    frame = await read_frame(reader)
+    if frame is None:
+        return False
+    calls.dispatch(frame)
+    return True
 
 
 def main() -> None:

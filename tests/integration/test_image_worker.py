@@ -6,9 +6,11 @@ bot stops the worker when it closes."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from bot.providers.image_worker import ImageWorker, WorkerSetup
 from bot.providers.images import AnswerGate, ImageResult, ImageUnavailable
 from bot.providers.openai_images import MAX_REFERENCES as OPENAI_MAX_REFERENCES
 from tests.fakes.anthropic import Delay, Hang
-from tests.fakes.gemini import FakeGemini, image_reply
+from tests.fakes.gemini import FakeGemini, image_reply, raw_bytes_reply
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai import image_reply as openai_image_reply
 
@@ -112,6 +114,35 @@ async def test_a_cancelled_call_leaves_the_worker_serving(
     # The worker dropped the cancelled request: the fake saw its client go away.
     await gemini.wait_for_requests(2, completed=True)
     assert gemini.generate_requests()[0].outcome == "cancelled"
+
+
+async def test_an_image_is_not_kept_once_its_call_has_taken_it(
+    gemini: FakeGemini, gateway: WorkerImageGateway
+) -> None:
+    # While the next answer is awaited (a 4K one takes half a second to parse), the bot holds
+    # nothing of the image it already handed on: eight 4K images in a row had kept one 28 MB
+    # image in memory throughout.
+    payload = b"\x89PNG\r\n\x1a\n" + os.urandom(8 << 20)
+    gemini.script(image_reply(), raw_bytes_reply(payload, "image/png"), Delay(30.0, image_reply()))
+    await draw(gateway)  # the worker started outside the measurement
+    tracemalloc.start()
+    try:
+        image = await draw(gateway)
+        assert image.data == payload
+        waiting = asyncio.create_task(draw(gateway, deadline_in=60.0))
+        await gemini.wait_for_requests(3)
+        del image
+        gc.collect()
+        # What the bot's side allocated and still holds (the fake Gemini shares this process).
+        bots = tracemalloc.Filter(True, "*/bot/providers/*")
+        snapshot = tracemalloc.take_snapshot().filter_traces([bots])
+        held = sum(stat.size for stat in snapshot.statistics("filename"))
+    finally:
+        tracemalloc.stop()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert held < len(payload) // 4
 
 
 async def test_the_key_is_not_on_the_command_line_or_in_the_environment(
