@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from bot.services.media import PREVIEW_MAX_SIDE
 
 # Bytes of UTF-8 per token, counted low: English runs about 4 characters a token, and a
 # character outside ASCII takes 2-4 bytes and often a token of its own, so counting bytes keeps
 # the estimate generous for every script.
 BYTES_PER_TOKEN = 3
-IMAGE_TOKENS = 1600
+# An image in a prompt is always a preview of at most PREVIEW_MAX_SIDE px on each side. Current
+# Claude models (Opus 4.7 and later, all of 5.5) read it at that size, width x height / 750
+# tokens: up to 3279 for a square preview (earlier models scale it down to about 1600).
+PIXELS_PER_IMAGE_TOKEN = 750
+IMAGE_TOKENS = math.ceil(PREVIEW_MAX_SIDE * PREVIEW_MAX_SIDE / PIXELS_PER_IMAGE_TOKEN)
 
 
 @dataclass(frozen=True)

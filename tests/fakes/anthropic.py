@@ -1133,7 +1133,30 @@ def validate_messages_body(body: Any, files: Mapping[str, StoredFile]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 _CACHE_LOOKBACK = 20
-_MAX_IMAGE_TOKENS = 1600
+# How the API sizes an image before counting it (tokens = width x height / 750): Claude Opus 4.7
+# and later models read images up to 2576 px on the long edge and about 4784 tokens; earlier
+# models scale an image down to 1568 px on the long edge and about 1600 tokens.
+_HIGH_RESOLUTION = (2576, 4784)
+_STANDARD_RESOLUTION = (1568, 1600)
+_MODEL_VERSION = re.compile(r"^claude-(?:[a-z]+-)?(\d+)-(\d+)")
+
+
+def vision_limits(model: str) -> tuple[int, int]:
+    """(long edge in px, tokens) an image is scaled down to fit for `model`."""
+    found = _MODEL_VERSION.match(model)
+    if found is None:
+        return _STANDARD_RESOLUTION
+    version = (int(found.group(1)), int(found.group(2)))
+    return _HIGH_RESOLUTION if version >= (4, 7) else _STANDARD_RESOLUTION
+
+
+def image_tokens(width: int, height: int, model: str) -> int:
+    """The tokens an image of this size counts for `model`, after the API's own downscaling."""
+    long_edge, most_tokens = vision_limits(model)
+    scale = min(
+        1.0, long_edge / max(width, height), math.sqrt(most_tokens * 750 / (width * height))
+    )
+    return min(most_tokens, math.ceil(width * scale * height * scale / 750))
 
 
 def _canonical(value: Any) -> str:
@@ -1144,19 +1167,19 @@ def _text_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _image_tokens(source: Any, files: Mapping[str, StoredFile]) -> int:
+def _image_tokens(source: Any, files: Mapping[str, StoredFile], model: str) -> int:
     try:
         size = _image_size(source, files, "image")
     except _RejectedError:
-        return _MAX_IMAGE_TOKENS
+        size = None
     if size is None:
-        return _MAX_IMAGE_TOKENS
-    return min(_MAX_IMAGE_TOKENS, math.ceil(size[0] * size[1] / 750))
+        return vision_limits(model)[1]
+    return image_tokens(size[0], size[1], model)
 
 
-def _block_tokens(block: Any, files: Mapping[str, StoredFile]) -> int:
+def _block_tokens(block: Any, files: Mapping[str, StoredFile], model: str) -> int:
     if isinstance(block, dict) and block.get("type") == "image":
-        return _image_tokens(block.get("source"), files)
+        return _image_tokens(block.get("source"), files, model)
     if isinstance(block, dict) and block.get("type") == "document":
         try:
             return _check_document(block, files, "document")
@@ -1165,7 +1188,7 @@ def _block_tokens(block: Any, files: Mapping[str, StoredFile]) -> int:
     if isinstance(block, dict) and isinstance(block.get("content"), list):
         rest = {k: v for k, v in block.items() if k != "content"}
         return _text_tokens(_canonical(rest)) + sum(
-            _block_tokens(b, files) for b in block["content"]
+            _block_tokens(b, files, model) for b in block["content"]
         )
     return _text_tokens(_canonical(block))
 
@@ -1193,14 +1216,15 @@ def prompt_segments(body: Mapping[str, Any], files: Mapping[str, StoredFile]) ->
         for tool in body.get("tools") or []
         if isinstance(tool, dict)
     ]
+    model = str(body.get("model", ""))
     system = body.get("system")
     system_blocks = [{"type": "text", "text": system}] if isinstance(system, str) else system or []
-    segments += [_segment(b, _block_tokens(b, files), "system:") for b in system_blocks]
+    segments += [_segment(b, _block_tokens(b, files, model), "system:") for b in system_blocks]
     for message in body.get("messages") or []:
         role = str(message.get("role"))
         for block in _content_blocks(message):
             if isinstance(block, dict):
-                segments.append(_segment(block, _block_tokens(block, files), role + ":"))
+                segments.append(_segment(block, _block_tokens(block, files, model), role + ":"))
     if isinstance(body.get("cache_control"), dict) and segments:
         last = segments[-1]
         ttl = "1h" if body["cache_control"].get("ttl") == "1h" else "5m"

@@ -29,11 +29,12 @@ from bot.services.documents import (
 from bot.services.file_catalog import CatalogEntry, files_note
 from bot.services.incoming import IntakeResult
 from bot.services.inputs import ogg_seconds, pdf_block, sniff_audio
+from bot.services.media import PREVIEW_MAX_SIDE
 from bot.services.tokens import PDF_PAGE_TOKENS, estimate_tokens, pdf_tokens
 from bot.services.transcripts import shown_transcript, spoken_text
 from bot.turns.content import user_content
 from bot.turns.replies import with_intake_charge
-from tests.fakes.anthropic import cited_text_block, web_search_reply
+from tests.fakes.anthropic import cited_text_block, image_tokens, web_search_reply
 from tests.media_samples import (
     encrypted_pdf,
     nested_pdf_bomb,
@@ -132,6 +133,19 @@ def test_pdf_blocks_are_estimated_by_their_pages() -> None:
     assert pdf_tokens(unknown) == 100 * PDF_PAGE_TOKENS
     text_doc = {"type": "document", "source": {"type": "text", "data": "x"}}
     assert pdf_tokens(text_doc) == 0
+
+
+@pytest.mark.parametrize(
+    "model", ["claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5", "claude-sonnet-4-6"]
+)
+@pytest.mark.parametrize("height", [PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE * 9 // 16])
+def test_an_image_is_estimated_at_no_less_than_claude_bills_for_a_preview(
+    model: str, height: int
+) -> None:
+    # Every image in a prompt is a preview of at most PREVIEW_MAX_SIDE px a side; Claude 5.5
+    # reads it at that size (3279 tokens when square), earlier models at about 1600.
+    block = {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
+    assert estimate_tokens([block]) >= image_tokens(PREVIEW_MAX_SIDE, height, model)
 
 
 def message(content: list[dict[str, Any]], usage: dict[str, Any]) -> Message:

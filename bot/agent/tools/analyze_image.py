@@ -18,10 +18,10 @@ from bot.services.media import MediaRejected
 from bot.services.metered import Meter, MeteredCalls, Report, claude_report, stopped_report
 from bot.services.money import format_usd
 from bot.services.pricing import PriceTable, TokenPrice, worst_case_token_cost_micros
+from bot.services.tokens import IMAGE_TOKENS
 
 log = structlog.get_logger(__name__)
 
-IMAGE_TOKENS_ESTIMATE = 1800
 DEFAULT_QUESTION = "Describe this image in detail, including any text in it."
 VISION_SYSTEM = (
     "You describe and analyse one image for an assistant that will relay your answer. "
@@ -100,7 +100,7 @@ class AnalyzeImageTool:
     def _meter(self, ctx: ToolContext, question: str) -> Meter:
         """The worst case: a generous input estimate plus max_tokens of output."""
         price = self._prices.token_price(self._config.model)
-        estimate = IMAGE_TOKENS_ESTIMATE + len(question) // 2 + len(VISION_SYSTEM) // 2 + 100
+        estimate = IMAGE_TOKENS + len(question) // 2 + len(VISION_SYSTEM) // 2 + 100
         return Meter(
             user_id=ctx.user_id,
             provider="anthropic",
