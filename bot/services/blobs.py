@@ -60,6 +60,10 @@ class Blobs(Protocol):
 
     async def purge_older_than(self, age: timedelta) -> int: ...
 
+    def local_file(self, sha256: str) -> Path | None:
+        """The blob's file on this machine's disk; None for a store elsewhere (S3)."""
+        ...
+
 
 async def put_while(blobs: Blobs, data: bytes, work: Awaitable[T]) -> tuple[str, T]:
     """`work` (a provider call) while `data` is written to the blob store, so that neither waits
@@ -91,6 +95,9 @@ class BlobStore:
         """Where a blob lives; raises InvalidBlobIdError for anything but a sha256 hex digest."""
         blob_id = validate_blob_id(sha256)
         return self._root / blob_id[:2] / blob_id[2:4] / blob_id
+
+    def local_file(self, sha256: str) -> Path:
+        return self.path_for(sha256)
 
     async def put(self, data: bytes) -> str:
         """Store ``data`` and return its sha256; storing the same bytes again is a no-op that

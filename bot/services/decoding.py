@@ -28,6 +28,7 @@ from bot.services.media import (
     WEBP_QUALITY,
     ImageLimits,
     MediaRejected,
+    OriginalImage,
     PreparedImage,
     check_envelope,
     photo_reduction,
@@ -279,7 +280,7 @@ def prepare_image(
             image, photo_bytes = _photo_preview(image, reduction)
         preview, preview_mime, preview_size = _preview(image, original, stored_format)
     return PreparedImage(
-        original=original,
+        original_image=OriginalImage.holding(original),
         original_mime=MIME_BY_FORMAT[stored_format],
         width=decoded.image.width,
         height=decoded.image.height,

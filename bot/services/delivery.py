@@ -109,9 +109,7 @@ class FileDelivery:
             await _release(item.charge, f"invalid_image: {exc.reason}")
             return {"delivered": False, "error": GENERATED_INVALID}
         filename = safe_filename(item.filename, prepared, default="image")
-        # The original is written to storage while the chat receives it (a 4K image's write and
-        # sync take as long as its upload); the row that refers to it comes after both.
-        storing = asyncio.ensure_future(self._files.store_blob(prepared))
+        storing = await self._start_storing(prepared)
         try:
             delivery = await self._sender.send_image(
                 to.chat_id, prepared, filename, item.image_size, thread_id=to.thread_id
@@ -139,6 +137,18 @@ class FileDelivery:
         )
         file_id = await self._record(row, item.charge)
         return _delivered(file_id, row, delivery)
+
+    async def _start_storing(self, prepared: PreparedImage) -> asyncio.Future[str]:
+        """The original's storing. With blobs on this machine's disk it is done before the send,
+        and the chat receives the stored file: the image lets go of its bytes once they are on
+        disk (a 4K original is 28 MB, and its upload to the chat can take seconds). With a store
+        elsewhere (S3) it runs while the chat receives the image. The row that refers to the
+        blob comes after both."""
+        if not self._files.blobs_on_this_disk:
+            return asyncio.ensure_future(self._files.store_blob(prepared))
+        stored: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        stored.set_result(await self._files.store_blob(prepared))
+        return stored
 
     async def _record(self, row: NewFile, charge: PendingCharge | None) -> int:
         """The file's row, in the same transaction as its charge."""

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import UserFile
 from bot.providers.anthropic import ClaudeGateway
-from bot.services.blobs import BlobMissing, Blobs
+from bot.services.blobs import BlobMissing, Blobs, BlobStore
 from bot.services.media import ImageProcessor, PreparedImage
 
 log = structlog.get_logger(__name__)
@@ -107,9 +107,22 @@ class FileService:
         self._processor = processor
         self._config = config
 
+    @property
+    def blobs_on_this_disk(self) -> bool:
+        """True when blobs are files on this machine: a stored original is read from its file."""
+        return isinstance(self._blobs, BlobStore)
+
     async def store_blob(self, prepared: PreparedImage) -> str:
-        """Keep the original bytes; returns their sha256."""
-        return await self._blobs.put(prepared.original)
+        """Keep the original bytes; returns their sha256. When blobs are files on this machine,
+        the image lets go of its bytes once they are written and synced, and its original is
+        read from the blob's file from then on."""
+        if prepared.original_file is not None:
+            return prepared.sha256
+        sha256 = await self._blobs.put(prepared.original)
+        stored = self._blobs.local_file(sha256)
+        if stored is not None:
+            prepared.original_image.stored_in(stored)
+        return sha256
 
     async def upload_preview(self, prepared: PreparedImage, stem: str) -> str | None:
         """The preview's Files API id; None when the upload failed (logged)."""

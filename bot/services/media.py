@@ -15,6 +15,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import structlog
@@ -162,11 +163,35 @@ class ImageLimits:
         return cls(max_bytes=max_megabytes * MEBIBYTE, max_pixels=max_pixels, max_side=max_side)
 
 
+class OriginalOnDisk(Exception):
+    """The original's bytes were let go once stored: read `PreparedImage.original_file`."""
+
+
+@dataclass(eq=False, slots=True)
+class OriginalImage:
+    """A prepared image's original: its bytes until they are stored on this machine's disk, then
+    only the file they are in. A 4K original is 28 MB, and sending it to the chat can take
+    seconds; meanwhile the next image's answer is being parsed."""
+
+    data: bytes | None = field(repr=False)
+    size: int
+    file: Path | None = None
+
+    @classmethod
+    def holding(cls, data: bytes) -> OriginalImage:
+        return cls(data, len(data))
+
+    def stored_in(self, file: Path) -> None:
+        """The bytes are in `file` (written and synced): let go of them."""
+        self.file = file
+        self.data = None
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedImage:
     """A validated image: the metadata-free original to store and a small preview for Claude."""
 
-    original: bytes = field(repr=False)
+    original_image: OriginalImage
     original_mime: str
     width: int
     height: int
@@ -182,8 +207,20 @@ class PreparedImage:
     photo: bytes | None = field(default=None, repr=False)
 
     @property
+    def original(self) -> bytes:
+        """The original's bytes; OriginalOnDisk once they were stored and let go."""
+        if self.original_image.data is None:
+            raise OriginalOnDisk(str(self.original_image.file))
+        return self.original_image.data
+
+    @property
+    def original_file(self) -> Path | None:
+        """Where the original is read from once stored on this machine's disk (None: in memory)."""
+        return self.original_image.file
+
+    @property
     def size_bytes(self) -> int:
-        return len(self.original)
+        return self.original_image.size
 
     @property
     def extension(self) -> str:

@@ -116,6 +116,9 @@ class S3BlobStore:
             raise RuntimeError("S3BlobStore.start() was not called")
         return self._client
 
+    def local_file(self, sha256: str) -> None:
+        """S3 blobs are not files here."""
+
     async def put(self, data: bytes) -> str:
         """Store ``data`` and return its sha256; the same bytes again refresh the blob's age."""
         sha256 = hashlib.sha256(data).hexdigest()

@@ -6,7 +6,7 @@ import aiohttp
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramEntityTooLarge
-from aiogram.types import BufferedInputFile, Message
+from aiogram.types import BufferedInputFile, FSInputFile, InputFile, Message
 
 from bot.services.delivery import Delivery, SendFailed
 from bot.services.media import DeliveryPlan, PreparedImage, plan_delivery
@@ -50,18 +50,19 @@ class TelegramFileSender:
         sent_as: list[str] = []
         file_ids: tuple[str | None, str | None] = (None, None)
         if plan.as_photo:
-            photo = image.photo if image.photo is not None else image.original
-            photo_name = filename.rsplit(".", 1)[0] + ".jpg" if image.photo else filename
-            message = await self._send_photo(chat_id, photo, photo_name, thread_id)
+            photo = (
+                BufferedInputFile(image.photo, filename.rsplit(".", 1)[0] + ".jpg")
+                if image.photo is not None
+                else _original(image, filename)
+            )
+            message = await self._send_photo(chat_id, photo, thread_id)
             if message is not None and message.photo:
                 sent_as.append("photo")
                 if image.photo is None:  # a preview's file is not the image itself
                     file_ids = (message.photo[-1].file_id, message.photo[-1].file_unique_id)
         if plan.also_document or not sent_as:
             message = await self._bot.send_document(
-                chat_id,
-                BufferedInputFile(image.original, filename=filename),
-                message_thread_id=thread_id,
+                chat_id, _original(image, filename), message_thread_id=thread_id
             )
             sent_as.append("document")
             if message.document is not None and file_ids[0] is None:
@@ -69,14 +70,12 @@ class TelegramFileSender:
         return Delivery(sent_as, *file_ids)
 
     async def _send_photo(
-        self, chat_id: int, data: bytes, filename: str, thread_id: int | None
+        self, chat_id: int, photo: InputFile, thread_id: int | None
     ) -> Message | None:
         """A photo, or None when it was not sent as one: Telegram refused this image as a photo,
         or the send failed in any other way (then a document is tried before giving up)."""
         try:
-            return await self._bot.send_photo(
-                chat_id, BufferedInputFile(data, filename=filename), message_thread_id=thread_id
-            )
+            return await self._bot.send_photo(chat_id, photo, message_thread_id=thread_id)
         except TelegramEntityTooLarge:
             log.info("photo_refused", chat_id=chat_id, reason="too_large")
             return None
@@ -90,6 +89,17 @@ class TelegramFileSender:
         except Exception as exc:
             log.warning("photo_send_failed", chat_id=chat_id, error=type(exc).__name__)
             return None
+
+
+UPLOAD_CHUNK_BYTES = 1 << 20  # a 28 MB original goes out in 28 reads and writes, not 430
+
+
+def _original(image: PreparedImage, filename: str) -> InputFile:
+    """The original as aiogram uploads it: read from its stored file once the image has let go
+    of its bytes, else from memory."""
+    if image.original_file is not None:
+        return FSInputFile(image.original_file, filename, chunk_size=UPLOAD_CHUNK_BYTES)
+    return BufferedInputFile(image.original, filename, chunk_size=UPLOAD_CHUNK_BYTES)
 
 
 def _plan(image: PreparedImage, image_size: str | None) -> DeliveryPlan:

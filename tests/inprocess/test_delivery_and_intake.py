@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import hashlib
 import io
+import os
+import tracemalloc
 
 from PIL import Image
 
 from tests.fakes.anthropic import text_reply, tool_use_reply
-from tests.fakes.gemini import image_reply
+from tests.fakes.gemini import image_reply, raw_bytes_reply
 from tests.image_charges import gemini_cost
-from tests.inprocess.conftest import USER, Start
+from tests.inprocess.conftest import USER, InProcess, Start
 
 
 def png(width: int, height: int) -> bytes:
@@ -37,6 +42,48 @@ async def test_a_4k_image_goes_as_photo_and_document_with_one_row_and_one_charge
     assert (call["image_size"], call["charged_micros"]) == ("4K", gemini_cost(answered.usage, "4K"))
     assert file["api_call_id"] == call["id"]
     assert file["telegram_file_id"]
+
+
+async def test_a_generated_original_goes_to_the_chat_from_its_stored_file(start: Start) -> None:
+    # While the chat receives the original (seconds for a 4K one), the bot holds no copy of it:
+    # the blob was written first and aiogram reads the file.
+    run = await start(STARTER_BALANCE_USD="5.00")
+    noise = Image.frombytes("RGB", (1024, 1024), os.urandom(3 * 1024 * 1024))
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    original = out.getvalue()
+    run.anthropic.script(
+        tool_use_reply("generate_image", {"prompt": "noise", "image_size": "4K"}, id="toolu_n"),
+        text_reply("Done."),
+    )
+    run.gemini.script(raw_bytes_reply(original, "image/png"))
+    run.telegram.hang("sendDocument")
+    tracemalloc.start()
+    try:
+        run.telegram.push_text(USER, "draw noise")
+        await run.feed()
+        document = await sent_document(run)
+        gc.collect()
+        bots = tracemalloc.Filter(True, "*/bot/*")
+        snapshot = tracemalloc.take_snapshot().filter_traces([bots])
+        held = sum(stat.size for stat in snapshot.statistics("filename"))
+    finally:
+        tracemalloc.stop()
+    assert document == original  # nothing to strip: the provider's own bytes
+    sha256 = hashlib.sha256(document).hexdigest()
+    stored = run.app.settings.files_dir / sha256[:2] / sha256[2:4] / sha256
+    assert stored.read_bytes() == document
+    assert held < len(original) // 2  # Claude's preview of this noise is 0.8 MB of it
+
+
+async def sent_document(run: InProcess, timeout: float = 20.0) -> bytes:
+    """The bytes of the first sendDocument the fake Telegram has read (answered or not)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for record in list(run.telegram.requests):
+                if record.method.lower() == "senddocument" and record.files:
+                    return next(iter(record.files.values())).data
+            await asyncio.sleep(0.02)
 
 
 async def test_a_photo_is_taken_in_stored_and_shown_to_claude(start: Start) -> None:

@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import psutil
 import pytest
@@ -22,6 +23,8 @@ from bot.services.media import (
     ImageLimits,
     ImageProcessor,
     MediaRejected,
+    OriginalImage,
+    OriginalOnDisk,
     PreparedImage,
     photo_reduction,
     plan_delivery,
@@ -274,7 +277,7 @@ async def test_thin_image_preview_keeps_at_least_one_pixel() -> None:
 
 def test_prepared_image_repr_has_no_bytes() -> None:
     prepared = PreparedImage(
-        original=b"\x00" * 5000,
+        original_image=OriginalImage.holding(b"\x00" * 5000),
         original_mime="image/png",
         width=1,
         height=1,
@@ -628,3 +631,26 @@ def test_plan_delivery(
     width: int, height: int, size_bytes: int, image_size: str | None, expected: DeliveryPlan
 ) -> None:
     assert plan_delivery(width, height, size_bytes, image_size=image_size) == expected
+
+
+def test_a_stored_original_is_read_from_its_file_and_its_bytes_let_go(tmp_path: Path) -> None:
+    original = OriginalImage.holding(b"\x89PNG" + b"\x00" * 5000)
+    prepared = PreparedImage(
+        original_image=original,
+        original_mime="image/png",
+        width=1,
+        height=1,
+        sha256="0" * 64,
+        preview=b"",
+        preview_mime="image/png",
+        preview_width=1,
+        preview_height=1,
+        format="PNG",
+        source_format="PNG",
+    )
+    assert (prepared.original_file, prepared.size_bytes) == (None, 5004)
+    original.stored_in(tmp_path / "blob")
+    assert original.data is None
+    assert (prepared.original_file, prepared.size_bytes) == (tmp_path / "blob", 5004)
+    with pytest.raises(OriginalOnDisk):
+        _ = prepared.original

@@ -121,9 +121,12 @@ class GenerateImageTool:
                 raise
         cost = charge.report.provider_cost_micros
         produced = self._produced(args, references, ctx, image, charge, cost)
+        # A checked image travels as its prepared form only (its original can then be let go
+        # of once stored); the provider's bytes go along only for the delivery to refuse.
+        checked = replace(produced, content=b"", prepared=prepared) if prepared else produced
         return ToolOutput(
             payload=self._payload(args, references, min(cost, charge.meter.worst_case_micros)),
-            files=(replace(produced, prepared=prepared),),
+            files=(checked,),
         )
 
     async def _checked(self, image: ImageResult) -> PreparedImage | None:
