@@ -14,6 +14,8 @@ Worker to bot: `ready` (once), `headers` (an answer is arriving: may it be read?
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +31,15 @@ from bot.providers.images import (
 
 HEADER_LENGTH_BYTES = 4
 MAX_HEADER_BYTES = 1 << 20
+PIPE_BYTES = 1 << 20
+
+
+def widen_pipe(fd: int) -> None:
+    """Gives the pipe on `fd` 1 MiB of room instead of Linux's 64 KiB: a 28 MB image crosses in
+    about 110 reads of the bot's event loop instead of 440. Nothing where the system does not
+    allow it (`/proc/sys/fs/pipe-max-size`, or not a pipe)."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 class WireError(Exception):

@@ -25,6 +25,7 @@ from bot.providers.image_wire import (
     read_frame,
     request_from,
     send_frame,
+    widen_pipe,
     write_frame,
 )
 from bot.providers.images import (
@@ -146,6 +147,8 @@ async def _pipes() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
     frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    widen_pipe(frames_out.fileno())
+    widen_pipe(sys.stdin.fileno())
     reader = asyncio.StreamReader(limit=READ_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     transport, protocol = await loop.connect_write_pipe(

@@ -6,6 +6,7 @@ bot stops the worker when it closes."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import os
 import signal
@@ -19,7 +20,7 @@ import structlog.testing
 
 from bot.providers.gemini import MAX_REFERENCES
 from bot.providers.image_gateway import RetryPolicy, WorkerImageGateway
-from bot.providers.image_wire import WireError, read_frame
+from bot.providers.image_wire import PIPE_BYTES, WireError, read_frame
 from bot.providers.image_worker import ImageWorker, WorkerSetup
 from bot.providers.images import AnswerGate, ImageResult, ImageUnavailable
 from bot.providers.openai_images import MAX_REFERENCES as OPENAI_MAX_REFERENCES
@@ -143,6 +144,28 @@ async def test_an_image_is_not_kept_once_its_call_has_taken_it(
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert held < len(payload) // 4
+
+
+async def test_the_pipes_to_the_worker_hold_a_mebibyte(
+    gemini: FakeGemini, gateway: WorkerImageGateway
+) -> None:
+    # A 28 MB image crosses in about 110 reads of the bot's event loop, not 440 (Linux's
+    # default pipe holds 64 KiB).
+    gemini.script(image_reply())
+    await draw(gateway)
+    pid = gateway.worker_pid
+    assert pid is not None
+    sizes = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        if fd.readlink().name.startswith("pipe:"):
+            opened = os.open(fd, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                sizes.append(fcntl.fcntl(opened, fcntl.F_GETPIPE_SZ))
+            finally:
+                os.close(opened)
+    max_size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert len(sizes) >= 2  # its stdin and the frames to the bot
+    assert sizes == [min(PIPE_BYTES, max_size)] * len(sizes)
 
 
 async def test_the_key_is_not_on_the_command_line_or_in_the_environment(
