@@ -7,6 +7,7 @@ import gc
 import hashlib
 import io
 import os
+import shutil
 import tracemalloc
 
 from PIL import Image
@@ -74,6 +75,33 @@ async def test_a_generated_original_goes_to_the_chat_from_its_stored_file(start:
     stored = run.app.settings.files_dir / sha256[:2] / sha256[2:4] / sha256
     assert stored.read_bytes() == document
     assert held < len(original) // 2  # Claude's preview of this noise is 0.8 MB of it
+
+
+async def test_an_image_that_cannot_be_stored_is_neither_sent_nor_charged(start: Start) -> None:
+    # The original is stored before it is sent: a store that fails (a full or broken disk) ends
+    # the delivery before the chat gets anything, and the image is not charged.
+    run = await start(STARTER_BALANCE_USD="5.00")
+    files_dir = run.app.settings.files_dir
+    shutil.rmtree(files_dir, ignore_errors=True)
+    files_dir.parent.mkdir(parents=True, exist_ok=True)
+    files_dir.write_bytes(b"not a directory")  # every blob's directory fails to be made
+    run.anthropic.script(
+        tool_use_reply("generate_image", {"prompt": "a castle"}, id="toolu_broken"),
+        text_reply("Sorry, that did not work."),
+    )
+    run.gemini.script(image_reply())
+    assert await run.turn(USER, "draw a castle") == "answered"
+    methods = [s.method for s in run.telegram.sent(USER)]
+    assert "sendPhoto" not in methods and "sendDocument" not in methods
+    [call] = await run.rows("SELECT * FROM api_calls WHERE purpose = 'generate_image'")
+    assert call["charged_micros"] == 0
+    assert await run.rows("SELECT id FROM user_files") == []
+    [result] = [
+        b
+        for b in run.anthropic.message_requests()[-1]["messages"][-1]["content"]
+        if b.get("type") == "tool_result"
+    ]
+    assert result["is_error"] is True
 
 
 async def sent_document(run: InProcess, timeout: float = 20.0) -> bytes:
