@@ -144,7 +144,7 @@ class FileDelivery:
         disk (a 4K original is 28 MB, and its upload to the chat can take seconds). With a store
         elsewhere (S3) it runs while the chat receives the image. The row that refers to the
         blob comes after both."""
-        if not self._files.blobs_on_this_disk:
+        if self._files.blob_file(prepared) is None:
             return asyncio.ensure_future(self._files.store_blob(prepared))
         stored: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         stored.set_result(await self._files.store_blob(prepared))

@@ -12,6 +12,7 @@ import base64
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import UserFile
 from bot.providers.anthropic import ClaudeGateway
-from bot.services.blobs import BlobMissing, Blobs, BlobStore
+from bot.services.blobs import BlobMissing, Blobs
 from bot.services.media import ImageProcessor, PreparedImage
 
 log = structlog.get_logger(__name__)
@@ -107,10 +108,10 @@ class FileService:
         self._processor = processor
         self._config = config
 
-    @property
-    def blobs_on_this_disk(self) -> bool:
-        """True when blobs are files on this machine: a stored original is read from its file."""
-        return isinstance(self._blobs, BlobStore)
+    def blob_file(self, prepared: PreparedImage) -> Path | None:
+        """Where the image's original is (or will be) stored on this machine's disk; None with
+        a store elsewhere (S3)."""
+        return self._blobs.local_file(prepared.sha256)
 
     async def store_blob(self, prepared: PreparedImage) -> str:
         """Keep the original bytes; returns their sha256. When blobs are files on this machine,
