@@ -155,17 +155,25 @@ async def test_the_pipes_to_the_worker_hold_a_mebibyte(
     await draw(gateway)
     pid = gateway.worker_pid
     assert pid is not None
-    sizes = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        if fd.readlink().name.startswith("pipe:"):
-            opened = os.open(fd, os.O_RDONLY | os.O_NONBLOCK)
-            try:
-                sizes.append(fcntl.fcntl(opened, fcntl.F_GETPIPE_SZ))
-            finally:
-                os.close(opened)
+    sizes = [size for fd in Path(f"/proc/{pid}/fd").iterdir() if (size := pipe_size(fd))]
     max_size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
     assert len(sizes) >= 2  # its stdin and the frames to the bot
     assert sizes == [min(PIPE_BYTES, max_size)] * len(sizes)
+
+
+def pipe_size(fd: Path) -> int | None:
+    """The capacity of the pipe behind one of a process's /proc fd links; None for anything else
+    (or an fd closed meanwhile, such as an idle connection's socket)."""
+    try:
+        if not fd.readlink().name.startswith("pipe:"):
+            return None
+        opened = os.open(fd, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    try:
+        return fcntl.fcntl(opened, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(opened)
 
 
 async def test_the_key_is_not_on_the_command_line_or_in_the_environment(
