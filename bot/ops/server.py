@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import parse_listen
 from bot.db.direct import DirectSQL
+from bot.listening import listen
 from bot.ops.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -81,8 +82,8 @@ class OpsServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.application(), access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
-        log.info("ops_server_listening", host=self._host, port=self._port)
+        addresses = await listen(self._runner, self._host, self._port, setting="METRICS_LISTEN")
+        log.info("ops_server_listening", addresses=addresses)
 
     async def close(self) -> None:
         if self._runner is not None:

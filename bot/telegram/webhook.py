@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import parse_listen
+from bot.listening import listen
 from bot.services.inbox import Inbox
 from bot.telegram.ordered import OrderedDispatch
 from bot.telegram.poller import inbound_record
@@ -71,8 +72,8 @@ class WebhookServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.application(), access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
-        log.info("webhook_listening", host=self._host, port=self._port, path=self._path)
+        addresses = await listen(self._runner, self._host, self._port, setting="WEBHOOK_LISTEN")
+        log.info("webhook_listening", addresses=addresses, path=self._path)
 
     async def close(self) -> None:
         """Stop taking updates (Telegram re-sends what gets no answer to another replica)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import aiohttp
@@ -12,7 +13,7 @@ from tests.e2e.test_access_and_caps import echo_reply
 from tests.e2e.test_chat import ask
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.telegram import FakeTelegram
-from tests.netutil import free_port
+from tests.harness import BotProcess
 
 
 def sample(exposition: str, name: str, **labels: str) -> float:
@@ -28,12 +29,22 @@ def sample(exposition: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+async def metrics_port(process: BotProcess) -> int:
+    """The port the ops server took (METRICS_LISTEN with port 0), from its log line: a port
+    chosen by the test beforehand could be taken by another test's server meanwhile."""
+    await process.wait_for_log("ops_server_listening")
+    for line in process.lines:
+        if "ops_server_listening" in line:
+            [address] = json.loads(line)["addresses"]
+            return int(address.rpartition(":")[2])
+    raise AssertionError("no ops_server_listening line")
+
+
 async def test_metrics_count_turns_calls_charges_and_429s(
     start_bot: StartBot, telegram: FakeTelegram, anthropic_fake: FakeAnthropic
 ) -> None:
     anthropic_fake.set_default(echo_reply())
-    port = free_port()
-    await start_bot(METRICS_LISTEN=f"127.0.0.1:{port}")
+    port = await metrics_port(await start_bot(METRICS_LISTEN="127.0.0.1:0"))
     base = f"http://127.0.0.1:{port}"
     user = 71001
     telegram.fail("sendMessage", error_code=429, retry_after=1, times=1, chat_id=user)
@@ -81,8 +92,7 @@ async def test_metrics_count_turns_calls_charges_and_429s(
 async def test_healthz_is_503_while_telegram_refuses(
     start_bot: StartBot, telegram: FakeTelegram
 ) -> None:
-    port = free_port()
-    await start_bot(METRICS_LISTEN=f"127.0.0.1:{port}")
+    port = await metrics_port(await start_bot(METRICS_LISTEN="127.0.0.1:0"))
     telegram.fail("getMe", error_code=401, description="Unauthorized", times=1)
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{port}/healthz") as response:

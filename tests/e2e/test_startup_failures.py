@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -140,6 +141,19 @@ async def test_get_me_in_a_shape_that_is_not_telegrams_is_one_line(
     assert code == 1
     line = _assert_one_line(lines, "getMe", telegram.base_url, "TELEGRAM_API_URL")
     assert "Telegram server says" not in line, line
+
+
+async def test_a_metrics_address_in_use_is_one_line(
+    database_url: str, tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _env(database_url, tmp_path, telegram.base_url, METRICS_LISTEN=f"127.0.0.1:{port}")
+        code, lines, _ = await _run_to_exit(env)
+    assert code == 1
+    _assert_one_line(lines, "METRICS_LISTEN", f"127.0.0.1:{port}", "Cannot listen")
 
 
 async def test_malformed_token_is_one_line_before_anything_starts(
