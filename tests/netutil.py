@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 LOWEST = 20000
@@ -40,3 +42,13 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port that refuses connections for as long as the block runs: bound here and never
+    listened on, so no other test's server can take it meanwhile (a port merely found free can
+    be, and a client aimed at it then reaches that server)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]

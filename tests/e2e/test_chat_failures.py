@@ -4,7 +4,6 @@ no hold left open, the message kept in the conversation, and the next message wo
 from __future__ import annotations
 
 import itertools
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,7 @@ from tests.fakes.anthropic import (
     truncated_stream,
 )
 from tests.fakes.telegram import FakeTelegram
+from tests.netutil import refused_port
 
 MAX_RETRIES = 2
 ATTEMPTS = 1 + MAX_RETRIES
@@ -246,28 +246,22 @@ def location_update(user_id: int, *, update_id: int) -> dict[str, Any]:
     }
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_connection_refused_is_retried_a_bounded_number_of_times(
     start_bot: StartBot,
     telegram: FakeTelegram,
     anthropic_fake: FakeAnthropic,
     engine: AsyncEngine,
 ) -> None:
-    bot = await start_bot(
-        ANTHROPIC_BASE_URL=f"http://127.0.0.1:{closed_port()}",
-        ANTHROPIC_MAX_RETRIES=str(MAX_RETRIES),
-    )
-    user = 3301
-    update_id = telegram.push_text(user, "Anyone there?")
-    [reply] = await next_reply_after(telegram, user, 0)
-    assert "couldn't reach Claude" in reply
-    assert await wait_update_finished(telegram, engine, update_id) == "failed"
+    with refused_port() as port:
+        bot = await start_bot(
+            ANTHROPIC_BASE_URL=f"http://127.0.0.1:{port}",
+            ANTHROPIC_MAX_RETRIES=str(MAX_RETRIES),
+        )
+        user = 3301
+        update_id = telegram.push_text(user, "Anyone there?")
+        [reply] = await next_reply_after(telegram, user, 0)
+        assert "couldn't reach Claude" in reply
+        assert await wait_update_finished(telegram, engine, update_id) == "failed"
     assert bot.log_text().count('"claude_retry"') == MAX_RETRIES
     await assert_nothing_charged(engine, user)
     await assert_message_kept(engine, user, "Anyone there?")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from bot.telegram.flood import OutgoingPacer, PacingMiddleware, RetryAfterMiddleware
+from tests.netutil import refused_port
 
 TOKEN = "123456:TEST-fake-token-not-real"
 FLOOD = (
@@ -198,15 +198,12 @@ async def test_a_dropped_connection_is_retried(bot: Bot, fake: FakeBotApi) -> No
 
 
 async def test_network_failures_give_up_after_the_backoff() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    bot = make_bot(f"http://127.0.0.1:{port}")  # nothing listens there any more
-    bot.session.middleware(RetryAfterMiddleware(failure_backoff=(0.05, 0.1)))
-
-    with capture_logs() as logs, pytest.raises(TelegramNetworkError):
-        await bot.send_message(chat_id=42, text="hello")
-    await bot.session.close()
+    with refused_port() as port:
+        bot = make_bot(f"http://127.0.0.1:{port}")
+        bot.session.middleware(RetryAfterMiddleware(failure_backoff=(0.05, 0.1)))
+        with capture_logs() as logs, pytest.raises(TelegramNetworkError):
+            await bot.send_message(chat_id=42, text="hello")
+        await bot.session.close()
 
     assert [e["attempt"] for e in logs if e["event"] == "telegram_request_retry"] == [1, 2]
     assert TOKEN not in logged_values(logs)
