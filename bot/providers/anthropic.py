@@ -23,6 +23,7 @@ from anthropic.types import (
 )
 
 from bot.providers.anthropic_stream import MessageBuilder, StreamProgress
+from bot.providers.model_gone import ModelGoneReporter
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +55,8 @@ class ClaudeUnavailable(Exception):
 
     def __init__(self, kind: str, detail: str, *, status: int | None = None) -> None:
         super().__init__(f"{kind}: {detail}")
-        self.kind = kind  # busy | timeout | spend_limit | bad_request | stream_broken | auth
+        # busy | timeout | spend_limit | bad_request | stream_broken | auth | model_gone
+        self.kind = kind
         self.detail = detail
         self.status = status
         self.response_started = False
@@ -97,6 +99,7 @@ class ClaudeGateway:
         self._slot: contextlib.AbstractAsyncContextManager[Any] = (
             concurrency if concurrency is not None else contextlib.nullcontext()
         )
+        self._gone: dict[str, ModelGoneReporter] = {}
 
     async def stream_message(
         self,
@@ -117,7 +120,7 @@ class ClaudeGateway:
                 model, max_tokens, system, tools, messages, on_text, progress
             )
 
-        return await self._with_retries(once, deadline)
+        return await self._with_retries(once, model, deadline)
 
     async def create_message(
         self,
@@ -133,10 +136,10 @@ class ClaudeGateway:
         async def once() -> Message:
             return await self._create_once(model, max_tokens, system, messages, deadline)
 
-        return await self._with_retries(once, deadline)
+        return await self._with_retries(once, model, deadline)
 
     async def _with_retries(
-        self, once: Callable[[], Awaitable[Message]], deadline: float
+        self, once: Callable[[], Awaitable[Message]], model: str, deadline: float
     ) -> StreamedMessage:
         started = time.monotonic()
         attempt = 0
@@ -146,6 +149,8 @@ class ClaudeGateway:
                 async with self._slot:
                     message = await once()
             except ClaudeUnavailable as exc:
+                if exc.kind == "model_gone":
+                    self._reporter(model).gone(exc.detail)
                 delay = self._retry_delay(exc, attempt, deadline)
                 if delay is None:
                     exc.attempts = attempt
@@ -153,8 +158,21 @@ class ClaudeGateway:
                 log.warning("claude_retry", attempt=attempt, kind=exc.kind, delay=round(delay, 3))
                 await asyncio.sleep(delay)
                 continue
+            if model in self._gone:
+                self._gone[model].served()
             duration = int((time.monotonic() - started) * 1000)
             return StreamedMessage(message=message, attempts=attempt, duration_ms=duration)
+
+    def _reporter(self, model: str) -> ModelGoneReporter:
+        """One error line per model the API no longer serves, not one per turn."""
+        if model not in self._gone:
+            self._gone[model] = ModelGoneReporter(
+                "anthropic",
+                model,
+                event="claude_model_unavailable",
+                fix="set CLAUDE_MODEL (and CHAT_MODELS, VISION_MODEL) to models Anthropic serves",
+            )
+        return self._gone[model]
 
     async def _create_once(
         self,
@@ -325,6 +343,9 @@ def _classify_status_error(exc: anthropic.APIStatusError, started: bool) -> Clau
         return result
     if status in (401, 403):
         return _unavailable("auth", f"status {status}", started=started, status=status)
+    message = str(_nested(body, "error", "message") or "")
+    if status == 404 and message.startswith("model:"):  # the API does not serve this model
+        return _unavailable("model_gone", message[:200], started=started, status=status)
     result = _unavailable("bad_request", f"status {status}", started=started, status=status)
     text = str(exc).lower()
     result.file_missing = (

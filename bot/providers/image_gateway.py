@@ -21,9 +21,9 @@ from bot.providers.images import (
     ImageRequest,
     ImageResult,
     ImageUnavailable,
-    ModelGoneReporter,
     retry_delay,
 )
+from bot.providers.model_gone import ModelGoneReporter
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +52,12 @@ class WorkerImageGateway:
         self._model = model
         self._max_references = max_references
         self._retries = retries
-        self._gone = ModelGoneReporter(provider, model)
+        self._gone = ModelGoneReporter(
+            provider,
+            model,
+            event="image_model_unavailable",
+            fix="set IMAGE_MODEL to a model the provider serves (and price it in PRICES_FILE)",
+        )
         # One of the shared provider-call slots, held for the length of one attempt.
         self._slot: contextlib.AbstractAsyncContextManager[Any] = (
             concurrency if concurrency is not None else contextlib.nullcontext()

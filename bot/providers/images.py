@@ -153,32 +153,6 @@ class ImageGateway(Protocol):
     async def aclose(self) -> None: ...
 
 
-class ModelGoneReporter:
-    """Logs one error line for the operator the first time the provider says the configured model
-    does not exist (404), not one per request; a later success re-arms it."""
-
-    def __init__(self, provider: ImageProvider, model: str) -> None:
-        self._provider = provider
-        self._model = model
-        self._reported = False
-
-    def gone(self, detail: str) -> None:
-        if self._reported:
-            log.info("image_model_still_unavailable", provider=self._provider, model=self._model)
-            return
-        self._reported = True
-        log.error(
-            "image_model_unavailable",
-            provider=self._provider,
-            model=self._model,
-            detail=detail[:300],
-            fix="set IMAGE_MODEL to a model the provider serves (and price it in PRICES_FILE)",
-        )
-
-    def served(self) -> None:
-        self._reported = False
-
-
 def retry_delay(
     exc: ImageUnavailable,
     attempt: int,

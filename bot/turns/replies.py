@@ -45,6 +45,9 @@ FAILURE_REPLIES = {
         "The assistant is temporarily unavailable. The administrators have been notified; please try again later."
     ),
     "claude_auth": N_("The assistant is temporarily unavailable. Please try again later."),
+    "claude_model_gone": N_(
+        "The assistant's model is not available right now; the operator has been told. Nothing was charged."
+    ),
     "claude_bad_request": N_(
         "Sorry, I couldn't process that message. Try /new to start a fresh conversation."
     ),

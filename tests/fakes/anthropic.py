@@ -1469,6 +1469,35 @@ def _fault_cut(events: Sequence[_Event], after_deltas: int | None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+# The model ids the Messages API serves today (the SDK's Model literal, apis.md 1.9): any other
+# id, a retired one included, is a 404 not_found_error as from the real API. claude-sonnet-4-5
+# (-20250929) reached its end of life on 2026-11-30.
+SERVED_MODELS = frozenset(
+    {
+        "claude-fable-5-2",
+        "claude-mythos-5-2",
+        "claude-haiku-5-5",
+        "claude-sonnet-5-5",
+        "claude-fable-5-1",
+        "claude-opus-5-5",
+        "claude-mythos-5-1",
+        "claude-sonnet-5",
+        "claude-fable-5",
+        "claude-mythos-5",
+        "claude-opus-5",
+        "claude-opus-4-8",
+        "claude-opus-4-7",
+        "claude-mythos-preview",
+        "claude-opus-4-6",
+        "claude-sonnet-4-6",
+        "claude-haiku-4-5",
+        "claude-haiku-4-5-20251001",
+        "claude-opus-4-5",
+        "claude-opus-4-5-20251101",
+    }
+)
+
+
 class FakeAnthropic(FakeServer[RecordedRequest]):
     """Fake `POST /v1/messages` (JSON and SSE) and `/v1/files` for the real AsyncAnthropic."""
 
@@ -1483,7 +1512,8 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
         cache_min_tokens: int = 0,
         thinking_readers: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """`thinking_readers` maps a model to the other models whose thinking blocks it may
+        """`models`: the ids served (default SERVED_MODELS; any other is a 404).
+        `thinking_readers` maps a model to the other models whose thinking blocks it may
         read (each model reads its own); blocks of any other model are dropped silently."""
         super().__init__(default=default)
         self.thinking_readers = {k: tuple(v) for k, v in (thinking_readers or {}).items()}
@@ -1491,7 +1521,7 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
         self.ttft = ttft
         self.tokens_per_second = tokens_per_second
         self.api_key = api_key
-        self.models = set(models) if models is not None else None
+        self.models = set(models if models is not None else SERVED_MODELS)
         self.cache = PromptCache(cache_min_tokens)
         self.files: dict[str, StoredFile] = {}
         self.issued_tokens: set[str] = set()
@@ -1583,7 +1613,7 @@ class FakeAnthropic(FakeServer[RecordedRequest]):
         finally:
             _issued.reset(token)
         body = record.json
-        if self.models is not None and body["model"] not in self.models:
+        if body["model"] not in self.models:
             return self._error(record, ApiError(404, message=f"model: {body['model']}"), "invalid")
         betas = {b.strip() for b in request.headers.get("anthropic-beta", "").split(",")}
         try:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from tests.fakes.anthropic import text_reply
 from tests.inprocess.conftest import USER, Start
@@ -127,3 +128,24 @@ async def test_help_and_model_menu_say_what_a_long_prompt_costs(start: Start) ->
         "✓ claude-haiku-5-5 · from $0.10 in / $0.50 out per 1M tokens",
         "claude-sonnet-5-5 · $2.00 in / $10.00 out per 1M tokens",
     ]
+
+
+async def test_a_retired_claude_model_is_a_plain_message_and_costs_nothing(start: Start) -> None:
+    """claude-sonnet-4-5 reached its end of life on 2026-11-30 (priced still, for the rows it
+    left): the API answers 404 for it, as the fake does. The person is told plainly, nothing is
+    charged, and the operator gets one error line, not one per turn."""
+    run = await start(STARTER_BALANCE_USD="5.00", CLAUDE_MODEL="claude-sonnet-4-5")
+    with structlog.testing.capture_logs() as logs:
+        assert await run.turn(USER, "hi") == "failed: claude_model_gone"
+        assert await run.turn(USER, "hello?") == "failed: claude_model_gone"
+    assert [r.outcome for r in run.anthropic.requests] == ["invalid", "invalid"]
+    replies = [s.text for s in run.telegram.sent(USER) if s.text]
+    gone = (
+        "The assistant's model is not available right now; the operator has been told. "
+        "Nothing was charged."
+    )
+    assert replies == [gone, gone]
+    errors = [e for e in logs if e["event"] == "claude_model_unavailable"]
+    assert [(e["log_level"], e["model"]) for e in errors] == [("error", "claude-sonnet-4-5")]
+    [user] = await run.rows("SELECT balance_micros, held_micros FROM users")
+    assert user == {"balance_micros": 5_000_000, "held_micros": 0}
