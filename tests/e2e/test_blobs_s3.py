@@ -34,14 +34,7 @@ async def test_the_bot_keeps_photos_in_s3(
     anthropic_fake: FakeAnthropic,
     tmp_path: Path,
 ) -> None:
-    bucket = f"{BUCKET}-e2e"
-    await _make_bucket(s3_endpoint, bucket)
-    await start_bot(
-        BLOB_STORE_URL=f"s3://{bucket}/bot-files",
-        S3_ENDPOINT_URL=s3_endpoint,
-        S3_ACCESS_KEY_ID=KEY_ID,
-        S3_SECRET_ACCESS_KEY=SECRET,
-    )
+    bucket = await start_on_s3(start_bot, s3_endpoint, f"{BUCKET}-e2e")
     anthropic_fake.script(text_reply("A green rectangle."))
     update = telegram.push_photo(93001, png_bytes(), caption="what is this?")
     [sha] = await finished_file_hashes(database_url, telegram, update, 93001)
@@ -60,14 +53,7 @@ async def test_a_generated_image_goes_to_s3_and_to_the_chat(
     tmp_path: Path,
 ) -> None:
     # With blobs on S3 the original is stored while the chat receives it from memory.
-    bucket = f"{BUCKET}-e2e-generated"
-    await _make_bucket(s3_endpoint, bucket)
-    await start_bot(
-        BLOB_STORE_URL=f"s3://{bucket}/bot-files",
-        S3_ENDPOINT_URL=s3_endpoint,
-        S3_ACCESS_KEY_ID=KEY_ID,
-        S3_SECRET_ACCESS_KEY=SECRET,
-    )
+    bucket = await start_on_s3(start_bot, s3_endpoint, f"{BUCKET}-e2e-generated")
     anthropic_fake.script(
         tool_use_reply("generate_image", {"prompt": "a castle", "image_size": "4K"}, id="toolu_s3"),
         text_reply("Done."),
@@ -81,6 +67,18 @@ async def test_a_generated_image_goes_to_s3_and_to_the_chat(
     assert hashlib.sha256(document.document).hexdigest() == sha
     local = tmp_path / "data" / "files"
     assert not local.exists() or not [p for p in local.rglob("*") if p.is_file()]
+
+
+async def start_on_s3(start_bot: StartBot, endpoint: str, bucket: str) -> str:
+    """The bot started with its blobs in a new bucket of moto's S3 server; the bucket's name."""
+    await _make_bucket(endpoint, bucket)
+    await start_bot(
+        BLOB_STORE_URL=f"s3://{bucket}/bot-files",
+        S3_ENDPOINT_URL=endpoint,
+        S3_ACCESS_KEY_ID=KEY_ID,
+        S3_SECRET_ACCESS_KEY=SECRET,
+    )
+    return bucket
 
 
 async def finished_file_hashes(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import io
 import os
@@ -16,6 +15,7 @@ from tests.fakes.anthropic import text_reply, tool_use_reply
 from tests.fakes.gemini import image_reply, raw_bytes_reply
 from tests.image_charges import gemini_cost
 from tests.inprocess.conftest import USER, InProcess, Start
+from tests.traced import bytes_held_by
 
 
 def png(width: int, height: int) -> bytes:
@@ -64,10 +64,7 @@ async def test_a_generated_original_goes_to_the_chat_from_its_stored_file(start:
         run.telegram.push_text(USER, "draw noise")
         await run.feed()
         document = await sent_document(run)
-        gc.collect()
-        bots = tracemalloc.Filter(True, "*/bot/*")
-        snapshot = tracemalloc.take_snapshot().filter_traces([bots])
-        held = sum(stat.size for stat in snapshot.statistics("filename"))
+        held = bytes_held_by("*/bot/*")
     finally:
         tracemalloc.stop()
     assert document == original  # nothing to strip: the provider's own bytes

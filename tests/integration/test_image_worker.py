@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import gc
 import os
 import signal
 import time
@@ -28,6 +27,7 @@ from tests.fakes.anthropic import Delay, Hang
 from tests.fakes.gemini import FakeGemini, image_reply, raw_bytes_reply
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai import image_reply as openai_image_reply
+from tests.traced import bytes_held_by
 
 MODEL = "gemini-3-pro-image"
 KEY = "test-key-not-a-real-one-4f1c"
@@ -133,11 +133,8 @@ async def test_an_image_is_not_kept_once_its_call_has_taken_it(
         waiting = asyncio.create_task(draw(gateway, deadline_in=60.0))
         await gemini.wait_for_requests(3)
         del image
-        gc.collect()
-        # What the bot's side allocated and still holds (the fake Gemini shares this process).
-        bots = tracemalloc.Filter(True, "*/bot/providers/*")
-        snapshot = tracemalloc.take_snapshot().filter_traces([bots])
-        held = sum(stat.size for stat in snapshot.statistics("filename"))
+        # What the bot's side still holds (the fake Gemini shares this process).
+        held = bytes_held_by("*/bot/providers/*")
     finally:
         tracemalloc.stop()
     waiting.cancel()
