@@ -79,6 +79,7 @@ class Turn:
     replied_at: float | None = None
     provider_seconds: float = 0.0
     kind: str = "text"
+    replies_from: int = 0  # the chat's sent items before this turn: its reply comes later
 
     @property
     def latency(self) -> float:
@@ -102,6 +103,33 @@ class PhaseResult:
     db_round_trips_per_turn: float | None = None
     telegram_calls_per_turn: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderTimes:
+    """Time inside the fake Anthropic per turn tag. Each finished request is read once: the phase
+    with a chatter asks after every turn, and re-reading every request each time (hundreds, each
+    conversation re-serialized) grew quadratically, on the two cores the bot runs on."""
+
+    def __init__(self) -> None:
+        self._read = 0
+        self._unfinished: list[RecordedRequest] = []
+        self._seconds: dict[str, float] = {}
+
+    def of(self, anthropic: FakeAnthropic, needle: str) -> float:
+        requests = anthropic.requests
+        if len(requests) < self._read:  # the fake's record was cleared
+            self._read, self._unfinished, self._seconds = 0, [], {}
+        waiting = self._unfinished + requests[self._read :]
+        self._read, self._unfinished = len(requests), []
+        for request in waiting:
+            if not request.path.endswith("/v1/messages"):
+                continue
+            if request.duration is None:
+                self._unfinished.append(request)
+                continue
+            key = turn_tag(request.json or {})
+            self._seconds[key] = self._seconds.get(key, 0.0) + request.duration
+        return self._seconds.get(needle, 0.0)
 
 
 @contextlib.contextmanager
@@ -220,6 +248,7 @@ class Bench:
         self.pg = TestPostgres()
         self.statement_log: Path | None = None
         self.last_turns: list[Turn] = []
+        self._provider_times: tuple[FakeAnthropic, ProviderTimes] | None = None
 
     async def _connect(self, database: str) -> asyncpg.Connection:
         url = make_url(self.pg.url_for(database))
@@ -382,7 +411,13 @@ class Bench:
                 words = (
                     f"please draw a cat {image_size}" if kind == "image" else "tell me something"
                 )
-                turn = Turn(user=user, index=index, sent_at=time.monotonic(), kind=kind)
+                turn = Turn(
+                    user=user,
+                    index=index,
+                    sent_at=time.monotonic(),
+                    kind=kind,
+                    replies_from=telegram.sent_count(user),
+                )
                 if kind == "voice":
                     telegram.push_voice(
                         user, voice_note(user, index), duration=8, caption=tag(user, index)
@@ -420,7 +455,7 @@ class Bench:
         needle = tag(user, turn.index)
 
         def reply() -> Any:
-            for item in telegram.sent(user):
+            for item in telegram.sent_since(user, turn.replies_from):
                 if item.method == "sendMessage" and needle in (item.text or ""):
                     return item
             return None
@@ -432,14 +467,9 @@ class Bench:
         turn.replied_at = reply().time
 
     def _provider_time(self, anthropic: FakeAnthropic, turn: Turn) -> float:
-        needle = tag(turn.user, turn.index)
-        total = 0.0
-        for request in anthropic.requests:
-            if not request.path.endswith("/v1/messages") or request.duration is None:
-                continue
-            if turn_tag(request.json or {}) == needle:
-                total += request.duration
-        return total
+        if self._provider_times is None or self._provider_times[0] is not anthropic:
+            self._provider_times = (anthropic, ProviderTimes())
+        return self._provider_times[1].of(anthropic, tag(turn.user, turn.index))
 
     def summarize(
         self, name: str, turns: list[Turn], wall: float, cpu: float, xacts: int, tg_calls: int

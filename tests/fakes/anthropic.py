@@ -32,6 +32,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from aiohttp import BodyPartReader, web
 from PIL import Image, UnidentifiedImageError
 
+from tests.fakes.canonical import canonical_text
 from tests.fakes.thinking_binding import BindingError, ThinkingCheck, check_thinking, sign_content
 
 # ---------------------------------------------------------------------------------------------
@@ -1160,7 +1161,7 @@ def image_tokens(width: int, height: int, model: str) -> int:
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_text(value)
 
 
 def _text_tokens(text: str) -> int:

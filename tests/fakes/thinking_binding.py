@@ -50,6 +50,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakes.canonical import canonical_bytes
+
 BINDING_BETA = "thinking-binding-controls-2026-08-01"
 # The models that bind thinking blocks to their conversation and accept `block_binding`.
 BINDING_MODELS = frozenset(
@@ -103,9 +105,7 @@ def _plain(value: Any) -> Any:
 
 
 def _canonical(value: Any) -> bytes:
-    return json.dumps(
-        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    return canonical_bytes(_plain(value))
 
 
 def _blocks(message: Mapping[str, Any]) -> list[Any]:
