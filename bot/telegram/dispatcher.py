@@ -29,7 +29,9 @@ def build_dispatcher(
 ) -> Dispatcher:
     """`deps` become handler arguments by name (aiogram workflow data)."""
     i18n = i18n or create_i18n()
-    dp = Dispatcher(settings=settings, users=users, **deps)
+    # No handler keeps conversation state in aiogram's FSM (turns live in Postgres): without it,
+    # no FSM context is built for every update.
+    dp = Dispatcher(disable_fsm=True, settings=settings, users=users, **deps)
     dp.update.outer_middleware(UpdateOutcomeMiddleware(inbox))
     dp.update.outer_middleware(LocaleMiddleware(i18n))  # the gate's own replies
     dp.message.middleware(LocaleMiddleware(i18n))  # after the gate: the person's choice
