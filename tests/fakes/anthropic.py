@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import inspect
 import io
@@ -32,7 +33,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from aiohttp import BodyPartReader, web
 from PIL import Image, UnidentifiedImageError
 
-from tests.fakes.canonical import canonical_text
+from tests.fakes.canonical import canonical_text, flat_items
 from tests.fakes.thinking_binding import BindingError, ThinkingCheck, check_thinking, sign_content
 
 # ---------------------------------------------------------------------------------------------
@@ -1210,6 +1211,26 @@ def _segment(element: Any, tokens: int, extra: str = "") -> _Segment:
     return _Segment(extra + _canonical(plain), tokens, ttl)
 
 
+_FLAT_KINDS = frozenset({"text", "thinking", "redacted_thinking"})
+
+
+def _block_segment(
+    block: dict[str, Any], files: Mapping[str, StoredFile], model: str, extra: str
+) -> _Segment:
+    items = flat_items(block)
+    if items is None or block.get("type") not in _FLAT_KINDS:
+        return _segment(block, _block_tokens(block, files, model), extra)
+    return _flat_segment(items, extra)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _flat_segment(items: tuple[tuple[str, str], ...], extra: str) -> _Segment:
+    """The segment of a block whose values are all strings (text, thinking): no files, no cache
+    marker, its tokens from its text. Remembered, as the conversation repeats it every request."""
+    block = dict(items)
+    return _segment(block, _block_tokens(block, {}, ""), extra)
+
+
 def prompt_segments(body: Mapping[str, Any], files: Mapping[str, StoredFile]) -> list[_Segment]:
     """The cacheable prefix elements in the API's order: tools, then system, then messages."""
     segments = [
@@ -1225,7 +1246,7 @@ def prompt_segments(body: Mapping[str, Any], files: Mapping[str, StoredFile]) ->
         role = str(message.get("role"))
         for block in _content_blocks(message):
             if isinstance(block, dict):
-                segments.append(_segment(block, _block_tokens(block, files, model), role + ":"))
+                segments.append(_block_segment(block, files, model, role + ":"))
     if isinstance(body.get("cache_control"), dict) and segments:
         last = segments[-1]
         ttl = "1h" if body["cache_control"].get("ttl") == "1h" else "5m"

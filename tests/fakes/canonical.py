@@ -31,7 +31,7 @@ def _flat_bytes(items: tuple[tuple[str, str], ...]) -> bytes:
     return _flat_text(items).encode()
 
 
-def _flat_items(value: Any) -> tuple[tuple[str, str], ...] | None:
+def flat_items(value: Any) -> tuple[tuple[str, str], ...] | None:
     """The items of a dict whose keys and values are all strings (the cache key), else None.
     Only exact strings: True and 1 are equal keys to a cache but not the same JSON."""
     if type(value) is not dict:
@@ -42,10 +42,10 @@ def _flat_items(value: Any) -> tuple[tuple[str, str], ...] | None:
 
 
 def canonical_text(value: Any) -> str:
-    items = _flat_items(value)
+    items = flat_items(value)
     return _dumps(value) if items is None else _flat_text(items)
 
 
 def canonical_bytes(value: Any) -> bytes:
-    items = _flat_items(value)
+    items = flat_items(value)
     return _dumps(value).encode() if items is None else _flat_bytes(items)

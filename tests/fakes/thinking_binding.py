@@ -50,7 +50,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.canonical import canonical_bytes
+from tests.fakes.canonical import canonical_bytes, flat_items
 
 BINDING_BETA = "thinking-binding-controls-2026-08-01"
 # The models that bind thinking blocks to their conversation and accept `block_binding`.
@@ -105,7 +105,8 @@ def _plain(value: Any) -> Any:
 
 
 def _canonical(value: Any) -> bytes:
-    return canonical_bytes(_plain(value))
+    # A flat block (all strings) has no cache_control and no None to drop: it is its own plain.
+    return canonical_bytes(value if flat_items(value) is not None else _plain(value))
 
 
 def _blocks(message: Mapping[str, Any]) -> list[Any]:

@@ -39,6 +39,7 @@ from tests.fakes.anthropic import (
     tool_use_reply,
     truncated_stream,
 )
+from tests.fakes.canonical import canonical_bytes, canonical_text
 
 KEY = "sk-ant-test-not-a-real-key"
 MODEL = "claude-sonnet-5-5"
@@ -608,3 +609,18 @@ async def test_auth_headers(fake: FakeAnthropic) -> None:
     assert error["type"] == "error"
     assert error["error"]["type"] == "authentication_error"
     assert error["request_id"].startswith("req_")
+
+
+def test_remembered_canonical_json_is_json_dumps_and_tells_types_apart() -> None:
+    """The fake remembers the canonical JSON of flat blocks by their content: the remembered form
+    must be exactly what json.dumps writes, and a string "1" must never stand for the number 1
+    or True (equal as cache keys, different JSON)."""
+    block = {"type": "text", "text": 'héllo "quoted"\n', "z": "last"}
+    expected = json.dumps(block, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_text(block) == expected
+    assert canonical_text(dict(reversed(list(block.items())))) == expected
+    assert canonical_bytes(block) == expected.encode()
+    assert canonical_text({"a": "1"}) == '{"a":"1"}'
+    assert canonical_text({"a": 1}) == '{"a":1}'
+    assert canonical_text({"a": True}) == '{"a":true}'
+    assert canonical_text({"a": "1", "b": {"c": "d"}}) == '{"a":"1","b":{"c":"d"}}'
