@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 
 import structlog
 from PIL import Image
@@ -166,9 +168,26 @@ def _decode(data: bytes, image_format: str) -> _Decoded:
 
 
 def _encode(image: Image.Image, image_format: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **options)
-    return buffer.getvalue()
+    """The encoded image, written to an anonymous file rather than a BytesIO: Pillow encodes into
+    a file descriptor without holding the GIL, while into a BytesIO it holds it for the whole
+    encode (about 10 ms for a 2752 px JPEG photo), and the bot's event loop, another person's
+    turn, waits that long."""
+    with _scratch_file() as file:
+        image.save(file, format=image_format, **options)
+        file.seek(0)
+        return file.read()
+
+
+@contextmanager
+def _scratch_file() -> Iterator[BinaryIO]:
+    """An unnamed file in memory (memfd) where the system has them, else a temporary file."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None:
+        with tempfile.TemporaryFile() as file:
+            yield file
+        return
+    with os.fdopen(memfd_create("image-encode", os.MFD_CLOEXEC), "w+b") as file:
+        yield file
 
 
 def _stored_format(image: Image.Image, source_format: str) -> str:

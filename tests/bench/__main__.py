@@ -132,6 +132,23 @@ class ProviderTimes:
         return self._seconds.get(needle, 0.0)
 
 
+async def loop_lag_while_decoding(images: int) -> dict[str, float]:
+    """`tests.bench.decode_lag` in a process of its own (set up as the bot's is)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.bench.decode_lag",
+        str(images),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"tests.bench.decode_lag exited with {process.returncode}")
+    figures: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return figures
+
+
 @contextlib.contextmanager
 def harness_gc_paused() -> Iterator[None]:
     """The fakes run in this process and keep every request they saw; a collection here would
@@ -719,6 +736,9 @@ class Bench:
             size: photo_png(*output_size("16:9", size, realistic=True)) for size in ("2K", "4K")
         }
         self.figures["image_png_mb"] = {k: round(len(v) / 1e6, 1) for k, v in photos.items()}
+        self.figures["loop_lag_ms_while_decoding_4k"] = await loop_lag_while_decoding(
+            4 if quick else 12
+        )
         fast = {"TELEGRAM_CHAT_RATE": "1000", "TELEGRAM_GLOBAL_RATE": "1000"}
         async with (
             FakeTelegram(token=FAKE_BOT_TOKEN) as telegram,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import random
 import struct
 import threading
 import time
@@ -16,6 +17,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from bot.services.decoding import _encode as decoding_encode
 from bot.services.decoding import effective_max_pixels
 from bot.services.media import (
     PREVIEW_MAX_SIDE,
@@ -654,3 +656,26 @@ def test_a_stored_original_is_read_from_its_file_and_its_bytes_let_go(tmp_path: 
     assert (prepared.original_file, prepared.size_bytes) == (tmp_path / "blob", 5004)
     with pytest.raises(OriginalOnDisk):
         _ = prepared.original
+
+
+@pytest.mark.parametrize(
+    ("image_format", "options"),
+    [
+        ("JPEG", {"quality": 87}),
+        ("JPEG", {"quality": 92, "optimize": True}),
+        ("PNG", {}),
+        ("WEBP", {"quality": 92}),
+    ],
+)
+def test_encoding_through_a_file_gives_the_bytes_a_buffer_would(
+    image_format: str, options: dict[str, object]
+) -> None:
+    """Images are encoded into an unnamed file (Pillow then encodes without the GIL): the bytes
+    must be exactly those of an in-memory encode."""
+    rng = random.Random(7)
+    image = Image.frombytes(
+        "RGB", (640, 360), bytes(rng.randrange(256) for _ in range(640 * 360 * 3))
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    assert decoding_encode(image, image_format, **options) == buffer.getvalue()
