@@ -15,6 +15,7 @@ from bot.app import Application, build_application
 from bot.builders import secret_values
 from bot.config import Settings
 from bot.db.lifecycle import database
+from bot.db.session import warm_pool
 from bot.i18n import DEFAULT_LOCALE, LANGUAGE_NAMES, N_, bot_commands, pick_locale
 from bot.logs import configure_logging
 from bot.providers.heap import map_large_blocks_separately
@@ -54,6 +55,7 @@ async def run(settings: Settings, prices: PriceTable | None = None) -> int:
     try:
         async with database(settings) as engine:
             app = build_application(settings, engine, prices)
+            app.background.append(asyncio.create_task(warm_pool(engine)))
             try:
                 await _start(app, boot_time, stop)
                 started = True

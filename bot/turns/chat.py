@@ -304,17 +304,24 @@ class ChatService:
         self, incoming: IncomingMessage, status: str, turn: TurnLog, mark: int | None
     ) -> TurnEnd | None:
         """The update marked, the turn logged with the ledger's charge for it; what the turn's
-        notices need (one read serves both)."""
-        end = await self._turn_end(incoming.user_id, mark)
+        notices need (one read serves both). The read and the marks are independent statements,
+        sent together: the person's next message waits for the end of this turn."""
+        error = None if status == "answered" else turn.outcome
+        ending = asyncio.ensure_future(self._turn_end(incoming.user_id, mark))
+        try:
+            await asyncio.gather(
+                *(
+                    self._inbox.mark(update_id, status, error=error)
+                    for update_id in (incoming.update_id, *incoming.extra_update_ids)
+                )
+            )
+        finally:
+            end = await ending
         if end is not None:
             turn.stats.charged_micros = end.charged_micros
         else:
             turn.stats.charged_micros += self._intake_charged.get(incoming.update_id, 0)
         self._intake_charged.pop(incoming.update_id, None)
-        for update_id in (incoming.update_id, *incoming.extra_update_ids):
-            await self._inbox.mark(
-                update_id, status, error=None if status == "answered" else turn.outcome
-            )
         s = turn.stats
         duration = time.monotonic() - turn.started
         if self._on_finished is not None:

@@ -10,14 +10,30 @@ from aiogram import Router
 from aiogram.dispatcher.event.handler import FilterObject, HandlerObject
 from aiogram.types import Audio, Chat, Document, Message, PhotoSize, User, Voice
 
-from bot.telegram.handlers import admin, billing, chat, common
+from bot.telegram.handlers import (
+    admin,
+    billing,
+    chat,
+    common,
+    controls,
+    groups,
+    payments,
+    preferences,
+    stop,
+)
 
 
 def all_routers() -> list[Router]:
+    """Every router the bot registers (`bot.wiring` and `build_dispatcher`)."""
     return [
         common.build_router(),
+        groups.build_router(),
         billing.build_router(),
         admin.build_router(),
+        payments.build_router(),
+        controls.build_router(),
+        preferences.build_router(),
+        stop.build_router(),
         chat.build_router(),
         common.build_fallback_router(),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
@@ -97,9 +97,14 @@ async def confirm_button_handler(
     await query.answer(None if taken else _(EXPIRED))
 
 
+async def is_confirm_button(query: CallbackQuery) -> bool:
+    """A coroutine: aiogram runs a filter that is a plain function in a worker thread."""
+    return (query.data or "").startswith(f"{CONFIRM_PREFIX}:")
+
+
 def build_router() -> Router:
     router = Router(name="controls")
     router.message.register(limit_handler, Command("limit"))
     router.message.register(receipts_handler, Command("receipts"))
-    router.callback_query.register(confirm_button_handler, F.data.startswith(f"{CONFIRM_PREFIX}:"))
+    router.callback_query.register(confirm_button_handler, is_confirm_button)
     return router

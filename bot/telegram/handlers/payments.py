@@ -5,7 +5,7 @@ Thin: the money is moved by bot.services.payments; the words are in bot.telegram
 
 from __future__ import annotations
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
@@ -198,6 +198,16 @@ def _language(message: Message, user_state: UserState | None) -> str | None:
     return message.from_user.language_code if message.from_user else None
 
 
+async def is_successful_payment(message: Message) -> bool:
+    """A coroutine, not aiogram's magic filter: aiogram runs a plain function (the magic
+    filter's `resolve` is one) in a worker thread, and this one sees every text message."""
+    return message.successful_payment is not None
+
+
+async def is_buy_menu_button(query: CallbackQuery) -> bool:
+    return query.data == BUY_MENU_CALLBACK
+
+
 def build_router() -> Router:
     router = Router(name="payments")
     router.message.register(buy_handler, Command("buy"))
@@ -205,9 +215,9 @@ def build_router() -> Router:
     router.message.register(paysupport_handler, Command("paysupport"))
     router.message.register(terms_handler, Command("terms"))
     router.message.register(privacy_handler, Command("privacy"))
-    router.message.register(successful_payment_handler, F.successful_payment)
+    router.message.register(successful_payment_handler, is_successful_payment)
     router.pre_checkout_query.register(pre_checkout_handler)
     router.callback_query.register(buy_button_handler, BuyStars.filter())
-    router.callback_query.register(buy_menu_button_handler, F.data == BUY_MENU_CALLBACK)
+    router.callback_query.register(buy_menu_button_handler, is_buy_menu_button)
     router.callback_query.register(refund_button_handler, RefundPurchase.filter())
     return router
