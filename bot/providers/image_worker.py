@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import sys
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -167,9 +168,20 @@ class ImageWorker:
     async def attempt(self, request: ImageRequest, timeout: float) -> ImageResult:
         """One attempt at `request` within `timeout` seconds: the image, or ImageBlocked /
         ImageUnavailable as the provider's answer gave them."""
+        started = time.monotonic()
         self._busy()
         try:
-            return await self._attempt(await self._worker(), request, timeout)
+            try:
+                # The worker's start counts toward the turn's time too (the start itself goes
+                # on for the next image): on a loaded machine it can take seconds.
+                async with asyncio.timeout(timeout):
+                    worker = await self._worker()
+            except TimeoutError:
+                raise ImageUnavailable("timeout", "the image worker is still starting") from None
+            remaining = timeout - (time.monotonic() - started)
+            if remaining <= 0:
+                raise ImageUnavailable("timeout", "no time left in this turn")
+            return await self._attempt(worker, request, remaining)
         finally:
             self._done()
 

@@ -164,12 +164,31 @@ async def test_a_read_timeout_is_not_retried_and_may_have_cost(gemini: FakeGemin
 async def test_the_turn_deadline_bounds_the_call(
     gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
-    gemini.script(Delay(5.0, image_reply()))
+    gemini.script(image_reply(), Delay(5.0, image_reply()))
+    await generate(gateway)  # the worker started
     started = time.monotonic()
     with pytest.raises(ImageUnavailable) as caught:
         await generate(gateway, deadline_in=0.5)
     assert time.monotonic() - started < 2.0
     assert caught.value.cost_unknown is True
+
+
+async def test_the_turn_deadline_bounds_the_worker_start(
+    gemini: FakeGemini, gateway: WorkerImageGateway
+) -> None:
+    """A turn with less time left than the worker takes to start (a Python process importing its
+    SDK) gets a timeout by its deadline, nothing asked of the provider (nothing to charge); the
+    start goes on, and the next image uses the worker."""
+    gemini.script(image_reply())
+    started = time.monotonic()
+    with pytest.raises(ImageUnavailable) as caught:
+        await generate(gateway, deadline_in=0.01)
+    assert time.monotonic() - started < 0.5
+    assert caught.value.kind == "timeout"
+    assert caught.value.cost_unknown is False
+    assert gemini.generate_requests() == []
+    await generate(gateway)
+    assert len(gemini.generate_requests()) == 1
 
 
 async def test_no_retry_when_the_backoff_would_pass_the_deadline(gemini: FakeGemini) -> None:
