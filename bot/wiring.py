@@ -28,14 +28,7 @@ from bot.services.media import ImageLimits, ImageProcessor
 from bot.services.usage import ImageRateLimit, UsageReports
 from bot.telegram.confirm import TelegramToolConfirmation
 from bot.telegram.delivery import TelegramFileSender
-from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher
-from bot.telegram.handlers import admin as admin_handlers
-from bot.telegram.handlers import billing as billing_handlers
-from bot.telegram.handlers import controls as controls_handlers
-from bot.telegram.handlers import groups as group_handlers
-from bot.telegram.handlers import payments as payments_handlers
-from bot.telegram.handlers import preferences as preferences_handlers
-from bot.telegram.handlers import stop as stop_handlers
+from bot.telegram.dispatcher import ALLOWED_UPDATES, build_dispatcher, feature_routers
 from bot.telegram.notices import TelegramTurnNotices
 from bot.telegram.sending import MessageSender
 from bot.telegram.submit import TurnSubmitter
@@ -200,15 +193,7 @@ def build_telegram_dispatcher(
         settings,
         inbox=core.inbox,
         users=core.users,
-        extra_routers=[
-            group_handlers.build_router(),
-            billing_handlers.build_router(),
-            admin_handlers.build_router(),
-            payments_handlers.build_router(),
-            controls_handlers.build_router(),
-            preferences_handlers.build_router(),
-            stop_handlers.build_router(),
-        ],
+        extra_routers=feature_routers(),
         controls=core.controls,
         texts=Texts(settings.texts_dir),
         billing=core.ledger,

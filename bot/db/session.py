@@ -59,8 +59,10 @@ async def warm_pool(engine: AsyncEngine, connections: int = POOL_SIZE) -> None:
             await everyone_in.wait()
 
     try:
-        async with asyncio.timeout(WARM_UP_SECONDS):
-            await asyncio.gather(*(hold_one() for _ in range(connections)))
+        # A task group: one connection failing releases the others at once.
+        async with asyncio.timeout(WARM_UP_SECONDS), asyncio.TaskGroup() as group:
+            for _ in range(connections):
+                group.create_task(hold_one())
     except Exception as exc:
         log.warning("db_pool_warm_up_failed", opened=opened, error=type(exc).__name__)
         return

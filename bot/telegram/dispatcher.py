@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiogram import Dispatcher
+from aiogram import Dispatcher, Router
 from aiogram.utils.i18n import I18n
 
 from bot.config import Settings
@@ -12,10 +12,33 @@ from bot.i18n import LocaleMiddleware, create_i18n
 from bot.services.inbox import Inbox
 from bot.services.users import UserService
 from bot.telegram.addressing import GroupAddressingMiddleware
-from bot.telegram.handlers import chat, common
+from bot.telegram.handlers import (
+    admin,
+    billing,
+    chat,
+    common,
+    controls,
+    groups,
+    payments,
+    preferences,
+    stop,
+)
 from bot.telegram.middlewares import GateMiddleware, UpdateOutcomeMiddleware
 
 ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query")
+
+
+def feature_routers() -> list[Router]:
+    """The routers tried between the common commands and chat input, in that order."""
+    return [
+        groups.build_router(),
+        billing.build_router(),
+        admin.build_router(),
+        payments.build_router(),
+        controls.build_router(),
+        preferences.build_router(),
+        stop.build_router(),
+    ]
 
 
 def build_dispatcher(

@@ -143,15 +143,21 @@ async def test_an_image_is_not_kept_once_its_call_has_taken_it(
     assert held < len(payload) // 4
 
 
+async def worker_after_one_image(gemini: FakeGemini, gateway: WorkerImageGateway) -> int:
+    """The worker's process id, once it has made one image."""
+    gemini.script(image_reply())
+    await draw(gateway)
+    pid = gateway.worker_pid
+    assert pid is not None
+    return pid
+
+
 async def test_the_pipes_to_the_worker_hold_a_mebibyte(
     gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
     # A 28 MB image crosses in about 110 reads of the bot's event loop, not 440 (Linux's
     # default pipe holds 64 KiB).
-    gemini.script(image_reply())
-    await draw(gateway)
-    pid = gateway.worker_pid
-    assert pid is not None
+    pid = await worker_after_one_image(gemini, gateway)
     sizes = [size for fd in Path(f"/proc/{pid}/fd").iterdir() if (size := pipe_size(fd))]
     max_size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
     assert len(sizes) >= 2  # its stdin and the frames to the bot
@@ -176,10 +182,7 @@ def pipe_size(fd: Path) -> int | None:
 async def test_the_key_is_not_on_the_command_line_or_in_the_environment(
     gemini: FakeGemini, gateway: WorkerImageGateway
 ) -> None:
-    gemini.script(image_reply())
-    await draw(gateway)
-    pid = gateway.worker_pid
-    assert pid is not None
+    pid = await worker_after_one_image(gemini, gateway)
     assert KEY.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert KEY.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
     assert [r.outcome for r in gemini.generate_requests()] == ["ok"]  # the key reached it

@@ -10,30 +10,16 @@ from aiogram import Router
 from aiogram.dispatcher.event.handler import FilterObject, HandlerObject
 from aiogram.types import Audio, Chat, Document, Message, PhotoSize, User, Voice
 
-from bot.telegram.handlers import (
-    admin,
-    billing,
-    chat,
-    common,
-    controls,
-    groups,
-    payments,
-    preferences,
-    stop,
-)
+from bot.telegram.dispatcher import feature_routers
+from bot.telegram.handlers import chat, common
 
 
 def all_routers() -> list[Router]:
-    """Every router the bot registers (`bot.wiring` and `build_dispatcher`)."""
+    """Every router the bot registers: `build_dispatcher`'s own and the `feature_routers` the
+    bot passes it (the same list, so a router added there is checked here too)."""
     return [
         common.build_router(),
-        groups.build_router(),
-        billing.build_router(),
-        admin.build_router(),
-        payments.build_router(),
-        controls.build_router(),
-        preferences.build_router(),
-        stop.build_router(),
+        *feature_routers(),
         chat.build_router(),
         common.build_fallback_router(),
     ]
